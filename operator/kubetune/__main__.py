@@ -1,0 +1,7 @@
+"""`python -m kubetune` is `kubetune`."""
+
+import sys
+
+from kubetune.cli import main
+
+sys.exit(main())

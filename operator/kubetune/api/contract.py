@@ -1,0 +1,123 @@
+"""What the operator (or the local mode) hands the trainer, and what the trainer hands back.
+
+The operator renders a TrainerConfig or ValidatorConfig into a ConfigMap mounted into the
+Pod; the trainer writes a TrainerResult or ValidationReport to the termination-message
+path. Both ends validate with these models, so a change here is a change of contract.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import Field
+
+from kubetune.api.common import API_VERSION, KubeModel
+from kubetune.api.dataset import (
+    ColumnMapping,
+    DatasetFormat,
+    DatasetValidation,
+    DataSource,
+    ValidationSummary,
+)
+from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
+
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_MESSAGE_LIMIT = 4096
+CONFIG_FILE_NAME = "config.json"
+# Environment variable names the trainer reads; the operator sets them from secretKeyRefs.
+HF_TOKEN_ENV = "HF_TOKEN"
+DATA_TOKEN_ENV = "KUBETUNE_DATA_TOKEN"
+
+
+class FailureReason(StrEnum):
+    """Why the trainer or validator stopped without success (TrainerResult.reason)."""
+
+    INVALID_CONFIG = "InvalidConfig"
+    AUTH_FAILED = "AuthFailed"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    DATASET_NOT_FOUND = "DatasetNotFound"
+    DATASET_INVALID = "DatasetInvalid"
+    UNREACHABLE = "Unreachable"
+    UNSUPPORTED_DEVICE = "UnsupportedDevice"
+    OUT_OF_MEMORY = "OutOfMemory"
+    PUSH_FAILED = "PushFailed"
+    INTERRUPTED = "Interrupted"
+    TRAINING_FAILED = "TrainingFailed"
+
+
+class ExitCode:
+    """Exit codes tell retryable from permanent failures (a Job podFailurePolicy can switch on them)."""
+
+    OK = 0
+    RETRYABLE = 1  # network, push, interruption: a new attempt may succeed
+    PERMANENT = 2  # bad config, bad data, auth, unsupported device: retrying cannot help
+    INTERRUPTED = 130
+
+
+class Mounts(KubeModel):
+    """Where volumes are mounted in the trainer's filesystem (in a Pod or on the local machine)."""
+
+    pvcs: dict[str, str] = Field(default_factory=dict, description="PVC claim name -> mount folder.")
+    config_maps: dict[str, str] = Field(default_factory=dict, description="ConfigMap name -> mount folder.")
+
+    def path_of_pvc(self, claim_name: str, path: str) -> str:
+        if claim_name not in self.pvcs:
+            raise KeyError(f"volume claim {claim_name!r} is not mounted (known: {sorted(self.pvcs) or 'none'})")
+        return str(PurePosixPath(self.pvcs[claim_name]) / path.lstrip("/"))
+
+    def path_of_config_map(self, name: str, key: str) -> str:
+        if name not in self.config_maps:
+            raise KeyError(f"ConfigMap {name!r} is not mounted (known: {sorted(self.config_maps) or 'none'})")
+        return str(PurePosixPath(self.config_maps[name]) / key)
+
+
+class TrainerConfig(KubeModel):
+    """The resolved TuningJob: every dataset entry carries its source, format and pinned revision."""
+
+    api_version: Literal["kubetune.io/v1alpha1"] = Field(default=API_VERSION)
+    kind: Literal["TrainerConfig"] = Field(default="TrainerConfig")
+    name: str = Field(description="TuningJob name.")
+    namespace: str = Field(default="default", description="TuningJob namespace.")
+    spec: TuningJobSpec = Field(description="The job's spec with Dataset references replaced by their sources.")
+    dataset_names: list[str] = Field(default_factory=list, description="Names of the datasets, for the model card.")
+    work_dir: str = Field(default="/workspace/output", description="Checkpoints and the final model go here.")
+    mounts: Mounts = Field(default_factory=Mounts, description="Where volumes are mounted.")
+    result_path: str = Field(default=TERMINATION_LOG, description="Where the TrainerResult is written.")
+
+
+class ValidatorConfig(KubeModel):
+    """One Dataset to validate."""
+
+    api_version: Literal["kubetune.io/v1alpha1"] = Field(default=API_VERSION)
+    kind: Literal["ValidatorConfig"] = Field(default="ValidatorConfig")
+    name: str = Field(description="Dataset name.")
+    namespace: str = Field(default="default", description="Dataset namespace.")
+    source: DataSource = Field(description="Where the data lives.")
+    format: DatasetFormat = Field(default=DatasetFormat.AUTO, description="Declared format.")
+    columns: ColumnMapping = Field(default_factory=ColumnMapping, description="Column names.")
+    labels: list[str] = Field(default_factory=list, description="Allowed labels (classification).")
+    validation: DatasetValidation = Field(default_factory=DatasetValidation, description="Settings.")
+    mounts: Mounts = Field(default_factory=Mounts, description="Where volumes are mounted.")
+    allow_private_urls: bool = Field(default=False, description="Allow URLs on private/loopback addresses.")
+    result_path: str = Field(default=TERMINATION_LOG, description="Where the ValidationReport is written.")
+
+
+class TrainerResult(KubeModel):
+    """The trainer's last word, written to the termination message (at most 4096 bytes)."""
+
+    status: Literal["Succeeded", "Failed"] = Field(description="How the run ended.")
+    reason: FailureReason | None = Field(default=None, description="Why it failed.")
+    message: str | None = Field(default=None, max_length=2048, description="What happened, token redacted.")
+    retryable: bool | None = Field(default=None, description="Whether a new attempt may succeed.")
+    model: ModelResult | None = Field(default=None, description="Where the model is.")
+    metrics: TrainingMetrics | None = Field(default=None, description="Final figures.")
+
+
+class ValidationReport(ValidationSummary):
+    """The validator's last word, written to the termination message (at most 4096 bytes)."""
+
+    outcome: Literal["Ready", "Invalid", "Failed"] = Field(description="Ready, Invalid (bad rows) or Failed.")
+    reason: FailureReason | None = Field(default=None, description="Why it is Invalid or Failed.")
+    message: str | None = Field(default=None, max_length=2048, description="What happened, token redacted.")

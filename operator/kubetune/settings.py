@@ -1,0 +1,88 @@
+"""Operator settings, read once from environment variables.
+
+The Helm chart sets these; `kubetune operator --help` and README list them.
+Everything has a default so that `kubetune operator` runs with no configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+ENV_PREFIX = "KUBETUNE_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name, "true" if default else "false").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{ENV_PREFIX}{name} must be true or false, got {raw!r}")
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in _env(name, "").split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator needs to know that is not in a TuningJob or Dataset."""
+
+    trainer_image: str = "ghcr.io/kubetune/trainer:0.1.0"
+    """Image for training and validation Jobs when a TuningJob names none (KUBETUNE_TRAINER_IMAGE)."""
+    gpu_resource_name: str = "nvidia.com/gpu"
+    """Extended resource requested for GPUs when a TuningJob names none (KUBETUNE_GPU_RESOURCE_NAME)."""
+    trainer_cpu: str = "4"
+    """Default CPU request of a training container (KUBETUNE_TRAINER_CPU)."""
+    trainer_memory: str = "32Gi"
+    """Default memory request and limit of a training container (KUBETUNE_TRAINER_MEMORY)."""
+    validator_cpu: str = "500m"
+    """CPU request of a dataset validation container (KUBETUNE_VALIDATOR_CPU)."""
+    validator_memory: str = "1Gi"
+    """Memory request and limit of a dataset validation container (KUBETUNE_VALIDATOR_MEMORY)."""
+    namespaces: list[str] = field(default_factory=list)
+    """Namespaces to watch; empty means all (KUBETUNE_NAMESPACES, comma-separated)."""
+    log_tail_lines: int = 20
+    """Lines of trainer log kept in status.logTail (KUBETUNE_LOG_TAIL_LINES)."""
+    status_refresh_seconds: int = 15
+    """How often a running job's progress is read from its Pod log (KUBETUNE_STATUS_REFRESH_SECONDS)."""
+    metrics_port: int = 8080
+    """Port of the Prometheus /metrics endpoint; 0 disables it (KUBETUNE_METRICS_PORT)."""
+    health_port: int = 8081
+    """Port of kopf's liveness endpoint /healthz (KUBETUNE_HEALTH_PORT)."""
+    log_level: str = "INFO"
+    """Operator log level (KUBETUNE_LOG_LEVEL)."""
+    allow_private_urls: bool = False
+    """Allow dataset URLs on loopback, link-local and private ranges (KUBETUNE_ALLOW_PRIVATE_URLS)."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        defaults = cls()
+        return cls(
+            trainer_image=_env("TRAINER_IMAGE", defaults.trainer_image),
+            gpu_resource_name=_env("GPU_RESOURCE_NAME", defaults.gpu_resource_name),
+            trainer_cpu=_env("TRAINER_CPU", defaults.trainer_cpu),
+            trainer_memory=_env("TRAINER_MEMORY", defaults.trainer_memory),
+            validator_cpu=_env("VALIDATOR_CPU", defaults.validator_cpu),
+            validator_memory=_env("VALIDATOR_MEMORY", defaults.validator_memory),
+            namespaces=_env_list("NAMESPACES"),
+            log_tail_lines=_env_int("LOG_TAIL_LINES", defaults.log_tail_lines),
+            status_refresh_seconds=_env_int("STATUS_REFRESH_SECONDS", defaults.status_refresh_seconds),
+            metrics_port=_env_int("METRICS_PORT", defaults.metrics_port),
+            health_port=_env_int("HEALTH_PORT", defaults.health_port),
+            log_level=_env("LOG_LEVEL", defaults.log_level).upper(),
+            allow_private_urls=_env_bool("ALLOW_PRIVATE_URLS", defaults.allow_private_urls),
+        )

@@ -1,0 +1,18 @@
+"""Test-wide environment: nothing here may reach the internet.
+
+huggingface_hub reads some variables at import time, so they are set before any test
+module imports it. Fixtures used by several test files live in tests/support/.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+# The Hub test server speaks plain HTTP + LFS, not Xet.
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+sys.path.insert(0, str(Path(__file__).parent))
