@@ -1,7 +1,7 @@
 """`kubetune`: run the operator, generate the CRDs, or run a TuningJob locally.
 
     kubetune crds [--out DIR]          write the CRDs (default: crds/ and charts/kubetune/crds/)
-    kubetune operator                  run the operator (settings from KUBETUNE_* env vars)
+    kubetune operator                  run the operator (settings from KUBETUNE_* env vars); the default
     kubetune run -f manifests.yaml     run TuningJobs on this machine, without a cluster
 """
 
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The operator image runs `python -m kubetune` or `kubetune` with no arguments.
+    args = build_parser().parse_args(argv or ["operator"])
     return int(args.func(args))
 
 
