@@ -1,0 +1,1 @@
+"""kubetune trainer: validates datasets, fine-tunes models and publishes them."""

@@ -1,0 +1,174 @@
+"""The README.md (model card) pushed with every model: Hub metadata plus what a reader needs.
+
+Pure text rendering, no Hub access: the YAML front matter follows the Hub's model card
+metadata (base_model, datasets, library_name, pipeline_tag, tags, license), the body says
+what the model is, how it was trained, how it scored against its base model and how to
+load it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import yaml
+
+# Hub repo ids ("org/name" or a legacy "name"); local paths and free text stay out of metadata.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_METRIC_NAMES = {
+    "train_loss": "Train loss",
+    "trained_tokens": "Trained tokens",
+    "runtime_seconds": "Training runtime (s)",
+}
+
+
+@dataclass(frozen=True)
+class ModelCardInfo:
+    base_model: str
+    base_model_revision: str | None
+    datasets: list[str]
+    method: str  # "LoRA" | "QLoRA" | "Full"
+    task: str  # "textGeneration" | "textClassification" (the API's spellings; hyphenated ones work too)
+    hyperparameters: dict[str, object]
+    # Recognised keys: eval_loss, base_eval_loss, accuracy, base_accuracy, train_loss,
+    # trained_tokens, runtime_seconds; others are listed as they are.
+    metrics: dict[str, float | int | None]
+    repo: str | None
+    adapter: bool  # True: the repo holds a PEFT adapter; False: full weights (Full or merged)
+    labels: list[str] | None
+    license: str | None = None
+
+
+def is_classification(task: str) -> bool:
+    return task.replace("-", "").replace("_", "").lower() == "textclassification"
+
+
+def render_model_card(info: ModelCardInfo) -> str:
+    """README.md text: YAML front matter, then the sections."""
+    sections = [
+        _front_matter(info),
+        _about(info),
+        _training(info),
+        _results(info),
+        _usage(info),
+    ]
+    return "\n".join(sections).rstrip() + "\n"
+
+
+def card_metadata(info: ModelCardInfo) -> dict[str, object]:
+    """The front matter as a dict (the Hub's model card metadata keys)."""
+    method = info.method.lower()
+    tags = ["kubetune", method if method in ("lora", "qlora") else "full-fine-tune"]
+    if info.adapter:
+        tags.append("peft")
+    data: dict[str, object] = {}
+    if _HUB_ID.match(info.base_model):
+        data["base_model"] = info.base_model
+    hub_datasets = [d for d in info.datasets if _HUB_ID.match(d)]
+    if hub_datasets:
+        data["datasets"] = hub_datasets
+    data["library_name"] = "peft" if info.adapter else "transformers"
+    data["pipeline_tag"] = "text-classification" if is_classification(info.task) else "text-generation"
+    data["tags"] = tags
+    if info.license:
+        data["license"] = info.license
+    return data
+
+
+def _front_matter(info: ModelCardInfo) -> str:
+    body = yaml.safe_dump(card_metadata(info), sort_keys=False, allow_unicode=True)
+    return f"---\n{body}---\n"
+
+
+def _about(info: ModelCardInfo) -> str:
+    name = info.repo or "This model"
+    kind = "a PEFT adapter" if info.adapter else "a fine-tuned model (full weights)"
+    task = "text classification" if is_classification(info.task) else "text generation"
+    revision = f" (revision `{info.base_model_revision}`)" if info.base_model_revision else ""
+    lines = [
+        f"# {name}",
+        "",
+        f"{name} is {kind} for {task}, fine-tuned from `{info.base_model}`{revision} with "
+        f"{info.method} by [kubetune](https://github.com/kubetune/kubetune).",
+    ]
+    if info.datasets:
+        lines += ["", "Training data: " + ", ".join(f"`{d}`" for d in info.datasets) + "."]
+    if info.labels:
+        lines += ["", "Labels: " + ", ".join(f"`{label}`" for label in info.labels) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _training(info: ModelCardInfo) -> str:
+    lines = ["## Training", "", f"Method: {info.method}.", ""]
+    if info.hyperparameters:
+        lines += ["| Hyperparameter | Value |", "| --- | --- |"]
+        lines += [f"| {key} | {_cell(value)} |" for key, value in info.hyperparameters.items()]
+    else:
+        lines.append("Default hyperparameters.")
+    return "\n".join(lines) + "\n"
+
+
+def _results(info: ModelCardInfo) -> str:
+    metrics = dict(info.metrics)
+    lines = ["## Results", "", "| Metric | Base model | Fine-tuned |", "| --- | --- | --- |"]
+    lines.append(
+        f"| Eval loss | {_cell(metrics.pop('base_eval_loss', None))} | {_cell(metrics.pop('eval_loss', None))} |"
+    )
+    if is_classification(info.task) or "accuracy" in metrics:
+        lines.append(
+            f"| Accuracy | {_cell(metrics.pop('base_accuracy', None))} | {_cell(metrics.pop('accuracy', None))} |"
+        )
+    lines += ["", "| Training figure | Value |", "| --- | --- |"]
+    for key, title in _METRIC_NAMES.items():
+        lines.append(f"| {title} | {_cell(metrics.pop(key, None))} |")
+    lines += [f"| {key} | {_cell(value)} |" for key, value in metrics.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _usage(info: ModelCardInfo) -> str:
+    repo = info.repo or "path/to/this/model"
+    revision = f', revision="{info.base_model_revision}"' if info.base_model_revision else ""
+    if is_classification(info.task):
+        auto = "AutoModelForSequenceClassification"
+        labels = info.labels or []
+        extra = f", num_labels={len(labels)}" if labels else ""
+    else:
+        auto, extra = "AutoModelForCausalLM", ""
+    if info.adapter:
+        code = [
+            "from peft import PeftModel",
+            f"from transformers import {auto}, AutoTokenizer",
+            "",
+            f'base = {auto}.from_pretrained("{info.base_model}"{revision}{extra})',
+            f'model = PeftModel.from_pretrained(base, "{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{info.base_model}"{revision})',
+        ]
+    else:
+        code = [
+            f"from transformers import {auto}, AutoTokenizer",
+            "",
+            f'model = {auto}.from_pretrained("{repo}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+        ]
+    if not is_classification(info.task):
+        code += [
+            "",
+            'inputs = tokenizer("Hello", return_tensors="pt")',
+            "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))",
+        ]
+    return "\n".join(["## How to use", "", "```python", *code, "```"]) + "\n"
+
+
+def _cell(value: object) -> str:
+    """A table cell: numbers readable, missing values explicit, no pipes breaking the table."""
+    if value is None:
+        return "not measured"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
