@@ -1,0 +1,174 @@
+"""Resolve a TuningJob (or a Dataset) into the config the trainer (or validator) reads.
+
+Dataset references become inline sources pinned to the revision validation resolved, and
+every volume the run touches gets a mount folder, so the trainer needs no API access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from kubetune.api import (
+    Dataset,
+    DatasetEntry,
+    DatasetFormat,
+    DataSource,
+    Mounts,
+    SecretKeyRef,
+    TrainerConfig,
+    TuningJob,
+    ValidatorConfig,
+)
+from kubetune.settings import Settings
+
+PVC_ROOT: Final = "/mnt/pvc"
+CONFIG_MAP_ROOT: Final = "/mnt/configmaps"
+WORKSPACE_DIR: Final = "/workspace"
+DEFAULT_WORK_DIR: Final = "/workspace/output"
+PVC_PATH_PREFIX: Final = "pvc:"
+
+
+class ResolveError(ValueError):
+    """The TuningJob cannot be turned into a trainer config as it stands (reason: a condition reason)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PvcPath:
+    claim_name: str
+    path: str
+
+
+def parse_pvc_path(path: str) -> PvcPath | None:
+    """`pvc:CLAIM/PATH` (spaces after the colon allowed) as a claim and a path; None for other paths."""
+    if not path.startswith(PVC_PATH_PREFIX):
+        return None
+    claim, _, inner = path[len(PVC_PATH_PREFIX):].strip().lstrip("/").partition("/")
+    if not claim:
+        raise ResolveError("InvalidSpec", f"baseModel.path {path!r} names no claim: use pvc:CLAIM/PATH")
+    if ".." in inner.split("/"):
+        raise ResolveError("InvalidSpec", f"baseModel.path {path!r} must stay inside the volume: remove '..'")
+    return PvcPath(claim, inner)
+
+
+def pvc_mount_dir(claim_name: str) -> str:
+    return f"{PVC_ROOT}/{claim_name}"
+
+
+def config_map_mount_dir(name: str) -> str:
+    return f"{CONFIG_MAP_ROOT}/{name}"
+
+
+def _mounts(sources: Iterable[DataSource], extra_claims: Iterable[str] = ()) -> Mounts:
+    claims = set(extra_claims)
+    config_maps: set[str] = set()
+    for source in sources:
+        if source.pvc is not None:
+            claims.add(source.pvc.claim_name)
+        if source.config_map is not None:
+            config_maps.add(source.config_map.name)
+    return Mounts(
+        pvcs={claim: pvc_mount_dir(claim) for claim in sorted(claims)},
+        config_maps={name: config_map_mount_dir(name) for name in sorted(config_maps)},
+    )
+
+
+def _resolve_entry(entry: DatasetEntry, datasets: Mapping[str, Dataset]) -> DatasetEntry:
+    if entry.dataset is None:
+        return entry
+    dataset = datasets.get(entry.dataset)
+    if dataset is None:
+        raise ResolveError("DatasetNotFound", f"Dataset {entry.dataset!r} was not found in the namespace")
+    spec, status = dataset.spec, dataset.status
+    source = spec.source
+    if source.hf is not None and status is not None and status.revision:
+        # Train on exactly the commit that validation checked, even if the branch moves on.
+        source = source.model_copy(update={"hf": source.hf.model_copy(update={"revision": status.revision})})
+    data_format = spec.format
+    if data_format is DatasetFormat.AUTO and status is not None and status.detected_format is not None:
+        data_format = status.detected_format
+    return DatasetEntry(
+        source=source,
+        format=data_format,
+        columns=spec.columns,
+        weight=entry.weight,
+        token_secret_ref=spec.token_secret_ref,
+    )
+
+
+def data_token_ref(entries: Iterable[DatasetEntry]) -> SecretKeyRef | None:
+    """The one Secret key private data sources read their token from (one env var carries it)."""
+    refs = {(e.token_secret_ref.name, e.token_secret_ref.key): e.token_secret_ref
+            for e in entries if e.token_secret_ref is not None}
+    if len(refs) > 1:
+        names = ", ".join(f"{name}/{key}" for name, key in sorted(refs))
+        raise ResolveError(
+            "InvalidSpec",
+            f"private datasets use different token Secrets ({names}); the trainer gets one data token: "
+            "put one token that reads all of them in one Secret",
+        )
+    return next(iter(refs.values()), None)
+
+
+def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset]) -> TrainerConfig:
+    """The TuningJob with Dataset references replaced by their (pinned) sources, and its mounts.
+
+    Raises ResolveError (reason DatasetNotFound or InvalidSpec) when it cannot be resolved.
+    """
+    spec = tj.spec
+    train = [_resolve_entry(e, datasets) for e in spec.datasets.train]
+    validation = [_resolve_entry(e, datasets) for e in spec.datasets.validation]
+    data_token_ref([*train, *validation])
+    resolved = spec.model_copy(
+        update={"datasets": spec.datasets.model_copy(update={"train": train, "validation": validation})}
+    )
+
+    output_claims: list[str] = []
+    if spec.output.pvc is not None:
+        output_claims.append(spec.output.pvc.claim_name)
+    model_claims: list[str] = []
+    if spec.base_model.path is not None:
+        model_path = parse_pvc_path(spec.base_model.path)
+        if model_path is not None:
+            model_claims.append(model_path.claim_name)
+    sources = [e.source for e in (*train, *validation) if e.source is not None]
+    mounts = _mounts(sources, [*output_claims, *model_claims])
+
+    work_dir = DEFAULT_WORK_DIR
+    if spec.output.pvc is not None:
+        work_dir = mounts.path_of_pvc(spec.output.pvc.claim_name, spec.output.pvc.path)
+    names = [e.describe() for e in (*spec.datasets.train, *spec.datasets.validation)]
+    return TrainerConfig(
+        name=tj.metadata.name,
+        namespace=tj.metadata.namespace,
+        spec=resolved,
+        dataset_names=list(dict.fromkeys(names)),
+        work_dir=work_dir,
+        mounts=mounts,
+    )
+
+
+def writable_claims(tj: TuningJob) -> set[str]:
+    """Claims the trainer writes to (the output volume); every other claim is mounted read-only."""
+    return {tj.spec.output.pvc.claim_name} if tj.spec.output.pvc is not None else set()
+
+
+def resolve_validator_config(ds: Dataset, settings: Settings) -> ValidatorConfig:
+    spec = ds.spec
+    return ValidatorConfig(
+        name=ds.metadata.name,
+        namespace=ds.metadata.namespace,
+        source=spec.source,
+        format=spec.format,
+        columns=spec.columns,
+        labels=spec.labels,
+        validation=spec.validation,
+        mounts=_mounts([spec.source]),
+        allow_private_urls=settings.allow_private_urls,
+    )

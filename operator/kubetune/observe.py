@@ -1,0 +1,237 @@
+"""Turn batch/v1 Jobs and core/v1 Pods (plain dicts) into small observations; read result messages.
+
+The observations are neutral: the operator fills them from the API server, the local mode from
+a process it runs, and `kubetune.status` derives phase and conditions from either alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from kubetune.api import TrainerResult, ValidationReport
+from kubetune.builders.names import ANNOTATION_GENERATION, ANNOTATION_SPEC_HASH, KUEUE_QUEUE_LABEL
+
+_MESSAGE_LIMIT: Final = 2048
+M = TypeVar("M", bound=BaseModel)
+# Resources every pod asks for; anything else in limits is an accelerator (nvidia.com/gpu, amd.com/gpu ...).
+_ORDINARY_RESOURCES: Final = ("cpu", "memory", "ephemeral-storage")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp as the API server writes it (or a datetime), else None."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What a Job's metadata and status say. `failure_reason` is set once the Job has failed."""
+
+    name: str = ""
+    created_at: datetime | None = None
+    suspended: bool = False
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    complete: bool = False
+    failure_reason: str | None = None  # DeadlineExceeded, BackoffLimitExceeded, PodFailurePolicy ...
+    failure_message: str | None = None
+    failed_at: datetime | None = None
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    queue_name: str | None = None
+    spec_generation: int | None = None  # the TuningJob generation the Job was rendered from
+    spec_hash: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failure_reason is not None
+
+
+@dataclass(frozen=True)
+class TerminatedState:
+    exit_code: int | None = None
+    reason: str | None = None  # OOMKilled, Error, Completed, DeadlineExceeded ...
+    message: str | None = None  # the termination message: a result JSON, or the log tail
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    """What the newest Pod of a Job says about its (single) container."""
+
+    name: str = ""
+    phase: str | None = None  # Pending, Running, Succeeded, Failed, Unknown
+    created_at: datetime | None = None
+    running_since: datetime | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    unschedulable_message: str | None = None
+    terminated: TerminatedState | None = None
+    accelerators: tuple[tuple[str, str], ...] = ()  # (resource name, count) the container asks for
+    memory_limit: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.running_since is not None and self.terminated is None
+
+
+def _job_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def observe_job(job: Mapping[str, Any] | None) -> JobObservation | None:
+    """A batch/v1 Job dict as an observation (None: there is no Job)."""
+    if job is None:
+        return None
+    meta = job.get("metadata") or {}
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    # FailureTarget comes before Failed (Kubernetes >= 1.31) while the pods are still being stopped.
+    failed = _job_condition(status, "Failed") or _job_condition(status, "FailureTarget")
+    complete = _job_condition(status, "Complete") is not None
+    generation = annotations.get(ANNOTATION_GENERATION)
+    return JobObservation(
+        name=str(meta.get("name") or ""),
+        created_at=parse_time(meta.get("creationTimestamp")),
+        suspended=bool(spec.get("suspend")),
+        active=int(status.get("active") or 0),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        complete=complete and failed is None,
+        failure_reason=(failed.get("reason") or "Failed") if failed is not None else None,
+        failure_message=failed.get("message") if failed is not None else None,
+        failed_at=parse_time(failed.get("lastTransitionTime")) if failed is not None else None,
+        start_time=parse_time(status.get("startTime")),
+        completion_time=parse_time(status.get("completionTime")),
+        queue_name=(meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL),
+        spec_generation=int(generation) if isinstance(generation, str) and generation.isdigit() else None,
+        spec_hash=annotations.get(ANNOTATION_SPEC_HASH),
+    )
+
+
+def _newest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    def key(pod: Mapping[str, Any]) -> tuple[str, str]:
+        meta = pod.get("metadata") or {}
+        return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+
+    return max(pods, key=key)
+
+
+def _container_status(pod: Mapping[str, Any], container_name: str | None) -> Mapping[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
+        if container_name is None or status.get("name") == container_name:
+            return dict(status)
+    return {}
+
+
+def _container_spec(pod: Mapping[str, Any], container_name: str | None) -> Mapping[str, Any]:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container_name is None or container.get("name") == container_name:
+            return dict(container)
+    return {}
+
+
+def observe_pods(pods: Sequence[Mapping[str, Any]], container_name: str | None = None) -> PodObservation | None:
+    """The newest of a Job's Pods as an observation (None: no Pod yet).
+
+    Retries make new Pods; the newest tells where the run is now.
+    """
+    if not pods:
+        return None
+    pod = _newest(pods)
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    container = _container_status(pod, container_name)
+    state = container.get("state") or {}
+    waiting = state.get("waiting") or {}
+    running = state.get("running")
+    terminated = state.get("terminated")
+
+    unschedulable = None
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and \
+                cond.get("reason") == "Unschedulable":
+            unschedulable = str(cond.get("message") or "no node fits the Pod")
+
+    limits = (_container_spec(pod, container_name).get("resources") or {}).get("limits") or {}
+    accelerators = tuple(sorted((str(k), str(v)) for k, v in limits.items()
+                                if k not in _ORDINARY_RESOURCES and not str(k).startswith("hugepages-")))
+    return PodObservation(
+        name=str(meta.get("name") or ""),
+        phase=status.get("phase"),
+        created_at=parse_time(meta.get("creationTimestamp")),
+        running_since=parse_time((running or {}).get("startedAt")) if running is not None else None,
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+        unschedulable_message=unschedulable,
+        terminated=TerminatedState(
+            exit_code=terminated.get("exitCode"),
+            reason=terminated.get("reason"),
+            message=terminated.get("message"),
+            started_at=parse_time(terminated.get("startedAt")),
+            finished_at=parse_time(terminated.get("finishedAt")),
+        ) if terminated is not None else None,
+        accelerators=accelerators,
+        memory_limit=str(limits["memory"]) if "memory" in limits else None,
+    )
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    """JSON objects in `text`: the whole text, else lines that hold one, last first.
+
+    With FallbackToLogsOnError the kubelet puts the log tail there when no result was written.
+    """
+    candidates = [text.strip()] + [line.strip() for line in reversed(text.splitlines())]
+    found: list[dict[str, Any]] = []
+    for candidate in candidates:
+        if not candidate.startswith("{"):
+            continue
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+    return found
+
+
+def _parse(text: str | None, model: type[M]) -> M | None:
+    if not text or not text.strip():
+        return None
+    for value in _json_objects(text):
+        if isinstance(value.get("message"), str) and len(value["message"]) > _MESSAGE_LIMIT:
+            value["message"] = value["message"][: _MESSAGE_LIMIT - 3] + "..."
+        try:
+            return model.model_validate(value)
+        except ValidationError:
+            continue
+    return None
+
+
+def parse_termination_message(text: str | None) -> TrainerResult | None:
+    """The trainer's result from a termination message; None for a log tail, truncated JSON or garbage."""
+    return _parse(text, TrainerResult)
+
+
+def parse_validation_report(text: str | None) -> ValidationReport | None:
+    """The validator's report from a termination message; None for anything else."""
+    return _parse(text, ValidationReport)

@@ -1,0 +1,385 @@
+"""Derive a TuningJob's status (phase, conditions, progress, result) from what was observed.
+
+Pure: the operator fills a RunObservation from the API server, the local mode from the
+process it runs, and both call `derive_status`. Deriving twice from the same observation
+gives an equal status, so a handler patches only on change; a finished run stays finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from kubetune.api import (
+    ConditionStatus,
+    Dataset,
+    DatasetPhase,
+    JobError,
+    TrainerResult,
+    TrainingProgress,
+    TuningJobPhase,
+    TuningJobSpec,
+    TuningJobStatus,
+)
+from kubetune.api.common import Condition
+from kubetune.builders.names import spec_hash
+from kubetune.conditions import Reason, TuningJobCondition, get_condition, is_true, make_condition, ordered
+from kubetune.dataset_status import derive_dataset_status
+from kubetune.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
+from kubetune.events import EventRecord, dataset_events, status_events
+from kubetune.observe import JobObservation, PodObservation, parse_termination_message
+from kubetune.progress import LogSummary, Stage
+from kubetune.redact import redact
+
+TERMINAL_PHASES: Final = frozenset({TuningJobPhase.SUCCEEDED, TuningJobPhase.FAILED})
+LOG_LINE_LIMIT: Final = 500
+LOG_TAIL_MAX: Final = 200  # TuningJobStatus.logTail holds at most this many lines
+
+__all__ = [
+    "TERMINAL_PHASES", "DatasetIssue", "DatasetsObservation", "EventRecord", "RunObservation", "dataset_events",
+    "derive_dataset_status", "derive_status", "observe_datasets", "referenced_datasets", "spec_changed_after_start",
+    "status_events",
+]
+
+
+@dataclass(frozen=True)
+class DatasetIssue:
+    name: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DatasetsObservation:
+    """The referenced Datasets that keep a run from starting (all empty: every one is Ready)."""
+
+    missing: tuple[str, ...] = ()
+    pending: tuple[DatasetIssue, ...] = ()
+    invalid: tuple[DatasetIssue, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return not (self.missing or self.pending or self.invalid)
+
+    def diagnosis(self) -> Diagnosis:
+        parts = [f"Dataset {name} was not found" for name in self.missing]
+        parts += [f"Dataset {i.name} is {i.reason}: {i.message}" if i.message else f"Dataset {i.name} is {i.reason}"
+                  for i in self.invalid]
+        parts += [f"Dataset {i.name}: {i.message}" for i in self.pending]
+        reason = (Reason.DATASET_NOT_FOUND if self.missing else
+                  Reason.DATASET_INVALID if self.invalid else Reason.DATASET_PENDING)
+        return Diagnosis(reason, clip("; ".join(parts)))
+
+
+def referenced_datasets(spec: TuningJobSpec) -> list[str]:
+    entries = [*spec.datasets.train, *spec.datasets.validation]
+    return list(dict.fromkeys(e.dataset for e in entries if e.dataset is not None))
+
+
+def observe_datasets(names: Iterable[str], datasets: Mapping[str, Dataset]) -> DatasetsObservation:
+    """Which of the named Datasets are missing, not validated yet (for their current spec) or bad."""
+    missing: list[str] = []
+    pending: list[DatasetIssue] = []
+    invalid: list[DatasetIssue] = []
+    for name in dict.fromkeys(names):
+        dataset = datasets.get(name)
+        if dataset is None:
+            missing.append(name)
+            continue
+        status = dataset.status
+        generation = dataset.metadata.generation
+        stale = (status is not None and status.observed_generation is not None and generation is not None
+                 and status.observed_generation < generation)
+        if status is None or status.phase in (None, DatasetPhase.PENDING, DatasetPhase.VALIDATING) or stale:
+            pending.append(DatasetIssue(name, Reason.VALIDATING, "waiting for validation"))
+        elif status.phase in (DatasetPhase.INVALID, DatasetPhase.FAILED):
+            invalid.append(DatasetIssue(name, status.phase.value, status.message or status.reason or ""))
+    return DatasetsObservation(tuple(missing), tuple(pending), tuple(invalid))
+
+
+def spec_changed_after_start(job: JobObservation | None, spec: TuningJobSpec) -> bool:
+    """Whether the spec differs from the one the Job was rendered from (False when that is unknown)."""
+    return job is not None and job.spec_hash is not None and job.spec_hash != spec_hash(spec)
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """Everything known about a run at one moment. Unknown parts keep their defaults."""
+
+    generation: int | None = None
+    spec_error: str | None = None
+    datasets: DatasetsObservation = field(default_factory=DatasetsObservation)
+    job: JobObservation | None = None  # None: no Job (yet, or any more)
+    pod: PodObservation | None = None  # the Job's newest Pod
+    log: LogSummary | None = None  # None: the log was not read this time; keep what status has
+    spec_changed_after_start: bool = False
+    suspend_requested: bool = False  # spec.suspend; tells a user's suspension from a Kueue queue
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    phase: TuningJobPhase
+    message: str
+    running: tuple[bool, str]  # Running condition: status, reason
+    failure: Diagnosis | None = None
+
+
+def _trainer_result(obs: RunObservation) -> TrainerResult | None:
+    if obs.pod is None or obs.pod.terminated is None:
+        return None
+    return parse_termination_message(obs.pod.terminated.message)
+
+
+def _log_lines(obs: RunObservation, previous: TuningJobStatus) -> list[str]:
+    return obs.log.plain_lines if obs.log is not None else list(previous.log_tail)
+
+
+def _failure(obs: RunObservation, result: TrainerResult | None, previous: TuningJobStatus) -> Diagnosis:
+    failed_result = result if result is not None and result.status == "Failed" else None
+    return explain_failure(
+        obs.job, obs.pod,
+        result_reason=failed_result.reason.value if failed_result and failed_result.reason else None,
+        result_message=failed_result.message if failed_result else None,
+        log_lines=_log_lines(obs, previous),
+    )
+
+
+def _running_message(log: LogSummary | None) -> str:
+    if log is None or log.progress is None:
+        if log is not None and log.stage is not None:
+            return clip(f"{log.stage.stage.value}: {log.stage.message}" if log.stage.message else log.stage.stage)
+        return "the trainer is running"
+    p = log.progress
+    parts = [f"step {p.step}/{p.total_steps}" + (f" ({p.percent}%)" if p.percent is not None else "")]
+    if p.loss is not None:
+        parts.append(f"loss {p.loss:.4g}")
+    if p.eta_seconds is not None:
+        parts.append(f"ETA {p.eta_seconds // 60}m{p.eta_seconds % 60:02d}s")
+    return "training: " + ", ".join(parts)
+
+
+def _success_message(result: TrainerResult | None) -> str:
+    model = result.model if result is not None else None
+    if model is not None and model.repo and model.revision:
+        return f"the model was published to {model.repo}@{model.revision}"
+    if model is not None and model.path:
+        return f"the model was saved to {model.path}"
+    return "the run succeeded"
+
+
+def _verdict_without_job(previous: TuningJobStatus, obs: RunObservation) -> _Verdict:
+    if is_true(previous.conditions, TuningJobCondition.JOB_CREATED):
+        failure = Diagnosis(Reason.JOB_DELETED, "the training Job was deleted before the run finished; "
+                                                "to run again, create a new TuningJob")
+        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
+    if obs.spec_error:
+        failure = Diagnosis(Reason.INVALID_SPEC, clip(obs.spec_error))
+        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
+    if not obs.datasets.ready:
+        waiting = obs.datasets.diagnosis()
+        return _Verdict(TuningJobPhase.WAITING_FOR_DATA, waiting.message, (False, Reason.NOT_CREATED))
+    return _Verdict(TuningJobPhase.PENDING, "the training Job is being created", (False, Reason.NOT_CREATED))
+
+
+def _verdict(previous: TuningJobStatus, obs: RunObservation, result: TrainerResult | None) -> _Verdict:
+    job, pod = obs.job, obs.pod
+    if job is None:
+        return _verdict_without_job(previous, obs)
+    if job.failure_reason is not None or (job.complete and result is not None and result.status == "Failed"):
+        failure = _failure(obs, result, previous)
+        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
+    if job.complete:
+        return _Verdict(TuningJobPhase.SUCCEEDED, _success_message(result), (False, Reason.COMPLETED))
+    if job.suspended:
+        if job.queue_name and not obs.suspend_requested:
+            return _Verdict(TuningJobPhase.PENDING, f"queued: waiting for Kueue to admit the Job to queue "
+                                                    f"{job.queue_name}", (False, Reason.QUEUED))
+        return _Verdict(TuningJobPhase.SUSPENDED, "the run is suspended; set spec.suspend to false to resume",
+                        (False, Reason.SUSPENDED))
+    if pod is not None and pod.running:
+        if obs.log is not None and obs.log.stage is not None and obs.log.stage.stage is Stage.PUBLISHING:
+            message = clip(obs.log.stage.message) if obs.log.stage.message else "publishing the model"
+            return _Verdict(TuningJobPhase.PUBLISHING, message, (True, Reason.PUBLISHING))
+        if obs.log is None and previous.phase is TuningJobPhase.PUBLISHING:
+            return _Verdict(TuningJobPhase.PUBLISHING, previous.message or "publishing the model",
+                            (True, Reason.PUBLISHING))
+        message = _running_message(obs.log) if obs.log is not None else (
+            previous.message if previous.phase is TuningJobPhase.RUNNING and previous.message
+            else "the trainer is running")
+        return _Verdict(TuningJobPhase.RUNNING, message, (True, Reason.RUNNING))
+    if pod is not None and pod.terminated is not None:
+        if pod.terminated.exit_code == 0:
+            return _Verdict(TuningJobPhase.RUNNING, "the trainer finished; waiting for the Job to complete",
+                            (False, Reason.COMPLETED))
+        attempt = _failure(obs, result, previous)
+        return _Verdict(TuningJobPhase.STARTING, clip(f"attempt {max(job.failed, 1)} failed ({attempt.reason}): "
+                                                      f"{attempt.message}; a new Pod will be started"),
+                        (False, Reason.RETRYING))
+    blocked = explain_waiting(pod)
+    if blocked is not None:
+        return _Verdict(TuningJobPhase.STARTING, blocked.message, (False, blocked.reason))
+    detail = f" ({pod.waiting_reason})" if pod is not None and pod.waiting_reason else ""
+    return _Verdict(TuningJobPhase.STARTING, f"Job {job.name} created; waiting for the trainer Pod to start{detail}",
+                    (False, Reason.STARTING))
+
+
+def _progress(previous: TuningJobStatus, obs: RunObservation, phase: TuningJobPhase,
+              now: datetime) -> TrainingProgress | None:
+    before = previous.progress
+    event = obs.log.progress if obs.log is not None else None
+    if event is None:
+        candidate = before.model_copy(update={"updated_at": None}) if before is not None else None
+    else:
+        candidate = TrainingProgress(
+            step=event.step, total_steps=event.total_steps, epoch=event.epoch, percent=event.percent,
+            eta_seconds=event.eta_seconds, loss=event.loss, eval_loss=event.eval_loss,
+            learning_rate=event.learning_rate, tokens_per_second=event.tokens_per_second,
+        )
+    if candidate is None:
+        return None
+    if phase is TuningJobPhase.SUCCEEDED:
+        candidate = candidate.model_copy(update={"percent": 100, "eta_seconds": 0})
+    if before is not None and before.model_copy(update={"updated_at": None}) == candidate:
+        return before
+    return candidate.model_copy(update={"updated_at": now})
+
+
+def _log_tail(previous: TuningJobStatus, obs: RunObservation, lines: int) -> list[str]:
+    if obs.log is None:
+        return list(previous.log_tail)
+    keep = max(0, min(lines, LOG_TAIL_MAX))
+    tail = obs.log.plain_lines[-keep:] if keep else []
+    return [redact(line)[:LOG_LINE_LIMIT] for line in tail]
+
+
+def _start_time(previous: TuningJobStatus, pod: PodObservation | None) -> datetime | None:
+    if previous.start_time is not None or pod is None:
+        return previous.start_time
+    if pod.running_since is not None:
+        return pod.running_since
+    return pod.terminated.started_at if pod.terminated is not None else None
+
+
+def _completion_time(previous: TuningJobStatus, obs: RunObservation, now: datetime) -> datetime:
+    if previous.completion_time is not None:
+        return previous.completion_time
+    job, pod = obs.job, obs.pod
+    candidates = [job.completion_time, job.failed_at] if job is not None else []
+    if pod is not None and pod.terminated is not None:
+        candidates.append(pod.terminated.finished_at)
+    return next((c for c in candidates if c is not None), now)
+
+
+def _conditions(previous: TuningJobStatus, obs: RunObservation, verdict: _Verdict, result: TrainerResult | None,
+                now: datetime) -> list[Condition]:
+    def cond(type_: str, status: bool | ConditionStatus, reason: str, message: str) -> Condition:
+        return make_condition(previous.conditions, type_, status, reason, message, now=now,
+                              generation=obs.generation)
+
+    C = TuningJobCondition
+    phase, job = verdict.phase, obs.job
+    out: list[Condition] = []
+
+    before = get_condition(previous.conditions, C.DATASETS_READY)
+    if job is not None or is_true(previous.conditions, C.JOB_CREATED):
+        # Once the Job exists it runs on the data resolved then: later Dataset edits don't matter.
+        if before is not None and before.status is ConditionStatus.TRUE:
+            out.append(cond(C.DATASETS_READY, True, before.reason, before.message))
+        else:
+            out.append(cond(C.DATASETS_READY, True, Reason.RESOLVED, "the Job uses the datasets resolved at creation"))
+    elif obs.spec_error:
+        out.append(cond(C.DATASETS_READY, ConditionStatus.UNKNOWN, Reason.INVALID_SPEC, "the spec is invalid"))
+    elif obs.datasets.ready:
+        out.append(cond(C.DATASETS_READY, True, Reason.DATASETS_READY, "every dataset is ready"))
+    else:
+        waiting = obs.datasets.diagnosis()
+        out.append(cond(C.DATASETS_READY, False, waiting.reason, waiting.message))
+
+    if job is not None:
+        out.append(cond(C.JOB_CREATED, True, Reason.CREATED, f"Job {job.name}"))
+    elif verdict.failure is not None and verdict.failure.reason == Reason.JOB_DELETED:
+        out.append(cond(C.JOB_CREATED, False, Reason.JOB_DELETED, verdict.failure.message))
+    else:
+        why = Reason.INVALID_SPEC if obs.spec_error else (
+            Reason.WAITING_FOR_DATA if phase is TuningJobPhase.WAITING_FOR_DATA else Reason.NOT_CREATED)
+        out.append(cond(C.JOB_CREATED, False, why, verdict.message))
+
+    running, running_reason = verdict.running
+    out.append(cond(C.RUNNING, running, running_reason, verdict.message))
+    succeeded = phase is TuningJobPhase.SUCCEEDED
+    out.append(cond(C.SUCCEEDED, succeeded, Reason.SUCCEEDED if succeeded else (
+        Reason.FAILED if verdict.failure else Reason.NOT_FINISHED), verdict.message if succeeded else ""))
+    if verdict.failure is not None:
+        out.append(cond(C.FAILED, True, verdict.failure.reason, verdict.failure.message))
+    else:
+        out.append(cond(C.FAILED, False, Reason.NOT_FAILED, ""))
+
+    model = result.model if result is not None and result.status == "Succeeded" else None
+    model = model or (previous.result if is_true(previous.conditions, C.MODEL_PUBLISHED) else None)
+    if model is not None and model.repo and model.revision:
+        out.append(cond(C.MODEL_PUBLISHED, True, Reason.PUSHED, f"{model.repo}@{model.revision}"))
+    elif model is not None and model.path:
+        out.append(cond(C.MODEL_PUBLISHED, True, Reason.SAVED, model.path))
+    elif phase is TuningJobPhase.PUBLISHING:
+        out.append(cond(C.MODEL_PUBLISHED, False, Reason.PUBLISHING, verdict.message))
+    else:
+        out.append(cond(C.MODEL_PUBLISHED, False, Reason.NOT_PUBLISHED, ""))
+
+    if obs.spec_changed_after_start:
+        out.append(cond(C.SPEC_CHANGE_REJECTED, True, Reason.SPEC_FROZEN,
+                        "the spec changed after the Job started; the running Job keeps the spec it started "
+                        "with. A new run is a new TuningJob: create one with the new spec"))
+    elif get_condition(previous.conditions, C.SPEC_CHANGE_REJECTED) is not None:
+        out.append(cond(C.SPEC_CHANGE_REJECTED, False, Reason.SPEC_UNCHANGED, "the spec matches the Job"))
+    return ordered(out, C.ORDER)
+
+
+def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_tail_lines: int) -> TuningJobStatus:
+    result = _trainer_result(obs)
+    verdict = _verdict(previous, obs, result)
+    terminal = verdict.phase in TERMINAL_PHASES
+    return TuningJobStatus(
+        phase=verdict.phase,
+        conditions=_conditions(previous, obs, verdict, result, now),
+        observed_generation=obs.generation,
+        job_name=obs.job.name if obs.job is not None else previous.job_name,
+        start_time=_start_time(previous, obs.pod),
+        completion_time=_completion_time(previous, obs, now) if terminal else None,
+        progress=_progress(previous, obs, verdict.phase, now),
+        metrics=(result.metrics if result is not None and result.metrics is not None else previous.metrics),
+        result=(result.model if result is not None and result.status == "Succeeded" and result.model is not None
+                else previous.result),
+        log_tail=_log_tail(previous, obs, log_tail_lines),
+        error=(JobError(reason=verdict.failure.reason, message=verdict.failure.message)
+               if verdict.failure is not None else None),
+        message=verdict.message,
+    )
+
+
+def _may_leave_terminal(previous: TuningJobStatus, obs: RunObservation) -> bool:
+    """A spec rejected before any Job existed may be fixed: the corrected spec is still this run."""
+    return (previous.error is not None and previous.error.reason == Reason.INVALID_SPEC and obs.job is None
+            and obs.generation is not None and obs.generation != previous.observed_generation)
+
+
+def derive_status(previous: TuningJobStatus | None, obs: RunObservation, *, now: datetime,
+                  log_tail_lines: int) -> TuningJobStatus:
+    """The TuningJob status for this observation, given the status it had."""
+    before = previous or TuningJobStatus()
+    fresh = _fresh(before, obs, now, log_tail_lines)
+    if before.phase not in TERMINAL_PHASES or _may_leave_terminal(before, obs):
+        return fresh
+    same_run = fresh.phase == before.phase and obs.job is not None
+    if same_run and before.result is None and fresh.result is not None:
+        return fresh  # the Pod with the result was listed after the Job had completed
+    # A finished run stays finished (its Job or Pods may be gone by TTL): only late figures and
+    # the spec-change notice move.
+    kept = [c for c in fresh.conditions if c.type == TuningJobCondition.SPEC_CHANGE_REJECTED]
+    others = [c for c in before.conditions if c.type != TuningJobCondition.SPEC_CHANGE_REJECTED]
+    update: dict[str, object] = {"conditions": ordered([*others, *kept], TuningJobCondition.ORDER),
+                                 "observed_generation": obs.generation}
+    if same_run and before.metrics is None and fresh.metrics is not None:
+        update["metrics"] = fresh.metrics
+    return before.model_copy(update=update)
