@@ -1,0 +1,148 @@
+"""One training run, start to finish: data, base model, training, evaluation, the final folder.
+
+A run that finds a finished model in <work_dir>/final skips all of this (see cli.py): a
+re-run after a failed push must not train again. A run that finds checkpoints resumes from
+the newest, so a restarted Pod continues the step count.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubetune.api.contract import FailureReason, TrainerConfig
+from kubetune.api.tuningjob import Task, TrainingMetrics
+from kubetune.progress import Stage
+from kubetune_trainer.callbacks import StopRequest
+from kubetune_trainer.checkpoints import FinishedModel, WorkDir
+from kubetune_trainer.datamix import DataMix, load_mix
+from kubetune_trainer.errors import TrainerFailure
+from kubetune_trainer.events import Reporter
+from kubetune_trainer.formats import ChatExample, ClassificationExample, Example
+
+
+@dataclass(frozen=True)
+class Tokens:
+    hf: str | None  # base model and pushing
+    data: str | None  # private data (falls back to hf)
+
+
+def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
+                tokens: Tokens) -> FinishedModel:
+    from kubetune_trainer.dataprep import tokenize_for_classification, tokenize_for_generation
+    from kubetune_trainer.device import plan_device
+    from kubetune_trainer.modelload import load_model, load_tokenizer, resolve_base_model
+
+    _quiet_libraries()
+    spec, hp = config.spec, config.spec.hyperparameters
+    classification = spec.task is Task.TEXT_CLASSIFICATION
+    multi_label = bool(spec.classification and spec.classification.multi_label)
+    declared = list(spec.classification.labels) if spec.classification else []
+
+    reporter.stage(Stage.LOADING, "reading the datasets")
+    mix = load_mix(spec.datasets, config.dataset_names, mounts=config.mounts, token=tokens.data or tokens.hf,
+                   seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log)
+    labels = declared or _labels_in(mix)
+    if classification:
+        _check_classification(mix, labels, multi_label)
+        reporter.log(f"labels ({len(labels)}): {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}")
+
+    reporter.stage(Stage.LOADING, f"loading the base model {spec.base_model.describe()}")
+    resolved = resolve_base_model(spec.base_model, work_dir=work.root, mounts=config.mounts, token=tokens.hf,
+                                  seed=hp.seed, scratch_texts=lambda: _texts(mix), log=reporter.log)
+    plan = plan_device(hp.precision)
+    if plan.warning:
+        reporter.log(f"warning: {plan.warning}")
+    tokenizer = load_tokenizer(resolved.folder, log=reporter.log)
+
+    started = time.monotonic()
+    if classification:
+        def prepare(rows: list[Example]) -> Any:
+            return tokenize_for_classification(rows, tokenizer, max_length=hp.max_seq_length, labels=labels,
+                                               multi_label=multi_label)
+    else:
+        def prepare(rows: list[Example]) -> Any:
+            return tokenize_for_generation(rows, tokenizer, max_length=hp.max_seq_length,
+                                           train_on_inputs=hp.train_on_inputs)
+    train_data = prepare(mix.train)
+    eval_data = prepare(mix.validation) if mix.validation else None
+    reporter.log(f"data: {len(train_data)} training rows ({train_data.trainable_tokens()} tokens in the loss), "
+                 f"{len(eval_data) if eval_data is not None else 0} validation rows, prepared in "
+                 f"{time.monotonic() - started:.1f}s")
+    if train_data.dropped:
+        reporter.log(f"warning: {train_data.dropped} training rows had no answer token left after truncation "
+                     f"to maxSeqLength {hp.max_seq_length} and were skipped")
+    if len(train_data) == 0:
+        raise TrainerFailure(FailureReason.DATASET_INVALID,
+                             f"no training row fits maxSeqLength {hp.max_seq_length} with its answer")
+
+    model = load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
+                       pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
+    from kubetune_trainer.session import run_training
+
+    outcome = run_training(config, work, reporter, stop, model=model, tokenizer=tokenizer, plan=plan,
+                           train_data=train_data, eval_data=eval_data, multi_label=multi_label)
+    metrics = TrainingMetrics(
+        train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
+        eval_accuracy=outcome.tuned.accuracy, base_eval_accuracy=outcome.base.accuracy,
+        trained_tokens=outcome.trained_tokens, train_rows=len(train_data), steps=outcome.steps,
+        runtime_seconds=round(outcome.runtime_seconds, 1),
+    )
+    reporter.stage(Stage.SAVING, "writing the final model")
+    from kubetune_trainer.finalize import save_final
+
+    return save_final(config, work, reporter, model=outcome.model, tokenizer=tokenizer, resolved=resolved,
+                      metrics=metrics, labels=labels if classification else [], plan=plan)
+
+
+def _labels_in(mix: DataMix) -> list[str]:
+    found = {label for e in [*mix.train, *mix.validation] if isinstance(e, ClassificationExample)
+             for label in e.labels}
+    return sorted(found)
+
+
+def _check_classification(mix: DataMix, labels: list[str], multi_label: bool) -> None:
+    if any(not isinstance(e, ClassificationExample) for e in [*mix.train, *mix.validation]):
+        raise TrainerFailure(FailureReason.DATASET_INVALID,
+                             "task textClassification needs classification rows (text + label): "
+                             "set format: classification on the datasets")
+    if len(labels) < 2:
+        raise TrainerFailure(FailureReason.DATASET_INVALID,
+                             f"classification needs at least two labels, found {labels or 'none'}")
+    if not multi_label:
+        several = next((e for e in mix.train if isinstance(e, ClassificationExample) and len(e.labels) != 1), None)
+        if several is not None:
+            raise TrainerFailure(FailureReason.DATASET_INVALID,
+                                 f"a row carries {len(several.labels)} labels but classification.multiLabel is "
+                                 "false: set multiLabel: true or give each row one label")
+
+
+def _texts(mix: DataMix) -> list[str]:
+    """Text for training a scratch tokenizer: every field of every row."""
+    texts: list[str] = []
+    for example in mix.train + mix.validation:
+        if isinstance(example, ChatExample):
+            texts.extend(m.content for m in example.messages)
+        else:
+            texts.append(example.text)
+    return texts
+
+
+def work_dir_of(config: TrainerConfig) -> WorkDir:
+    work = WorkDir(Path(config.work_dir))
+    work.root.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _quiet_libraries() -> None:
+    """Progress bars and deprecation chatter would drown the progress lines in the Pod log."""
+    import warnings
+
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
