@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/kubetune run -f examples/quickstart.yaml
+	$(BIN)/kubetune run -f examples/quickstart.yaml --volume quickstart-data=examples/data
 
 test: setup
 	$(BIN)/pytest

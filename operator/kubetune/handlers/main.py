@@ -1,0 +1,49 @@
+"""Assemble and run the operator: `kubetune operator` ends up in `run_operator`."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from kubetune.handlers import OperatorContext, dataset, startup, tuningjob
+from kubetune.kube import KubeClient
+from kubetune.metrics import OperatorMetrics
+from kubetune.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_registry(settings: Settings, metrics: OperatorMetrics | None = None) -> kopf.OperatorRegistry:
+    """A fresh registry holding all kubetune handlers, bound to `settings`.
+
+    Fresh on every call (never kopf's global registry), so tests can run one operator after
+    another in one process without handlers leaking between them.
+    """
+    registry = kopf.OperatorRegistry()
+    ctx = OperatorContext(settings=settings, kube=KubeClient(), metrics=metrics or OperatorMetrics())
+    startup.register(registry, ctx)
+    tuningjob.register(registry, ctx)
+    dataset.register(registry, ctx)
+    return registry
+
+
+def run_operator(verbose: bool) -> int:
+    """Run until SIGTERM/SIGINT: settings from KUBETUNE_* variables, metrics, health, kopf."""
+    settings = Settings.from_env()
+    kopf.configure(verbose=verbose or settings.log_level == "DEBUG")
+    if not verbose:
+        logging.getLogger().setLevel(settings.log_level)
+    metrics = OperatorMetrics()
+    metrics.serve(settings.metrics_port)
+    registry = build_registry(settings, metrics)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    logger.info("metrics on :%s, liveness on %s", settings.metrics_port or "(off)", liveness or "(off)")
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=liveness,
+    )
+    return 0

@@ -1,0 +1,293 @@
+"""TuningJob handlers: one idempotent `reconcile` that every trigger calls.
+
+Triggers: create, resume (operator restart), spec update, a timer while the run is active
+(reads progress from the Pod log), and changes of the Jobs and Pods labelled
+`kubetune.io/tuningjob`. Each pass reads the TuningJob, its Datasets, Job, Pods and log tail
+afresh, creates the ConfigMap and Job if the run may start (AlreadyExists is success),
+derives the status with the pure `kubetune.status`, and patches status and posts Events
+only for what changed. A per-object lock keeps concurrent triggers from deriving twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kopf
+from pydantic import ValidationError
+
+from kubetune.api import Dataset, DatasetStatus, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.api.common import GROUP, VERSION, ObjectMeta
+from kubetune.builders import (
+    LABEL_TUNINGJOB,
+    TRAINER_CONTAINER,
+    ResolveError,
+    build_trainer_config_map,
+    build_training_job,
+    label_value,
+    owner_reference,
+    resolve_trainer_config,
+    spec_hash,
+    training_job_name,
+)
+from kubetune.conditions import Reason
+from kubetune.handlers import OperatorContext
+from kubetune.kube import TUNINGJOBS, Obj, merge_patch, pods_of_job, post_event
+from kubetune.local.manifests import explain_validation_error
+from kubetune.observe import JobObservation, observe_job, observe_pods
+from kubetune.progress import LogSummary, summarize
+from kubetune.status import (
+    TERMINAL_PHASES,
+    DatasetsObservation,
+    RunObservation,
+    derive_status,
+    observe_datasets,
+    referenced_datasets,
+    status_events,
+)
+
+KIND: Final = "TuningJob"
+# Lines read from the trainer log per refresh: enough to hold a progress line between many
+# plain ones, small enough to stay cheap; and only the last hour of it.
+LOG_READ_LINES: Final = 400
+LOG_SINCE_SECONDS: Final = 3600
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def parse_tuningjob(body: Mapping[str, Any]) -> tuple[TuningJob | None, str | None]:
+    """The TuningJob model, or the reason it is invalid (field path: what is wrong: what to do)."""
+    try:
+        return TuningJob.model_validate({**body, "status": None}), None
+    except ValidationError as exc:
+        return None, "; ".join(explain_validation_error(exc, TuningJob))
+
+
+def parse_status(raw: Any) -> TuningJobStatus | None:
+    """The status as last written; a status this operator cannot read counts as none."""
+    if not raw:
+        return None
+    try:
+        return TuningJobStatus.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _spec_changed(tj: TuningJob, job: JobObservation | None) -> bool:
+    """Whether the spec moved on from the one the Job was rendered from, `suspend` aside
+    (suspending and resuming is lifecycle, not a new run)."""
+    if job is None or job.spec_hash is None:
+        return False
+    variants = {spec_hash(tj.spec.model_copy(update={"suspend": flag})) for flag in (False, True)}
+    return job.spec_hash not in variants
+
+
+def _datasets(ctx: OperatorContext, namespace: str, names: list[str]) -> dict[str, Dataset]:
+    found: dict[str, Dataset] = {}
+    for name in names:
+        raw = ctx.kube.get_dataset(namespace, name)
+        if raw is None:
+            continue
+        try:
+            found[name] = Dataset.model_validate(raw)
+        except ValidationError:
+            # A Dataset whose spec does not validate says so in its own status (Failed, set by the
+            # Dataset controller); its phase is all a TuningJob needs to wait or fail.
+            fields: dict[str, Any] = {"metadata": ObjectMeta.model_validate(raw.get("metadata") or {"name": name}),
+                                      "spec": None, "status": _dataset_status(raw.get("status"))}
+            found[name] = Dataset.model_construct(**fields)
+    return found
+
+
+def _dataset_status(raw: Any) -> DatasetStatus | None:
+    try:
+        return DatasetStatus.model_validate(raw) if raw else None
+    except ValidationError:
+        return None
+
+
+def _create_job(ctx: OperatorContext, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset],
+                logger: kopf.Logger) -> Obj:
+    config = resolve_trainer_config(tj, datasets)
+    owner = owner_reference(body)
+    config_map = build_trainer_config_map(tj, config, owner)
+    job = build_training_job(tj, config, ctx.settings, owner)
+    # ConfigMap first: a Job whose config is missing would start a Pod that cannot mount it.
+    ctx.kube.create(config_map)
+    if ctx.kube.create(job):
+        logger.info("created Job %s", job["metadata"]["name"])
+    return ctx.kube.get_job(tj.metadata.namespace, job["metadata"]["name"]) or job
+
+
+def _sync_suspend(ctx: OperatorContext, tj: TuningJob, job: Obj, logger: kopf.Logger) -> Obj:
+    """Carry spec.suspend to the Job. A Kueue-queued Job is resumed by Kueue, never by us."""
+    wanted = tj.spec.suspend
+    current = bool((job.get("spec") or {}).get("suspend"))
+    if wanted == current or (not wanted and tj.spec.queue_name):
+        return job
+    ctx.kube.patch_job_suspend(tj.metadata.namespace, job["metadata"]["name"], wanted)
+    logger.info("%s Job %s", "suspended" if wanted else "resumed", job["metadata"]["name"])
+    return {**job, "spec": {**job.get("spec", {}), "suspend": wanted}}
+
+
+def _read_log(ctx: OperatorContext, namespace: str, pod_name: str) -> LogSummary | None:
+    lines = ctx.kube.read_log_tail(namespace, pod_name, container=TRAINER_CONTAINER,
+                                   tail_lines=LOG_READ_LINES, since_seconds=LOG_SINCE_SECONDS)
+    return summarize(lines) if lines is not None else None
+
+
+def reconcile(ctx: OperatorContext, namespace: str, name: str, logger: kopf.Logger) -> TuningJobStatus | None:
+    """Bring the TuningJob's children and status up to date; the status it now has (None: gone)."""
+    with ctx.locks.hold(KIND, namespace, name), \
+            ctx.metrics.reconcile_duration.labels(KIND).time():
+        body = ctx.kube.get_tuningjob(namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        return _reconcile(ctx, body, logger)
+
+
+def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger) -> TuningJobStatus:
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    previous = parse_status(body.get("status"))
+    tj, spec_error = parse_tuningjob(body)
+    finished = previous is not None and previous.phase in TERMINAL_PHASES
+
+    datasets: dict[str, Dataset] = {}
+    datasets_obs = observe_datasets([], {})
+    if tj is not None:
+        names = referenced_datasets(tj.spec)
+        datasets = _datasets(ctx, namespace, names)
+        datasets_obs = observe_datasets(names, datasets)
+
+    job = ctx.kube.get_job(namespace, training_job_name(name))
+    if tj is not None and job is None and _may_start(ctx, previous, meta.get("generation"), datasets_obs):
+        try:
+            job = _create_job(ctx, tj, body, datasets, logger)
+        except ResolveError as exc:
+            spec_error = f"{exc.reason}: {exc.message}"
+    if tj is not None and job is not None and not finished:
+        job = _sync_suspend(ctx, tj, job, logger)
+
+    job_obs = observe_job(job)
+    pods = ctx.kube.list_pods(namespace, {LABEL_TUNINGJOB: label_value(name)}) if job is not None else []
+    pod_obs = observe_pods(pods_of_job(pods, job_obs.name) if job_obs else [], TRAINER_CONTAINER)
+    log = None
+    if pod_obs is not None and not finished and (pod_obs.running or pod_obs.terminated is not None):
+        log = _read_log(ctx, namespace, pod_obs.name)
+
+    # An edit that does not even validate is a change too, once a Job runs the old spec.
+    changed = _spec_changed(tj, job_obs) if tj is not None else job_obs is not None
+    observation = RunObservation(
+        generation=meta.get("generation"),
+        spec_error=spec_error,
+        datasets=datasets_obs,
+        job=job_obs,
+        pod=pod_obs,
+        log=log,
+        spec_changed_after_start=changed,
+        suspend_requested=tj is not None and tj.spec.suspend,
+    )
+    current = derive_status(previous, observation, now=_now(), log_tail_lines=ctx.settings.log_tail_lines)
+    _publish(ctx, body, previous, current)
+    return current
+
+
+def _may_start(ctx: OperatorContext, previous: TuningJobStatus | None, generation: int | None,
+               datasets: DatasetsObservation) -> bool:
+    """Whether the status rules let a Job be created now: asked of `derive_status` itself (no Job
+    yet, valid spec, data ready, and no finished run or earlier Job), so the rule lives in one place."""
+    if previous is not None and previous.job_name is not None:
+        return False  # a Job existed: if it is gone, that is reported, never silently re-run
+    gate = derive_status(previous, RunObservation(generation=generation, datasets=datasets),
+                         now=_now(), log_tail_lines=ctx.settings.log_tail_lines)
+    return gate.phase is TuningJobPhase.PENDING
+
+
+def _publish(ctx: OperatorContext, body: Obj, previous: TuningJobStatus | None, current: TuningJobStatus) -> None:
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    before = previous.to_wire() if previous is not None else {}
+    after = current.to_wire()
+    if after != before:
+        ctx.kube.patch_status(TUNINGJOBS, namespace, name, merge_patch(before, after))
+    for event in status_events(previous, current):
+        post_event(body, event.type, event.reason, event.message)
+    if current.phase is TuningJobPhase.FAILED and (previous is None or previous.phase is not TuningJobPhase.FAILED):
+        ctx.metrics.count_failure(KIND, current.error.reason if current.error is not None else "Unknown")
+    ctx.metrics.observe_tuningjob(namespace, name, current.phase.value if current.phase else None, current.progress)
+
+
+def _raise_for(status: TuningJobStatus | None, delay: float) -> None:
+    """Tell kopf how the create/resume handler went: done, retry later, or never retry."""
+    if status is None:
+        return
+    error = status.error
+    if status.phase is TuningJobPhase.FAILED and error is not None and error.reason == Reason.INVALID_SPEC:
+        raise kopf.PermanentError(f"invalid spec: {error.message}")
+    if status.phase is TuningJobPhase.FAILED and error is not None and error.reason == Reason.DATASET_INVALID:
+        # Not retried on a timer: a Dataset that validates again nudges this run (nudge_waiting).
+        raise kopf.PermanentError(error.message)
+    if status.phase is TuningJobPhase.WAITING_FOR_DATA:
+        raise kopf.TemporaryError(status.message or "waiting for datasets", delay=delay)
+
+
+def _active(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") not in {p.value for p in TERMINAL_PHASES}
+
+
+def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+    retry_delay = max(1, ctx.settings.status_refresh_seconds)
+
+    @kopf.on.create(GROUP, VERSION, TUNINGJOBS, registry=registry, id="tuningjob_create")
+    def tuningjob_create(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
+        _raise_for(reconcile(ctx, namespace or "default", name, logger), retry_delay)
+
+    @kopf.on.resume(GROUP, VERSION, TUNINGJOBS, registry=registry, id="tuningjob_resume")
+    def tuningjob_resume(status: kopf.Status, namespace: str | None, name: str, logger: kopf.Logger,
+                         **_: Any) -> None:
+        # At operator start every TuningJob is resumed; finished runs have nothing left to do.
+        if _active(status):
+            _raise_for(reconcile(ctx, namespace or "default", name, logger), retry_delay)
+
+    @kopf.on.update(GROUP, VERSION, TUNINGJOBS, field="spec", registry=registry, id="tuningjob_update")
+    def tuningjob_update(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
+        reconcile(ctx, namespace or "default", name, logger)
+
+    @kopf.timer(GROUP, VERSION, TUNINGJOBS, interval=ctx.settings.status_refresh_seconds,
+                initial_delay=ctx.settings.status_refresh_seconds, when=_active,
+                registry=registry, id="tuningjob_sync")
+    def tuningjob_sync(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
+        reconcile(ctx, namespace or "default", name, logger)
+
+    @kopf.on.event(GROUP, VERSION, TUNINGJOBS, registry=registry, id="tuningjob_gone")
+    def tuningjob_gone(type: str, namespace: str | None, name: str, **_: Any) -> None:
+        if type == "DELETED":
+            ctx.metrics.forget_tuningjob(namespace or "default", name)
+            ctx.locks.forget(KIND, namespace or "default", name)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TUNINGJOB: kopf.PRESENT},
+                   registry=registry, id="tuningjob_job_event")
+    @kopf.on.event("", "v1", "pods", labels={LABEL_TUNINGJOB: kopf.PRESENT},
+                   registry=registry, id="tuningjob_pod_event")
+    def tuningjob_job_event(body: kopf.Body, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+        owner = ctx.kube.owner_name(body, KIND)
+        if owner is not None:
+            reconcile(ctx, namespace or "default", owner, logger)
+
+
+def nudge_waiting(ctx: OperatorContext, namespace: str, dataset: str, logger: kopf.Logger) -> None:
+    """Reconcile the TuningJobs waiting for `dataset` now, rather than at their next retry."""
+    for body in ctx.kube.list_tuningjobs(namespace):
+        status = body.get("status") or {}
+        phase = status.get("phase")
+        failed_on_data = (status.get("error") or {}).get("reason") == Reason.DATASET_INVALID
+        if phase not in (None, TuningJobPhase.PENDING.value, TuningJobPhase.WAITING_FOR_DATA.value) \
+                and not failed_on_data:
+            continue
+        tj, _ = parse_tuningjob(body)
+        if tj is not None and dataset in referenced_datasets(tj.spec):
+            reconcile(ctx, namespace, tj.metadata.name, logger)

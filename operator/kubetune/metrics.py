@@ -1,0 +1,102 @@
+"""Prometheus metrics of the operator: what a platform engineer graphs and alerts on.
+
+    kubetune_tuningjobs{phase}                         TuningJobs the operator knows, by phase
+    kubetune_datasets{phase}                           Datasets, by phase
+    kubetune_reconcile_duration_seconds{kind}          time spent in one reconcile pass
+    kubetune_failures_total{kind, reason}              runs and validations that ended in failure
+    kubetune_tuningjob_progress_percent{namespace, name}
+    kubetune_tuningjob_loss{namespace, name}
+    kubetune_tuningjob_tokens_per_second{namespace, name}
+
+Each `OperatorMetrics` has its own registry, so tests (and several operators in one process)
+never trip over prometheus-client's global one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from kubetune.api.dataset import DatasetPhase
+from kubetune.api.tuningjob import TrainingProgress, TuningJobPhase
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._lock = threading.Lock()
+        self._tuningjob_phases: dict[Key, str] = {}
+        self._dataset_phases: dict[Key, str] = {}
+        self.tuningjobs = Gauge("kubetune_tuningjobs", "TuningJobs known to the operator, by phase.",
+                                ["phase"], registry=self.registry)
+        self.datasets = Gauge("kubetune_datasets", "Datasets known to the operator, by phase.",
+                              ["phase"], registry=self.registry)
+        self.reconcile_duration = Histogram(
+            "kubetune_reconcile_duration_seconds", "Time spent in one reconcile pass.", ["kind"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
+        self.failures = Counter("kubetune_failures", "Runs and validations that ended in failure.",
+                                ["kind", "reason"], registry=self.registry)
+        labels = ["namespace", "name"]
+        self.progress = Gauge("kubetune_tuningjob_progress_percent", "Training progress in percent.",
+                              labels, registry=self.registry)
+        self.loss = Gauge("kubetune_tuningjob_loss", "Latest training loss.", labels, registry=self.registry)
+        self.tokens_per_second = Gauge("kubetune_tuningjob_tokens_per_second", "Training throughput.",
+                                       labels, registry=self.registry)
+        for tj_phase in TuningJobPhase:
+            self.tuningjobs.labels(tj_phase.value).set(0)
+        for ds_phase in DatasetPhase:
+            self.datasets.labels(ds_phase.value).set(0)
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on `port` (0: do not serve)."""
+        if port:
+            start_http_server(port, registry=self.registry)
+
+    def observe_tuningjob(self, namespace: str, name: str, phase: str | None,
+                          progress: TrainingProgress | None) -> None:
+        key = (namespace, name)
+        with self._lock:
+            _set_phase(self._tuningjob_phases, key, phase)
+            _publish(self.tuningjobs, self._tuningjob_phases, TuningJobPhase)
+        if progress is None:
+            return
+        for gauge, value in ((self.progress, progress.percent), (self.loss, progress.loss),
+                             (self.tokens_per_second, progress.tokens_per_second)):
+            if value is not None:
+                gauge.labels(namespace, name).set(value)
+
+    def observe_dataset(self, namespace: str, name: str, phase: str | None) -> None:
+        with self._lock:
+            _set_phase(self._dataset_phases, (namespace, name), phase)
+            _publish(self.datasets, self._dataset_phases, DatasetPhase)
+
+    def count_failure(self, kind: str, reason: str) -> None:
+        self.failures.labels(kind, reason).inc()
+
+    def forget_tuningjob(self, namespace: str, name: str) -> None:
+        """Drop a deleted TuningJob's series, so dashboards do not show ghosts."""
+        self.observe_tuningjob(namespace, name, None, None)
+        for gauge in (self.progress, self.loss, self.tokens_per_second):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
+
+    def forget_dataset(self, namespace: str, name: str) -> None:
+        self.observe_dataset(namespace, name, None)
+
+
+def _set_phase(phases: dict[Key, str], key: Key, phase: str | None) -> None:
+    if phase is None:
+        phases.pop(key, None)
+    else:
+        phases[key] = phase
+
+
+def _publish(gauge: Gauge, phases: dict[Key, str], known: type[TuningJobPhase] | type[DatasetPhase]) -> None:
+    counts = Tally(phases.values())
+    for phase in {p.value for p in known} | set(counts):
+        gauge.labels(phase).set(counts.get(phase, 0))
