@@ -1,0 +1,242 @@
+"""`kubetune run -f manifests.yaml`: the cluster's pipeline on this machine, with processes for Pods.
+
+Manifests are validated with the API models, Datasets by `kubetune-trainer validate`, and the
+TuningJob runs as `kubetune-trainer train` with the TrainerConfig and environment the builders
+render for the Job. The phase, conditions and events come from the operator's own status
+derivation, and the end result is printed as `kubectl describe` would print it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import deque
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from kubetune.api import Dataset, ExitCode, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.builders import ResolveError, build_training_job, config_json, resolve_trainer_config
+from kubetune.builders.resolve import writable_claims
+from kubetune.events import EventRecord
+from kubetune.local.datasets import DatasetValidator
+from kubetune.local.describe import TimedEvent, describe_tuning_job
+from kubetune.local.display import ProgressDisplay
+from kubetune.local.manifests import Loaded, ManifestError, Manifests, load_manifests
+from kubetune.local.runner import LocalProcess, RunInterrupted, trainer_command
+from kubetune.local.session import finished_observation, running_observation
+from kubetune.local.workspace import (
+    DEFAULT_WORKDIR,
+    Workspace,
+    check_input_volumes,
+    container_of,
+    localize_trainer_config,
+    missing_input_volumes,
+    parse_volume,
+    process_args,
+    process_env,
+)
+from kubetune.progress import ProgressEvent, StageEvent, parse_line, summarize
+from kubetune.settings import Settings
+from kubetune.status import RunObservation, derive_status, observe_datasets, referenced_datasets, status_events
+
+# Lines of trainer output kept for status (the log file has them all).
+_LOG_WINDOW = 2000
+LOCAL_UID = "local"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
+                        help="manifests (multi-document YAML, as for kubectl apply); repeat for several files")
+    parser.add_argument("--volume", action="append", type=parse_volume, default=[], metavar="CLAIM=PATH",
+                        help="use folder PATH for PersistentVolumeClaim CLAIM "
+                             "(default: WORKDIR/volumes/CLAIM); repeat for several claims")
+    parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
+                        help=f"folder for logs, configs, checkpoints and default volumes (default: {DEFAULT_WORKDIR})")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate the manifests and datasets and print the trainer config; do not train")
+    parser.add_argument("--plain", action="store_true",
+                        help="print progress as plain lines even on a terminal")
+
+
+def run_local(args: argparse.Namespace) -> int:
+    try:
+        manifests = load_manifests(args.filename)
+    except ManifestError as exc:
+        print("error: the manifests are invalid; nothing was run:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return ExitCode.PERMANENT
+    workspace = Workspace(Path(args.workdir).expanduser().resolve(), dict(args.volume))
+    problems = check_input_volumes(manifests, workspace)
+    if problems:
+        print("error: a volume is missing; nothing was run:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return ExitCode.PERMANENT
+    display = ProgressDisplay(interactive=False if args.plain else None)
+    for note in manifests.notes:
+        display.message(f"note: {note}")
+    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run)
+    try:
+        return run.run_all()
+    except (KeyboardInterrupt, RunInterrupted) as exc:
+        # Ctrl-C outside training (validation, between steps): nothing to resume, just stop.
+        display.close()
+        display.message(f"interrupted{': ' + str(exc) if str(exc) else ''}")
+        return ExitCode.INTERRUPTED
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _owner(job: TuningJob) -> dict[str, str]:
+    """Stands in for the ownerReference the operator would set; nothing reads it locally."""
+    return {"apiVersion": job.api_version, "kind": job.kind, "name": job.metadata.name, "uid": LOCAL_UID}
+
+
+class LocalRun:
+    """Runs every TuningJob of the files in turn (and validates every Dataset once)."""
+
+    def __init__(self, manifests: Manifests, workspace: Workspace, display: ProgressDisplay, *,
+                 dry_run: bool = False, settings: Settings | None = None, out: TextIO | None = None) -> None:
+        self.manifests = manifests
+        self.workspace = workspace
+        self.display = display
+        self.dry_run = dry_run
+        self.settings = settings or Settings.from_env()
+        self.out = out or sys.stdout
+        self.validator = DatasetValidator(manifests, workspace, display, self.settings)
+
+    def run_all(self) -> int:
+        codes: list[int] = []
+        if not self.manifests.tuning_jobs:
+            # Datasets alone: validate them, as the operator would on apply.
+            ready = [self.validator.validate(key).status for key in sorted(self.manifests.datasets)]
+            return ExitCode.OK if all(self.validator.is_ready(s) for s in ready) else ExitCode.RETRYABLE
+        for loaded in self.manifests.tuning_jobs:
+            code = self.run_job(loaded)
+            codes.append(code)
+            if code == ExitCode.INTERRUPTED:
+                break  # Ctrl-C stops the whole command, not just this job
+        if ExitCode.INTERRUPTED in codes:
+            return ExitCode.INTERRUPTED
+        return next((c for c in codes if c != ExitCode.OK), ExitCode.OK)
+
+    def run_job(self, loaded: Loaded[TuningJob]) -> int:
+        job = loaded.obj
+        namespace, name = job.metadata.namespace, job.metadata.name
+        tracker = StatusTracker(job, self.settings.log_tail_lines)
+        self.display.message(f"TuningJob {namespace}/{name} ({loaded.ref.file})")
+
+        names = referenced_datasets(job.spec)
+        datasets: dict[str, Dataset] = {n: self.validator.validate((namespace, n)) for n in names}
+        observed = observe_datasets(names, datasets)
+        tracker.observe(RunObservation(datasets=observed))
+        if not observed.ready:
+            return self._finish(tracker)
+
+        try:
+            config = resolve_trainer_config(job, datasets)
+        except ResolveError as exc:
+            tracker.observe(RunObservation(datasets=observed, spec_error=exc.message))
+            return self._finish(tracker)
+        config = localize_trainer_config(config, self.workspace, self.manifests)
+        writable = writable_claims(job)
+        missing = missing_input_volumes(config.mounts, writable)
+        if missing:
+            hints = "; ".join(f"claim {claim} maps to {path}, which does not exist: pass --volume {claim}=FOLDER"
+                              for claim, path in missing)
+            tracker.observe(RunObservation(datasets=observed, spec_error=hints))
+            return self._finish(tracker)
+
+        job_dir = self.workspace.job_dir(namespace, name)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        config_path = job_dir / "config.json"
+        config_path.write_text(config_json(config), encoding="utf-8")
+        if self.dry_run:
+            self._print_dry_run(config, config_path)
+            return ExitCode.OK
+
+        for claim in writable:
+            Path(config.mounts.pvcs[claim]).mkdir(parents=True, exist_ok=True)
+        return self._train(job, config, config_path, tracker)
+
+    def _train(self, job: TuningJob, config: TrainerConfig, config_path: Path, tracker: StatusTracker) -> int:
+        rendered = build_training_job(job, config, self.settings, _owner(job))
+        container = container_of(rendered)
+        env = process_env(container, job.metadata.namespace, self.manifests, os.environ)
+        argv = [*trainer_command(), *process_args(container, config_path)]
+        job_dir = config_path.parent
+        log_path = job_dir / "trainer.log"
+        job_name = rendered["metadata"]["name"]
+        self.display.message(f"training: log in {log_path}; model and checkpoints in {config.work_dir}")
+
+        lines: deque[str] = deque(maxlen=_LOG_WINDOW)
+        started = _now()
+        pod_name = f"{job_name}-local"
+        running_job, running_pod = running_observation(job_name, pod_name, started)
+        tracker.observe(RunObservation(job=running_job, pod=running_pod))
+
+        def on_line(line: str) -> None:
+            lines.append(line)
+            event = parse_line(line)
+            if event is None:
+                return
+            if isinstance(event, StageEvent):
+                self.display.message(f"[{event.stage.value}] {event.message}".rstrip())
+            elif isinstance(event, ProgressEvent):
+                self.display.progress(event)
+            tracker.observe(RunObservation(job=running_job, pod=running_pod, log=summarize(lines)))
+
+        process = LocalProcess(argv, env=env, log_path=log_path, result_path=Path(config.result_path),
+                               on_line=on_line)
+        # Appended: after Ctrl-C and a resume, one file tells the whole story.
+        outcome = process.run(append_log=True)
+        self.display.close()
+        done_job, done_pod = finished_observation(job_name, pod_name, outcome)
+        tracker.observe(RunObservation(job=done_job, pod=done_pod, log=summarize(lines)))
+        code = self._finish(tracker)
+        if outcome.interrupted:
+            self.display.message(f"interrupted: checkpoints are in {config.work_dir}/checkpoints; "
+                                 "run the same command again to resume")
+            return ExitCode.INTERRUPTED
+        self.display.message(f"full trainer log: {log_path}")
+        return code
+
+    def _finish(self, tracker: StatusTracker) -> int:
+        self.display.close()
+        print(file=self.out)
+        print(describe_tuning_job(tracker.current(), tracker.events), end="", file=self.out, flush=True)
+        phase = tracker.status.phase if tracker.status is not None else None
+        return ExitCode.OK if phase is TuningJobPhase.SUCCEEDED else ExitCode.RETRYABLE
+
+    def _print_dry_run(self, config: TrainerConfig, config_path: Path) -> None:
+        self.display.message(f"dry run: the manifests and datasets are valid; the trainer would run with "
+                             f"{config_path}:")
+        print(yaml.safe_dump(config.to_wire(), sort_keys=False), end="", file=self.out, flush=True)
+
+
+class StatusTracker:
+    """The TuningJob's status as the operator would keep it, and the Events each change deserves."""
+
+    def __init__(self, job: TuningJob, log_tail_lines: int) -> None:
+        self.job = job
+        self.log_tail_lines = log_tail_lines
+        self.status: TuningJobStatus | None = None
+        self.events: list[TimedEvent] = []
+
+    def observe(self, obs: RunObservation) -> TuningJobStatus:
+        now = _now()
+        status = derive_status(self.status, obs, now=now, log_tail_lines=self.log_tail_lines)
+        records: list[EventRecord] = status_events(self.status, status)
+        self.events.extend(TimedEvent(record, now) for record in records)
+        self.status = status
+        return status
+
+    def current(self) -> TuningJob:
+        return self.job.model_copy(update={"status": self.status})
