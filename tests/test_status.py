@@ -156,7 +156,8 @@ SCENARIOS: list[tuple[str, RunObservation, TuningJobPhase, dict[str, tuple[str, 
      TuningJobPhase.WAITING_FOR_DATA, {"DatasetsReady": ("False", "DatasetNotFound"),
                                        "JobCreated": ("False", "WaitingForData")}, None),
     ("dataset invalid", obs(datasets=DatasetsObservation(invalid=(DatasetIssue("chats", "Invalid", "12 bad rows"),))),
-     TuningJobPhase.WAITING_FOR_DATA, {"DatasetsReady": ("False", "DatasetInvalid")}, None),
+     TuningJobPhase.FAILED, {"DatasetsReady": ("False", "DatasetInvalid"), "Failed": ("True", "DatasetInvalid")},
+     "DatasetInvalid"),
     ("dataset validating", obs(datasets=DatasetsObservation(pending=(DatasetIssue("chats", "Validating", "w"),))),
      TuningJobPhase.WAITING_FOR_DATA, {"DatasetsReady": ("False", "DatasetPending")}, None),
     ("invalid spec", obs(spec_error="output.repo: bad name"), TuningJobPhase.FAILED,
@@ -345,6 +346,18 @@ def test_fixed_spec_leaves_invalid_spec_but_a_job_loss_fails() -> None:
     lost = derive(obs(), run)
     assert lost.phase is TuningJobPhase.FAILED and lost.error is not None and lost.error.reason == "JobDeleted"
     assert "new TuningJob" in lost.error.message
+
+
+def test_an_invalid_dataset_fails_the_run_until_the_data_is_fixed() -> None:
+    bad = DatasetsObservation(invalid=(DatasetIssue("chats", "Invalid", "row 7: no assistant turn"),))
+    failed = derive(obs(datasets=bad))
+    assert failed.phase is TuningJobPhase.FAILED and failed.error is not None
+    assert failed.error.reason == "DatasetInvalid" and "row 7" in failed.error.message
+    assert derive(obs(datasets=bad), failed) == failed
+    revalidating = DatasetsObservation(pending=(DatasetIssue("chats", "Validating", "waiting for validation"),))
+    waiting = derive(obs(datasets=revalidating), failed, now=T0 + timedelta(minutes=1))
+    assert waiting.phase is TuningJobPhase.WAITING_FOR_DATA and waiting.error is None
+    assert derive(obs(), waiting, now=T0 + timedelta(minutes=2)).phase is TuningJobPhase.PENDING
 
 
 def test_spec_change_after_start_is_rejected_once() -> None:

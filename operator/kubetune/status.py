@@ -177,6 +177,11 @@ def _verdict_without_job(previous: TuningJobStatus, obs: RunObservation) -> _Ver
     if obs.spec_error:
         failure = Diagnosis(Reason.INVALID_SPEC, clip(obs.spec_error))
         return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
+    if obs.datasets.invalid and not obs.datasets.missing:
+        bad = obs.datasets.diagnosis()
+        failure = Diagnosis(Reason.DATASET_INVALID, clip(f"{bad.message}; fix the data: the run starts once the "
+                                                         "Dataset validates as Ready"))
+        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
     if not obs.datasets.ready:
         waiting = obs.datasets.diagnosis()
         return _Verdict(TuningJobPhase.WAITING_FOR_DATA, waiting.message, (False, Reason.NOT_CREATED))
@@ -359,9 +364,13 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
 
 
 def _may_leave_terminal(previous: TuningJobStatus, obs: RunObservation) -> bool:
-    """A spec rejected before any Job existed may be fixed: the corrected spec is still this run."""
-    return (previous.error is not None and previous.error.reason == Reason.INVALID_SPEC and obs.job is None
-            and obs.generation is not None and obs.generation != previous.observed_generation)
+    """A run refused before any Job existed may be mended: a corrected spec, or corrected data,
+    is still this run."""
+    if previous.error is None or previous.job_name is not None:
+        return False  # a run that had a Job is over for good
+    if previous.error.reason == Reason.INVALID_SPEC:
+        return obs.generation is not None and obs.generation != previous.observed_generation
+    return previous.error.reason == Reason.DATASET_INVALID and not obs.datasets.invalid
 
 
 def derive_status(previous: TuningJobStatus | None, obs: RunObservation, *, now: datetime,
