@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.local.manifests import ManifestError, format_loc, load_manifests
+from kubetune.api.errors import format_loc
+from kubetune.local.manifests import ManifestError, load_manifests
 
 DATASET = """\
 apiVersion: kubetune.io/v1alpha1

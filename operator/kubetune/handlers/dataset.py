@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from kubetune.api import Dataset, DatasetPhase, DatasetStatus
 from kubetune.api.common import GROUP, VERSION
+from kubetune.api.errors import explain_validation_error
 from kubetune.builders import (
     LABEL_DATASET,
     VALIDATOR_CONTAINER,
@@ -32,7 +33,6 @@ from kubetune.dataset_status import FINISHED_PHASES, derive_dataset_status
 from kubetune.handlers import OperatorContext
 from kubetune.handlers.tuningjob import nudge_waiting
 from kubetune.kube import DATASETS, Obj, merge_patch, pods_of_job, post_event
-from kubetune.local.manifests import explain_validation_error
 from kubetune.observe import observe_job, observe_pods
 from kubetune.status import dataset_events
 
