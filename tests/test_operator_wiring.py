@@ -152,6 +152,7 @@ def test_a_run_goes_from_data_to_a_published_model(cluster: Cluster) -> None:
         # The Dataset reference is resolved to its source, pinned to the validated revision.
         config = json.loads(next(iter(config_map["data"].values())))
         assert config["spec"]["datasets"]["train"][0]["source"]["hf"]["revision"] == "0123abcd" * 5
+        assert config["allowPrivateUrls"] is SETTINGS.allow_private_urls  # the operator's URL policy travels along
         # The token reaches the container from the Secret, never through the operator.
         env = job["spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}} in env

@@ -135,15 +135,18 @@ def mix_datasets(spec: DatasetsSpec, train_sets: list[LoadedDataset], validation
 
 
 def load_mix(spec: DatasetsSpec, names: Sequence[str], *, mounts: Mounts, token: str | None, seed: int,
-             max_samples: int | None, labels: Sequence[str] = (), log: Callable[[str], None] = print) -> DataMix:
+             max_samples: int | None, labels: Sequence[str] = (), log: Callable[[str], None] = print,
+             allow_private_urls: bool = False) -> DataMix:
     """Load every entry (train then validation) and mix them."""
     def name_of(index: int, entry: DatasetEntry) -> str:
         return names[index] if index < len(names) else entry.describe()
 
-    train_sets = [load_entry(e, name_of(i, e), mounts=mounts, token=token, labels=labels)
+    train_sets = [load_entry(e, name_of(i, e), mounts=mounts, token=token, labels=labels,
+                             allow_private_urls=allow_private_urls)
                   for i, e in enumerate(spec.train)]
     offset = len(spec.train)
-    validation_sets = [load_entry(e, name_of(offset + i, e), mounts=mounts, token=token, labels=labels)
+    validation_sets = [load_entry(e, name_of(offset + i, e), mounts=mounts, token=token, labels=labels,
+                                  allow_private_urls=allow_private_urls)
                        for i, e in enumerate(spec.validation)]
     for loaded in [*train_sets, *validation_sets]:
         log(f"dataset {loaded.name}: {len(loaded.examples)} rows, format {loaded.fmt.value}, "

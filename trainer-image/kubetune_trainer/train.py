@@ -43,7 +43,8 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
 
     reporter.stage(Stage.LOADING, "reading the datasets")
     mix = load_mix(spec.datasets, config.dataset_names, mounts=config.mounts, token=tokens.data or tokens.hf,
-                   seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log)
+                   seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log,
+                   allow_private_urls=config.allow_private_urls)
     labels = declared or _labels_in(mix)
     if classification:
         _check_classification(mix, labels, multi_label)

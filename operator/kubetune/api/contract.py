@@ -84,6 +84,7 @@ class TrainerConfig(KubeModel):
     dataset_names: list[str] = Field(default_factory=list, description="Names of the datasets, for the model card.")
     work_dir: str = Field(default="/workspace/output", description="Checkpoints and the final model go here.")
     mounts: Mounts = Field(default_factory=Mounts, description="Where volumes are mounted.")
+    allow_private_urls: bool = Field(default=False, description="Allow URLs on private/loopback addresses.")
     result_path: str = Field(default=TERMINATION_LOG, description="Where the TrainerResult is written.")
 
 

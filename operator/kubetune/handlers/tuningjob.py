@@ -111,7 +111,8 @@ def _dataset_status(raw: Any) -> DatasetStatus | None:
 
 def _create_job(ctx: OperatorContext, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset],
                 logger: kopf.Logger) -> Obj:
-    config = resolve_trainer_config(tj, datasets)
+    config = resolve_trainer_config(tj, datasets).model_copy(
+        update={"allow_private_urls": ctx.settings.allow_private_urls})
     owner = owner_reference(body)
     config_map = build_trainer_config_map(tj, config, owner)
     job = build_training_job(tj, config, ctx.settings, owner)

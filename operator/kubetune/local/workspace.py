@@ -73,7 +73,7 @@ def localize_trainer_config(config: TrainerConfig, workspace: Workspace, manifes
     output_pvc = config.spec.output.pvc
     # As in the cluster: with an output volume the model and checkpoints live there, else in the run folder.
     work_dir = mounts.path_of_pvc(output_pvc.claim_name, output_pvc.path) if output_pvc else str(job_dir)
-    return config.model_copy(update={"mounts": mounts, "work_dir": work_dir,
+    return config.model_copy(update={"mounts": mounts, "work_dir": work_dir, "allow_private_urls": True,
                                      "result_path": str(job_dir / "result.json")})
 
 
