@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,38 @@ def test_upload_folder_goes_through_lfs_and_downloads_identically(hub_server: Hu
     again = api.upload_folder(repo_id="team/model", folder_path=folder, commit_message="again")
     assert again.oid == info.oid
     assert len(hub_server.commits("team/model")) == 2
+
+
+def test_identical_lfs_files_in_one_commit_are_stored_once(hub_server: HubServer, tmp_path: Path) -> None:
+    # Like the real Hub: LFS objects are deduplicated by oid, so the same bytes under two paths
+    # (an adapter copied next to its checkpoint, two equal shards) are one object.
+    api = api_for(hub_server)
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    payload = os.urandom(32 * 1024) + b"\0"
+    for name in ("a.safetensors", "b.safetensors", "copy/a.safetensors"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(payload)
+    api.create_repo("team/twins")
+    info = api.upload_folder(repo_id="team/twins", folder_path=folder, commit_message="twins")
+
+    assert info.oid == hub_server.commits("team/twins")[0].sha
+    assert hub_server.lfs_files("team/twins") == {"a.safetensors", "b.safetensors", "copy/a.safetensors"}
+    stored = hub_server.files("team/twins")
+    assert all(stored[name] == payload for name in ("a.safetensors", "b.safetensors", "copy/a.safetensors"))
+    assert len(hub_server.store.lfs_objects) == 1
+    uploads = [r.status for r in hub_server.requests if r.route == "lfs_upload"]
+    assert uploads and all(status == 200 for status in uploads), uploads
+    # Uploading the same bytes again later (a new file) needs no upload at all.
+    (folder / "c.safetensors").write_bytes(payload)
+    api.upload_folder(repo_id="team/twins", folder_path=folder, commit_message="more")
+    assert [r.status for r in hub_server.requests if r.route == "lfs_upload"] == uploads
+    assert hub_server.files("team/twins")["c.safetensors"] == payload
+    # A PUT nobody announced is still refused, even for bytes the store has.
+    request = urllib.request.Request(f"{hub_server.endpoint}/_lfs/upload/{'0' * 64}", data=b"x", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
 
 
 def test_tree_paths_info_commits_and_ranged_reads(hub_server: HubServer, tmp_path: Path) -> None:

@@ -356,3 +356,35 @@ def test_model_card_for_a_merged_classifier() -> None:
     assert 'AutoModelForSequenceClassification.from_pretrained("team/clf")' in text
     assert "`positive`, `negative`" in text
     assert ModelCard(text).data.to_dict()["pipeline_tag"] == "text-classification"
+
+
+def test_model_card_for_an_adapter_on_a_scratch_base_in_the_repo() -> None:
+    info = card_info("team/scratch-lora", base_model="a random scratch Llama", base_kind="scratch",
+                     base_subfolder="base", merged_subfolder="merged", license=None)
+    text = render_model_card(info)
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert "base_model" not in meta, "a scratch base has no Hub id"
+    assert ModelCard(text).data.to_dict()["library_name"] == "peft"
+    assert "fine-tuned from a random scratch Llama, which ships in `base/` of this repo," in text
+    usage = text.split("## How to use")[1]
+    assert 'local = snapshot_download("team/scratch-lora")' in usage
+    assert 'base = AutoModelForCausalLM.from_pretrained(f"{local}/base")' in usage
+    assert "PeftModel.from_pretrained(base, local)" in usage
+    assert 'snapshot_download("team/scratch-lora", allow_patterns=["merged/*"])' in usage
+    assert "scratch Llama\"" not in usage and "from_pretrained(\"a random" not in usage
+    # The same card in an output folder (no repo): the folder stands in for the snapshot.
+    local = render_model_card(card_info(None, base_model="a random scratch Llama", base_kind="scratch",
+                                        base_subfolder="base")).split("## How to use")[1]
+    assert 'local = "path/to/this/model"' in local and "snapshot_download" not in local
+
+
+def test_model_card_for_a_base_from_a_volume() -> None:
+    for path, loads in (("pvc:models/llama", '"path/to/the/base/model"'), ("/models/llama", '"/models/llama"')):
+        text = render_model_card(card_info("team/from-volume", base_model=path, base_kind="path"))
+        assert "base_model" not in yaml.safe_load(text.split("---\n")[1])
+        usage = text.split("## How to use")[1]
+        assert f"base = AutoModelForCausalLM.from_pretrained({loads})" in usage and path in usage
+    merged = render_model_card(card_info("team/from-volume", base_model="kubetune/tiny-llama", adapter=False,
+                                         subfolder="merged"))
+    assert 'model = AutoModelForCausalLM.from_pretrained(f"{local}/merged")' in merged
+    assert yaml.safe_load(merged.split("---\n")[1])["base_model"] == "kubetune/tiny-llama"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,13 @@ for name, model in (("adapter", adapter), ("merged", merged)):
     out[name] = ids[0, prompt["input_ids"].shape[1]:].tolist()
 print(json.dumps(out))
 """
+
+
+def card_snippets(card: str) -> str:
+    """Every python block of the card, as one script that must run."""
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert blocks, card
+    return "\n".join(blocks)
 
 
 def _train(tmp_path: Path, server: HubServer, repo: str, *, merge: bool = False) -> tuple[int, TrainerResult,
@@ -90,6 +98,18 @@ def test_train_push_load_and_generate(tmp_path: Path, hub_env: HubServer, capsys
     generated = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert len(generated["adapter"]) > 0
     assert generated["adapter"] == generated["merged"], "the merged model generates what base + adapter does"
+
+    # The cards say how to load what the repo holds: the scratch base from base/, the merged model from merged/.
+    assert "base_model" not in metadata, "a scratch base has no Hub id"
+    assert "scratch" in card and "`base/`" in card and 'snapshot_download("' + repo + '")' in card
+    assert card.count("```python") == 2 and 'from_pretrained(f"{local}/merged")' in card
+    merged_card = files["merged/README.md"].decode()
+    assert yaml.safe_load(merged_card.split("---")[1])["library_name"] == "transformers"
+    assert "base_model" not in yaml.safe_load(merged_card.split("---")[1])
+    for text in (card, merged_card):
+        snippet = subprocess.run([sys.executable, "-c", card_snippets(text)], capture_output=True, text=True,
+                                 env=env, timeout=300)
+        assert snippet.returncode == 0, snippet.stderr[-3000:] + card_snippets(text)
 
 
 def _digest(folder: Path) -> str:

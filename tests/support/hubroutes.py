@@ -293,6 +293,10 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
         oid = req.params["oid"]
         with hub._lock:
             announced = oid in hub._pending_lfs
+        # The same bytes under two paths of one commit are announced twice and PUT twice; the
+        # Hub stores objects by oid, so a second PUT of a stored object is fine. (The store
+        # gets the object before it leaves the pending set: one of the two always holds it.)
+        announced = announced or oid in hub.store.lfs_objects
         if not announced:
             raise HttpError(403, "upload was not announced through the LFS batch endpoint")
         if hashlib.sha256(req.body).hexdigest() != oid:

@@ -11,7 +11,7 @@ before huggingface_hub is imported (tests/conftest.py does).
 Use the `hub_server` fixture (`from support.hubserver import hub_server_fixture  # noqa: F401`)
 or `start_hub_server()` / `.stop()`. Faults for tests: `fail_next_commits(n)`,
 `fail_next(route, n, status)`, `drop_next(route, n)` (close without answering) and
-`lose_next_commit_responses(n)` (commit applied, answer lost).
+`lose_next_commit_responses(n)` (commit applied, answer lost); `clear_faults()`.
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ class HubServer:
     def lose_next_commit_responses(self, n: int = 1) -> None:
         with self._lock:
             self._faults.setdefault("commit", deque()).extend(Fault("lose") for _ in range(n))
+
+    def clear_faults(self) -> None:
+        """Forget faults not yet used (for servers shared by several tests)."""
+        with self._lock:
+            self._faults.clear()
 
     def take_fault(self, route: str) -> Fault | None:
         with self._lock:

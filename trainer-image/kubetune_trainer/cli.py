@@ -62,9 +62,6 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: list[str]) -> int:
-    import yaml
-    from pydantic import ValidationError
-
     from kubetune_trainer.callbacks import StopRequest
     from kubetune_trainer.errors import TrainerFailure
     from kubetune_trainer.events import Reporter
@@ -79,12 +76,10 @@ def train_main(argv: list[str]) -> int:
     stop.install()
     result_path = args.result_path or TERMINATION_LOG
     try:
-        config = TrainerConfig.model_validate(yaml.safe_load(args.config.read_text(encoding="utf-8")))
+        config = _read_config(args.config)
         result_path = args.result_path or config.result_path
+        _prepare_hub_client(config, reporter)
         result = _run(config, reporter, stop, hf_token, data_token)
-    except (OSError, yaml.YAMLError, ValidationError) as error:
-        result = _failed(TrainerFailure(FailureReason.INVALID_CONFIG, f"cannot read the config {args.config}: "
-                                        f"{' '.join(str(error).split())}"))
     except TrainerFailure as failure:
         result = _failed(failure)
     except KeyboardInterrupt:
@@ -100,6 +95,20 @@ def train_main(argv: list[str]) -> int:
     reporter.log(text)
     write_result(text, result_path)
     return _exit_code(result)
+
+
+def _read_config(path: Path) -> TrainerConfig:
+    """The config, or an InvalidConfig failure (an OSError later in the run is not the config's fault)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from kubetune_trainer.errors import TrainerFailure
+
+    try:
+        return TrainerConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, ValidationError) as error:
+        raise TrainerFailure(FailureReason.INVALID_CONFIG,
+                             f"cannot read the config {path}: {' '.join(str(error).split())}") from None
 
 
 def _run(config: TrainerConfig, reporter: object, stop: object, hf_token: str | None,
@@ -122,6 +131,19 @@ def _run(config: TrainerConfig, reporter: object, stop: object, hf_token: str | 
         check_method_supported(config.spec.method.type)
         finished = train_model(config, work, reporter, stop, Tokens(hf=hf_token, data=data_token))
     return publish_step(config, work, finished, reporter, hf_token)
+
+
+def _prepare_hub_client(config: TrainerConfig, reporter: object) -> None:
+    from urllib.parse import urlsplit
+
+    from kubetune_trainer.events import Reporter
+    from kubetune_trainer.hubenv import disable_xet_for, self_hosted_endpoints
+
+    assert isinstance(reporter, Reporter)
+    endpoints = self_hosted_endpoints(config)
+    if disable_xet_for(endpoints):
+        hosts = sorted({urlsplit(e).hostname or "?" for e in endpoints})
+        reporter.log(f"self-hosted Hub ({', '.join(hosts)}): Xet transfers off, plain HTTP and LFS")
 
 
 def _failed(failure: object) -> TrainerResult:

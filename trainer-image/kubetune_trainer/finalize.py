@@ -22,6 +22,7 @@ from kubetune_trainer.modelcard import ModelCardInfo, render_model_card
 from kubetune_trainer.modelload import ResolvedModel
 
 SCRATCH_BASE_IN_REPO = "base"
+MERGED_IN_REPO = "merged"  # publishing.py pushes <work_dir>/merged there
 
 
 def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, model: Any, tokenizer: Any,
@@ -49,10 +50,10 @@ def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, mode
             reporter.log(f"merged model written to {work.merged}")
         else:
             reporter.log("output.merge: a Full fine-tune has no adapter to merge; the model itself is published")
-    card = render_model_card(_card_info(config, resolved, metrics, labels, adapter))
+    card = render_model_card(_card_info(config, resolved, metrics, labels, adapter, merged=merged))
     (staging / "README.md").write_text(card, encoding="utf-8")
     if merged:
-        merged_card = render_model_card(_card_info(config, resolved, metrics, labels, adapter=False))
+        merged_card = render_model_card(_card_info(config, resolved, metrics, labels, adapter=False, merged=True))
         (work.merged / "README.md").write_text(merged_card, encoding="utf-8")
     finished = FinishedModel(metrics=metrics, base_model_revision=resolved.revision, merged=merged)
     write_finished(staging, finished)
@@ -88,7 +89,9 @@ def _merge(config: TrainerConfig, work: WorkDir, adapter_folder: Path, resolved:
 
 
 def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: TrainingMetrics, labels: list[str],
-               adapter: bool) -> ModelCardInfo:
+               adapter: bool, *, merged: bool) -> ModelCardInfo:
+    """The card of the adapter (or full model) at the repo root, or with adapter=False and merged=True,
+    of the merged model in merged/."""
     spec = config.spec
     hyperparameters: dict[str, object] = dict(spec.hyperparameters.to_wire())
     if spec.method.type is not TuningMethod.FULL:
@@ -104,12 +107,14 @@ def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: Training
             datasets.append(config.dataset_names[index])
         else:
             datasets.append(entry.describe())
-    base_name = resolved.name
-    if resolved.scratch:
-        base_name = (f"a random scratch Llama (in {SCRATCH_BASE_IN_REPO}/ of this repo)" if adapter
-                     else "a random scratch Llama")
+    base_kind = "scratch" if resolved.scratch else "path" if spec.base_model.path is not None else "hub"
+    merged_card = merged and not adapter
     return ModelCardInfo(
-        base_model=base_name,
+        base_model="a random scratch Llama" if resolved.scratch else resolved.name,
+        base_kind=base_kind,
+        base_subfolder=SCRATCH_BASE_IN_REPO if resolved.scratch and adapter else None,
+        subfolder=MERGED_IN_REPO if merged_card else None,
+        merged_subfolder=MERGED_IN_REPO if merged and adapter else None,
         base_model_revision=resolved.revision,
         datasets=list(dict.fromkeys(datasets)),
         method=spec.method.type.value,

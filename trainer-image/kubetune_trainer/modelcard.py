@@ -37,6 +37,12 @@ class ModelCardInfo:
     adapter: bool  # True: the repo holds a PEFT adapter; False: full weights (Full or merged)
     labels: list[str] | None
     license: str | None = None
+    # Where the base comes from: "hub" (base_model is a repo id), "path" (a folder, possibly
+    # pvc:CLAIM/PATH) or "scratch" (base_model describes a random model).
+    base_kind: str = "hub"
+    base_subfolder: str | None = None  # the base ships in this folder of the repo (a scratch base)
+    subfolder: str | None = None  # this card's model lives in this folder of the repo (merged/)
+    merged_subfolder: str | None = None  # a merged model is in this folder of the repo
 
 
 def is_classification(task: str) -> bool:
@@ -62,7 +68,7 @@ def card_metadata(info: ModelCardInfo) -> dict[str, object]:
     if info.adapter:
         tags.append("peft")
     data: dict[str, object] = {}
-    if _HUB_ID.match(info.base_model):
+    if info.base_kind == "hub" and _HUB_ID.match(info.base_model):
         data["base_model"] = info.base_model
     hub_datasets = [d for d in info.datasets if _HUB_ID.match(d)]
     if hub_datasets:
@@ -85,10 +91,13 @@ def _about(info: ModelCardInfo) -> str:
     kind = "a PEFT adapter" if info.adapter else "a fine-tuned model (full weights)"
     task = "text classification" if is_classification(info.task) else "text generation"
     revision = f" (revision `{info.base_model_revision}`)" if info.base_model_revision else ""
+    base = info.base_model if info.base_kind == "scratch" else f"`{info.base_model}`"
+    if info.base_subfolder:
+        base += f", which ships in `{info.base_subfolder}/` of this repo,"
     lines = [
         f"# {name}",
         "",
-        f"{name} is {kind} for {task}, fine-tuned from `{info.base_model}`{revision} with "
+        f"{name} is {kind} for {task}, fine-tuned from {base}{revision} with "
         f"{info.method} by [kubetune](https://github.com/kubetune/kubetune).",
     ]
     if info.datasets:
@@ -126,24 +135,21 @@ def _results(info: ModelCardInfo) -> str:
 
 
 def _usage(info: ModelCardInfo) -> str:
-    repo = info.repo or "path/to/this/model"
-    revision = f', revision="{info.base_model_revision}"' if info.base_model_revision else ""
     if is_classification(info.task):
         auto = "AutoModelForSequenceClassification"
-        labels = info.labels or []
-        extra = f", num_labels={len(labels)}" if labels else ""
+        extra = f", num_labels={len(info.labels)}" if info.labels else ""
     else:
         auto, extra = "AutoModelForCausalLM", ""
-    if info.adapter:
-        code = [
-            "from peft import PeftModel",
-            f"from transformers import {auto}, AutoTokenizer",
-            "",
-            f'base = {auto}.from_pretrained("{info.base_model}"{revision}{extra})',
-            f'model = PeftModel.from_pretrained(base, "{repo}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{info.base_model}"{revision})',
-        ]
+    if info.adapter and info.base_subfolder:
+        intro, code = _usage_with_base_inside(info, auto, extra)
+    elif info.adapter:
+        intro, code = _usage_with_base_elsewhere(info, auto, extra)
+    elif info.subfolder and info.repo:
+        intro = [f"The model is in `{info.subfolder}/` of the repo:", ""]
+        code = _from_subfolder(info.repo, info.subfolder, auto, "model", tokenizer=True)
     else:
+        repo = info.repo or "path/to/this/model"
+        intro = []
         code = [
             f"from transformers import {auto}, AutoTokenizer",
             "",
@@ -156,7 +162,71 @@ def _usage(info: ModelCardInfo) -> str:
             'inputs = tokenizer("Hello", return_tensors="pt")',
             "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))",
         ]
-    return "\n".join(["## How to use", "", "```python", *code, "```"]) + "\n"
+    lines = ["## How to use", "", *intro, "```python", *code, "```"]
+    if info.merged_subfolder and info.repo:
+        lines += ["", f"A merged model (base and adapter in one, full weights) is in `{info.merged_subfolder}/`:",
+                  "", "```python", *_from_subfolder(info.repo, info.merged_subfolder, auto, "merged"), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _usage_with_base_inside(info: ModelCardInfo, auto: str, extra: str) -> tuple[list[str], list[str]]:
+    """The base is a folder of this repo: from_pretrained(repo, subfolder=...) would not find the adapter's
+    base path, so load both from one local snapshot."""
+    if info.repo:
+        fetch = ["from huggingface_hub import snapshot_download"]
+        local = [f'local = snapshot_download("{info.repo}")']
+        where = "Download the repo, then load the base from its folder and the adapter from the root:"
+    else:
+        fetch, local = [], ['local = "path/to/this/model"']
+        where = "Load the base from its folder, then the adapter from this folder:"
+    code = [
+        *fetch,
+        "from peft import PeftModel",
+        f"from transformers import {auto}, AutoTokenizer",
+        "",
+        *local,
+        f'base = {auto}.from_pretrained(f"{{local}}/{info.base_subfolder}"{extra})',
+        "model = PeftModel.from_pretrained(base, local)",
+        "tokenizer = AutoTokenizer.from_pretrained(local)",
+    ]
+    return [where, ""], code
+
+
+def _usage_with_base_elsewhere(info: ModelCardInfo, auto: str, extra: str) -> tuple[list[str], list[str]]:
+    repo = info.repo or "path/to/this/model"
+    intro: list[str] = []
+    if info.base_kind == "hub" and _HUB_ID.match(info.base_model):
+        revision = f', revision="{info.base_model_revision}"' if info.base_model_revision else ""
+        base = f'"{info.base_model}"{revision}'
+    elif info.base_model.startswith("/"):
+        base = f'"{info.base_model}"'
+        intro = [f"The base model is the folder `{info.base_model}` it was trained on:", ""]
+    else:
+        base = '"path/to/the/base/model"'
+        intro = [f"The base model is not on a Hub: load it from where you keep `{info.base_model}`.", ""]
+    code = [
+        "from peft import PeftModel",
+        f"from transformers import {auto}, AutoTokenizer",
+        "",
+        f"base = {auto}.from_pretrained({base}{extra})",
+        f'model = PeftModel.from_pretrained(base, "{repo}")',
+        # The adapter's folder has the tokenizer as trained (pad token, chat template).
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+    ]
+    return intro, code
+
+
+def _from_subfolder(repo: str, subfolder: str, auto: str, name: str, *, tokenizer: bool = False) -> list[str]:
+    """Load from a folder of the repo through a snapshot: from_pretrained(repo, subfolder=...) finds the
+    adapter_config.json at the repo root first and loads the adapter's base instead."""
+    return [
+        "from huggingface_hub import snapshot_download",
+        f"from transformers import {auto}{', AutoTokenizer' if tokenizer else ''}",
+        "",
+        f'local = snapshot_download("{repo}", allow_patterns=["{subfolder}/*"])',
+        f'{name} = {auto}.from_pretrained(f"{{local}}/{subfolder}")',
+        *([f'tokenizer = AutoTokenizer.from_pretrained(f"{{local}}/{subfolder}")'] if tokenizer else []),
+    ]
 
 
 def _cell(value: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,6 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.tuningjob import BaseModelSpec, MethodSpec, Task, TuningMethod
-from kubetune.redact import redact
 from kubetune_trainer.chattemplate import CHATML_TEMPLATE
 from kubetune_trainer.device import DevicePlan
 from kubetune_trainer.errors import TrainerFailure
@@ -18,6 +18,8 @@ from kubetune_trainer.errors import TrainerFailure
 # Weights in formats the trainer does not load; skipping them saves downloading a model twice.
 _SKIP_ALWAYS = ["*.pth", "*.pt", "*.gguf", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ot", "original/*"]
 SCRATCH_FOLDER = "scratch-base"
+# A download that fails on these is the volume's fault (full, read-only), not the Hub's: retrying cannot help.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 
 
 @dataclass(frozen=True)
@@ -93,22 +95,36 @@ def _download(repo: str, revision: str, endpoint: str | None, token: str | None,
 
 
 def _hub_failure(error: Exception, repo: str, revision: str, token: str | None) -> TrainerFailure:
+    """Map what the Hub client raised (possibly wrapped: a failed file download is re-raised as
+    LocalEntryNotFoundError from the HTTP error) to a reason: auth, not found, or unreachable."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    text = redact(f"{type(error).__name__}: {' '.join(str(error).split())}"[:600], [token])
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    if isinstance(error, GatedRepoError) or status in (401, 403):
-        hint = "accept the model's licence on the Hub and check" if isinstance(error, GatedRepoError) else "check"
-        return TrainerFailure(FailureReason.AUTH_FAILED, f"{repo}: access refused; {hint} spec.hfTokenSecretRef "
-                                                         f"({text})")
-    if isinstance(error, RevisionNotFoundError):
+    from kubetune_trainer.publish import describe_error, error_chain, is_transport_error, status_code
+
+    text = describe_error(error, [token])[:600]
+    chain = error_chain(error)
+    status = next((s for s in map(status_code, chain) if s is not None), None)
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return TrainerFailure(FailureReason.AUTH_FAILED, f"{repo} is gated: accept its licence on the Hub with the "
+                                                         f"account of the token in spec.hfTokenSecretRef ({text})")
+    if status in (401, 403):
+        # Without a token the Hub answers 401 for private and missing repos alike.
+        why = ("no token was given and the Hub refused access: the repo is private, gated or missing; set "
+               "spec.hfTokenSecretRef" if token is None else
+               "the Hub refused the token: check the Secret in spec.hfTokenSecretRef and its access to the repo")
+        return TrainerFailure(FailureReason.AUTH_FAILED, f"{repo}: {why} ({text})")
+    if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return TrainerFailure(FailureReason.MODEL_NOT_FOUND, f"{repo}: no revision {revision!r} ({text})")
-    if isinstance(error, RepositoryNotFoundError):
-        private = "" if token else " (if it is private, set spec.hfTokenSecretRef)"
-        return TrainerFailure(FailureReason.MODEL_NOT_FOUND, f"{repo}: no such model repo{private} ({text})")
-    if status is not None and status < 500 and status != 429:
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return TrainerFailure(FailureReason.MODEL_NOT_FOUND, f"{repo}: no such model repo ({text})")
+    if status is not None and status < 500 and status not in (408, 429):
         return TrainerFailure(FailureReason.MODEL_NOT_FOUND, f"{repo}: {text}")
-    return TrainerFailure(FailureReason.UNREACHABLE, f"{repo}: the Hub could not be reached ({text})")
+    if status is not None or any(is_transport_error(e) for e in chain):
+        return TrainerFailure(FailureReason.UNREACHABLE, f"{repo}: the Hub could not be reached ({text})")
+    if any(isinstance(e, OSError) and e.errno in _DISK_ERRNOS for e in chain):
+        return TrainerFailure(FailureReason.TRAINING_FAILED, f"{repo}: cannot store the download ({text})",
+                              retryable=False)
+    return TrainerFailure(FailureReason.UNREACHABLE, f"{repo}: the download failed ({text})")
 
 
 def load_tokenizer(folder: Path, log: Callable[[str], None] = print) -> Any:

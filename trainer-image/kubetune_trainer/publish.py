@@ -22,7 +22,8 @@ from pathlib import Path
 from kubetune.api.contract import FailureReason
 from kubetune.redact import redact
 
-__all__ = ["PublishError", "PublishedModel", "publish_folder", "redact"]
+__all__ = ["PublishError", "PublishedModel", "describe_error", "error_chain", "is_transport_error", "publish_folder",
+           "redact", "status_code"]
 
 # Exception classes (by name, so no HTTP library is imported here) that mean the network,
 # not the request, failed: httpx/httpx2 transport errors and requests' equivalents.
@@ -134,9 +135,9 @@ def publish_folder(
 
 def classify(exc: BaseException, secrets: Iterable[str | None]) -> PublishError:
     """Map an exception from huggingface_hub to a PublishError: auth, transient or permanent."""
-    message = _describe(exc, secrets)
-    for link in _chain(exc):
-        status = _status_code(link)
+    message = describe_error(exc, secrets)
+    for link in error_chain(exc):
+        status = status_code(link)
         if status in (401, 403):
             return PublishError(
                 FailureReason.AUTH_FAILED, f"the Hub refused the token (HTTP {status}): {message}", retryable=False
@@ -145,13 +146,13 @@ def classify(exc: BaseException, secrets: Iterable[str | None]) -> PublishError:
             return PublishError(FailureReason.PUSH_FAILED, message, retryable=True)
         if status is not None:  # any other 4xx: the request itself is wrong, repeating it cannot help
             return PublishError(FailureReason.PUSH_FAILED, message, retryable=False)
-        if isinstance(link, ConnectionError | TimeoutError) or _is_transport_error(link):
+        if isinstance(link, ConnectionError | TimeoutError) or is_transport_error(link):
             return PublishError(FailureReason.PUSH_FAILED, message, retryable=True)
     # Client-side refusals (invalid README metadata, bad repo id...) and our own bugs.
     return PublishError(FailureReason.PUSH_FAILED, message, retryable=False)
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def error_chain(exc: BaseException) -> list[BaseException]:
     """The exception and its causes: the client wraps LFS upload errors in RuntimeError."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
@@ -161,17 +162,17 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _status_code(exc: BaseException) -> int | None:
+def status_code(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
 
 
-def _is_transport_error(exc: BaseException) -> bool:
+def is_transport_error(exc: BaseException) -> bool:
     return any(cls.__name__ in _TRANSPORT_ERRORS for cls in type(exc).__mro__)
 
 
-def _describe(exc: BaseException, secrets: Iterable[str | None]) -> str:
+def describe_error(exc: BaseException, secrets: Iterable[str | None]) -> str:
     # The client's messages span several lines (URL, request id, server message): keep them short.
     text = " ".join(_MDN_LINK.sub("", str(exc)).split()) or type(exc).__name__
     return redact(f"{type(exc).__name__}: {text}"[:1000], secrets)

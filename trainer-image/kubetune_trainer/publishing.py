@@ -15,6 +15,7 @@ from kubetune.api.tuningjob import ModelResult
 from kubetune.progress import Stage
 from kubetune_trainer.checkpoints import FINISHED_MARKER, FinishedModel, WorkDir
 from kubetune_trainer.events import Reporter
+from kubetune_trainer.finalize import MERGED_IN_REPO
 from kubetune_trainer.publish import PublishedModel, PublishError, publish_folder
 
 # Operational knobs (not part of the API): how hard to try before giving up on a push.
@@ -42,7 +43,7 @@ def publish_step(config: TrainerConfig, work: WorkDir, finished: FinishedModel, 
         if finished.merged and work.merged.is_dir():
             published = publish_folder(
                 work.merged, repo=output.repo, token=token, endpoint=output.endpoint, private=output.private,
-                commit_message=f"kubetune: {name} merged model", path_in_repo="merged",
+                commit_message=f"kubetune: {name} merged model", path_in_repo=MERGED_IN_REPO,
                 attempts=attempts, backoff_seconds=backoff, log=reporter.log,
             )
     except PublishError as error:
