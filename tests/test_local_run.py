@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -212,7 +213,9 @@ def test_bad_manifests_fail_fast_naming_document_and_field(tmp_path: Path,
     from kubetune.cli import main
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(QUICKSTART.read_text().replace("learningRate: 2e-3", "learningRate: quick"))
+    text, replaced = re.subn(r"learningRate: \S+", "learningRate: quick", QUICKSTART.read_text())
+    assert replaced == 1
+    bad.write_text(text)
     workdir = tmp_path / "out"
     assert main(["run", "-f", str(bad), "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err
@@ -251,7 +254,7 @@ def test_a_dataset_with_bad_rows_stops_the_run_before_training(tmp_path: Path) -
                    cwd=tmp_path)
     assert run.returncode == 1, run.stderr + run.stdout
     assert "Kind:         Dataset" in run.stdout and "Phase:  Invalid" in run.stdout
-    assert "Phase:  WaitingForData" in run.stdout and "DatasetInvalid" in run.stdout
+    assert "Phase:  Failed" in run.stdout and "DatasetInvalid" in run.stdout
     assert not (tmp_path / "out" / "default" / "quickstart" / "trainer.log").exists()
 
 
