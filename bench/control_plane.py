@@ -8,7 +8,7 @@ the wiring tests, tests/support/kube_emulator.py) or against a real cluster (`--
 2. a burst: `--jobs` TuningJobs POSTed at once; latency = TuningJob accepted by the API ->
    its training Job accepted by the API; p50/p99; the operator's RSS;
 3. more bursts up to `--total` resources, then a settle period long enough for every
-   TuningJob's status timer (15 s) to run at least twice; RSS again.
+   running-run log poll (15 s) to run at least twice; RSS again.
 
 On the emulator both moments are taken inside the API server (a hook on its create path),
 so the figures carry no client-side polling delay. The emulator shares these 2 cores with the
@@ -43,7 +43,6 @@ TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
 GOAL_P99_SECONDS = 1.0
 GOAL_RSS_MB = 150.0
 STATUS_REFRESH_SECONDS = 15  # the operator's default (KUBETUNE_STATUS_REFRESH_SECONDS)
-TRIM_AT = 32  # requests in kmock's log before the answered ones are dropped
 
 
 def tuningjob(name: str, namespace: str) -> dict[str, Any]:
@@ -106,22 +105,16 @@ class EmulatedApi:
                 owners = meta.get("ownerReferences") or [{}]
                 self._jobs[owners[0].get("name", "")] = time.monotonic()
 
-        requests: list[Any] = self.emulator._requests
-        in_flight: set[int] = set()
+        # The rig drops answered requests from kmock's log unless told to keep them: kmock matches a
+        # request against each reaction by scanning every request it has ever served
+        # (`request in reaction`), quadratic in the log.
+        self.emulator.keep_request_log = keep_request_log
 
         async def timed_handle(request: Any) -> Any:
-            # kmock appended `request` to its log just before calling this, with no await between.
-            in_flight.add(id(request))
-            if not keep_request_log and len(requests) > TRIM_AT:
-                # kmock matches a request against each reaction by scanning every request it has ever
-                # served (`request in reaction`): quadratic in the log. Requests it has answered are
-                # never matched again, so only those still in flight stay.
-                requests[:] = [r for r in requests if id(r) in in_flight]
             started = time.perf_counter()
             try:
                 return await handle(request)
             finally:
-                in_flight.discard(id(request))
                 if getattr(request, "action", None) != "WATCH":  # streams are long-lived: no service time
                     self._served += 1
                     self._service_seconds += time.perf_counter() - started
@@ -302,7 +295,7 @@ def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settl
             chunk = min(jobs, total - created)
             last = burst(api, [f"scale-{created + i:05d}" for i in range(chunk)], namespace, process, log)
             created += chunk
-        print(f"{created} TuningJobs exist; settling {settle}s so every status timer runs")
+        print(f"{created} TuningJobs exist; settling {settle}s (two refresh intervals)")
         time.sleep(settle)
         scale_rss, scale_peak = process_rss_mb(process.pid)
         scale_stats = api.stats()

@@ -338,6 +338,40 @@ def test_deleting_a_running_job_is_not_blocked(cluster: Cluster) -> None:
         cluster.wait_for("the TuningJob gone", lambda: cluster.get(TUNINGJOBS, NS, "support-bot") is None)
 
 
+def test_a_running_job_can_be_deleted_while_the_operator_is_down(cluster: Cluster) -> None:
+    with cluster.operator(SETTINGS):
+        ready_dataset(cluster)
+        cluster.apply(TUNINGJOBS, tuningjob())
+        pod = start_pod(cluster, training_job(cluster))
+        cluster.set_log(NS, pod, progress_log(10))
+        run_container(cluster, NS, pod)
+        cluster.wait_for("progress at step 10", lambda: status_of(cluster).get("progress", {}).get("step") == 10)
+        # Progress is polled from the log without kopf's timers, so nothing holds a finalizer.
+        assert not cluster.get(TUNINGJOBS, NS, "support-bot")["metadata"].get("finalizers")
+    cluster.delete(TUNINGJOBS, NS, "support-bot")
+    assert cluster.get(TUNINGJOBS, NS, "support-bot") is None
+
+
+def test_the_log_is_polled_only_while_the_trainer_runs(cluster: Cluster) -> None:
+    with cluster.operator(SETTINGS):
+        ready_dataset(cluster)
+        cluster.apply(TUNINGJOBS, tuningjob())
+        job = training_job(cluster)
+        pod = start_pod(cluster, job)
+        wait_phase(cluster, "Starting")
+        cluster.set_log(NS, pod, progress_log(20))
+        run_container(cluster, NS, pod)
+        cluster.wait_for("two log reads while Running", lambda: len(cluster.requests("GET", f"/pods/{pod}/log")) >= 2)
+        terminate_container(cluster, NS, pod, exit_code=0, message=succeeded_result())
+        job_finished(cluster, NS, job["metadata"]["name"], succeeded=True)
+        wait_phase(cluster, "Succeeded")
+        cluster.wait_quiet()
+        reads, passes = len(cluster.requests("GET", f"/pods/{pod}/log")), len(cluster.requests("GET", "/jobs/"))
+        cluster.wait_quiet(quiet=2.5, timeout=4)  # more than two refresh intervals
+        assert len(cluster.requests("GET", f"/pods/{pod}/log")) == reads
+        assert len(cluster.requests("GET", "/jobs/")) == passes
+
+
 def test_an_operator_restart_mid_run_creates_nothing_twice(cluster: Cluster) -> None:
     with cluster.operator(SETTINGS):
         ready_dataset(cluster)

@@ -63,8 +63,8 @@ class KubeClient:
 
     # --- create -------------------------------------------------------------------------
 
-    def create(self, obj: Mapping[str, Any]) -> bool:
-        """Create a ConfigMap or Job; True if created now, False if it already existed.
+    def create(self, obj: Mapping[str, Any]) -> Obj | None:
+        """Create a ConfigMap or Job; the object as the API server stored it, or None if it already existed.
 
         AlreadyExists is success: names are deterministic, so an existing object is the one a
         previous attempt (or a previous operator process) created.
@@ -74,16 +74,16 @@ class KubeClient:
         body: Any = dict(obj)  # the client takes plain dicts as well as its models
         try:
             if kind == "ConfigMap":
-                self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+                response: Any = self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
             elif kind == "Job":
-                self.batch.create_namespaced_job(namespace, body, _preload_content=False)
+                response = self.batch.create_namespaced_job(namespace, body, _preload_content=False)
             else:
                 raise ValueError(f"kubetune does not create objects of kind {kind!r}")
         except ApiException as exc:
             if exc.status == 409:
-                return False
+                return None
             raise
-        return True
+        return _json(response)
 
     # --- read ---------------------------------------------------------------------------
 

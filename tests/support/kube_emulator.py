@@ -13,7 +13,10 @@ the operator and the `kubernetes` client trip over:
   object as ADDED, and kopf then patches a stale version);
 - a JSON patch whose `test` op fails (kopf's optimistic concurrency) answers 422, not 500;
 - `pods/{name}/log` answers the text the test put there with `Cluster.set_log` (kmock would
-  answer the Pod's JSON), honouring `tailLines`.
+  answer the Pod's JSON), honouring `tailLines`;
+- answered requests leave kmock's own log (kmock scans that whole log for every request, so
+  it slows down quadratically); `served` keeps what the tests ask about (method, path,
+  query, client) for every request.
 
 There is still no garbage collector, no controllers and no schema validation: the test plays
 the kubelet and the Job controller itself, through `Cluster`.
@@ -49,6 +52,7 @@ CRDS = {
     "kubetune.io/v1alpha1/datasets": ("Dataset", "dataset", {"tds"}),
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+TRIM_AT = 32  # requests in kmock's log before the answered ones are dropped
 
 
 class KubetuneEmulator(kmock.KubernetesEmulator):
@@ -56,10 +60,15 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
 
     resource_version: int
     pod_logs: dict[tuple[str, str], str]
+    served: list[tuple[str, str, dict[str, str], str]]
+    _in_flight: set[int]
+    keep_request_log = False  # True: kmock's own behaviour (the benchmark can ask for it)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.pod_logs = {}
+        self.served = []
+        self._in_flight = set()
         self.resource_version = 0
         self.resources.load_bundled()
         for key, (kind, singular, shortnames) in CRDS.items():
@@ -70,6 +79,18 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         self[kmock.action.FETCH, kmock.resource("v1/pods"), kmock.subresource("log")] << self._serve_log
 
     async def _handle(self, request: rendering.Request) -> Any:
+        # kmock appended `request` to its log just before this call, with no await between.
+        self.served.append((request.method, request.url.path, dict(request.params),
+                            request.headers.get("User-Agent", "")))
+        self._in_flight.add(id(request))
+        if not self.keep_request_log and len(self._requests) > TRIM_AT:
+            self._requests[:] = [r for r in self._requests if id(r) in self._in_flight]
+        try:
+            return await self._handle_patched(request)
+        finally:
+            self._in_flight.discard(id(request))
+
+    async def _handle_patched(self, request: rendering.Request) -> Any:
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
                 self._on_create(request.data)
@@ -243,9 +264,8 @@ class Cluster:
     def requests(self, method: str, path_part: str) -> builtins.list[tuple[str, dict[str, str]]]:
         """Requests the operator sent (not the test): (path, query params), oldest first."""
         async def read() -> builtins.list[tuple[str, dict[str, str]]]:
-            return [(request.url.path, dict(request.params)) for request in self.emulator
-                    if request.method == method.upper() and path_part in request.url.path
-                    and not request.headers.get("User-Agent", "").startswith("kmock/")]
+            return [(path, params) for verb, path, params, agent in self.emulator.served
+                    if verb == method.upper() and path_part in path and not agent.startswith("kmock/")]
         return self._call(read())
 
     def events(self, name: str, namespace: str = "default") -> builtins.list[dict[str, Any]]:
@@ -281,7 +301,7 @@ class Cluster:
     def wait_quiet(self, quiet: float = 0.25, timeout: float = 3) -> None:
         """Wait until the operator has sent no request for `quiet` seconds (at most `timeout`)."""
         async def count() -> int:
-            return sum(1 for _ in self.emulator)
+            return len(self.emulator.served)
         deadline = time.monotonic() + timeout
         seen, since = self._call(count()), time.monotonic()
         while time.monotonic() < deadline:

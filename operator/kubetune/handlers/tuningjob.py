@@ -1,15 +1,22 @@
 """TuningJob handlers: one idempotent `reconcile` that every trigger calls.
 
-Triggers: create, resume (operator restart), spec update, a timer while the run is active
-(reads progress from the Pod log), and changes of the Jobs and Pods labelled
-`kubetune.io/tuningjob`. Each pass reads the TuningJob, its Datasets, Job, Pods and log tail
-afresh, creates the ConfigMap and Job if the run may start (AlreadyExists is success),
-derives the status with the pure `kubetune.status`, and patches status and posts Events
-only for what changed. A per-object lock keeps concurrent triggers from deriving twice.
+Triggers: create, resume (operator restart), spec update, changes of the Jobs and Pods
+labelled `kubetune.io/tuningjob`, and, only while a trainer runs, a poll every refresh
+interval (progress lives in the Pod log, which sends no events). Each pass reads the
+TuningJob, its Datasets, Job, Pods and log tail afresh, creates the ConfigMap and Job if the
+run may start (AlreadyExists is success), derives the status with the pure `kubetune.status`,
+and patches status and posts Events only for what changed. A per-object lock keeps
+concurrent triggers from deriving twice.
+
+Cheap per TuningJob, because a burst of them is the common case: no finalizer (no kopf
+timer), the create handler works from the body kopf already holds, a run whose status
+records no Job creates it without reading first, and a Job event that carries the version
+of the Job the last pass saw is dropped.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -52,6 +59,14 @@ KIND: Final = "TuningJob"
 # plain ones, small enough to stay cheap; and only the last hour of it.
 LOG_READ_LINES: Final = 400
 LOG_SINCE_SECONDS: Final = 3600
+# The phases in which the trainer writes progress to its log: the only ones polled.
+POLLED_PHASES: Final = frozenset({TuningJobPhase.RUNNING, TuningJobPhase.PUBLISHING})
+
+poll_logger = logging.getLogger(__name__)
+
+
+class _StaleBody(Exception):
+    """The body kopf handed over turned out older than the cluster (a Job already exists)."""
 
 
 def _now() -> datetime:
@@ -110,7 +125,8 @@ def _dataset_status(raw: Any) -> DatasetStatus | None:
 
 
 def _create_job(ctx: OperatorContext, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset],
-                logger: kopf.Logger) -> Obj:
+                logger: kopf.Logger, *, body_is_fresh: bool) -> tuple[Obj, bool]:
+    """The run's Job, created now if it did not exist; and whether it was created now."""
     config = resolve_trainer_config(tj, datasets).model_copy(
         update={"allow_private_urls": ctx.settings.allow_private_urls})
     owner = owner_reference(body)
@@ -118,9 +134,14 @@ def _create_job(ctx: OperatorContext, tj: TuningJob, body: Obj, datasets: Mappin
     job = build_training_job(tj, config, ctx.settings, owner)
     # ConfigMap first: a Job whose config is missing would start a Pod that cannot mount it.
     ctx.kube.create(config_map)
-    if ctx.kube.create(job):
+    created = ctx.kube.create(job)
+    if created is not None:
         logger.info("created Job %s", job["metadata"]["name"])
-    return ctx.kube.get_job(tj.metadata.namespace, job["metadata"]["name"]) or job
+        return created, True
+    if not body_is_fresh:
+        # Someone (an earlier pass, an earlier operator) got further than this body shows.
+        raise _StaleBody()
+    return ctx.kube.get_job(tj.metadata.namespace, job["metadata"]["name"]) or job, False
 
 
 def _sync_suspend(ctx: OperatorContext, tj: TuningJob, job: Obj, logger: kopf.Logger) -> Obj:
@@ -140,17 +161,34 @@ def _read_log(ctx: OperatorContext, namespace: str, pod_name: str) -> LogSummary
     return summarize(lines) if lines is not None else None
 
 
-def reconcile(ctx: OperatorContext, namespace: str, name: str, logger: kopf.Logger) -> TuningJobStatus | None:
-    """Bring the TuningJob's children and status up to date; the status it now has (None: gone)."""
+def reconcile(ctx: OperatorContext, namespace: str, name: str, logger: kopf.Logger,
+              known_body: Mapping[str, Any] | None = None) -> TuningJobStatus | None:
+    """Bring the TuningJob's children and status up to date; the status it now has (None: gone).
+
+    `known_body`: the TuningJob as kopf last saw it, used instead of a fresh read when this
+    process has never reconciled the object (so nothing it wrote can be missing from it).
+    """
     with ctx.locks.hold(KIND, namespace, name), \
             ctx.metrics.reconcile_duration.labels(KIND).time():
+        seen = (namespace, name) in ctx.seen_jobs
+        if known_body is not None and not seen and not (known_body.get("metadata") or {}).get("deletionTimestamp"):
+            try:
+                return _reconcile(ctx, dict(known_body), logger, body_is_fresh=False)
+            except _StaleBody:
+                pass
         body = ctx.kube.get_tuningjob(namespace, name)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            _forget(ctx, namespace, name)
             return None
-        return _reconcile(ctx, body, logger)
+        return _reconcile(ctx, body, logger, body_is_fresh=True)
 
 
-def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger) -> TuningJobStatus:
+def _forget(ctx: OperatorContext, namespace: str, name: str) -> None:
+    ctx.poller.forget(namespace, name)
+    ctx.seen_jobs.pop((namespace, name), None)
+
+
+def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger, *, body_is_fresh: bool) -> TuningJobStatus:
     meta = body["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     previous = parse_status(body.get("status"))
@@ -164,17 +202,24 @@ def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger) -> TuningJo
         datasets = _datasets(ctx, namespace, names)
         datasets_obs = observe_datasets(names, datasets)
 
-    job = ctx.kube.get_job(namespace, training_job_name(name))
-    if tj is not None and job is None and _may_start(ctx, previous, meta.get("generation"), datasets_obs):
+    job: Obj | None = None
+    created_now = False
+    if tj is not None and _may_start(ctx, previous, meta.get("generation"), datasets_obs):
+        # No Job recorded: create straight away; one that exists anyway (AlreadyExists) is read.
         try:
-            job = _create_job(ctx, tj, body, datasets, logger)
+            job, created_now = _create_job(ctx, tj, body, datasets, logger, body_is_fresh=body_is_fresh)
         except ResolveError as exc:
             spec_error = f"{exc.reason}: {exc.message}"
+            job = ctx.kube.get_job(namespace, training_job_name(name))
+    else:
+        job = ctx.kube.get_job(namespace, training_job_name(name))
     if tj is not None and job is not None and not finished:
         job = _sync_suspend(ctx, tj, job, logger)
 
     job_obs = observe_job(job)
-    pods = ctx.kube.list_pods(namespace, {LABEL_TUNINGJOB: label_value(name)}) if job is not None else []
+    # A Job created a moment ago has no Pods yet; their arrival is a watch event of its own.
+    pods = ctx.kube.list_pods(namespace, {LABEL_TUNINGJOB: label_value(name)}) \
+        if job is not None and not created_now else []
     pod_obs = observe_pods(pods_of_job(pods, job_obs.name) if job_obs else [], TRAINER_CONTAINER)
     log = None
     if pod_obs is not None and not finished and (pod_obs.running or pod_obs.terminated is not None):
@@ -194,6 +239,12 @@ def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger) -> TuningJo
     )
     current = derive_status(previous, observation, now=_now(), log_tail_lines=ctx.settings.log_tail_lines)
     _publish(ctx, body, previous, current)
+    ctx.seen_jobs[(namespace, name)] = str((job.get("metadata") or {}).get("resourceVersion")) \
+        if job is not None else None
+    if current.phase in POLLED_PHASES:
+        ctx.poller.follow(namespace, name, ctx.settings.status_refresh_seconds)
+    else:
+        ctx.poller.forget(namespace, name)
     return current
 
 
@@ -240,12 +291,33 @@ def _active(status: Mapping[str, Any], **_: Any) -> bool:
     return status.get("phase") not in {p.value for p in TERMINAL_PHASES}
 
 
+def _job_seen(ctx: OperatorContext, namespace: str, owner: str, event_type: str | None, job: Mapping[str, Any]) -> bool:
+    """Whether this Job event shows the very Job version the last pass of its TuningJob saw
+    (typically the echo of our own create): nothing in it is news. A deletion always is."""
+    if event_type == "DELETED" or (namespace, owner) not in ctx.seen_jobs:
+        return False
+    version = (job.get("metadata") or {}).get("resourceVersion")
+    return version is not None and ctx.seen_jobs.get((namespace, owner)) == str(version)
+
+
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     retry_delay = max(1, ctx.settings.status_refresh_seconds)
 
+    def poll(namespace: str, name: str) -> None:
+        reconcile(ctx, namespace, name, poll_logger)
+
+    @kopf.on.startup(registry=registry, id="tuningjob_poller_start")
+    def tuningjob_poller_start(**_: Any) -> None:
+        ctx.poller.start(poll, ctx.settings.status_refresh_seconds)
+
+    @kopf.on.cleanup(registry=registry, id="tuningjob_poller_stop")
+    def tuningjob_poller_stop(**_: Any) -> None:
+        ctx.poller.stop()
+
     @kopf.on.create(GROUP, VERSION, TUNINGJOBS, registry=registry, id="tuningjob_create")
-    def tuningjob_create(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
-        _raise_for(reconcile(ctx, namespace or "default", name, logger), retry_delay)
+    def tuningjob_create(body: kopf.Body, namespace: str | None, name: str, logger: kopf.Logger,
+                         **_: Any) -> None:
+        _raise_for(reconcile(ctx, namespace or "default", name, logger, known_body=body), retry_delay)
 
     @kopf.on.resume(GROUP, VERSION, TUNINGJOBS, registry=registry, id="tuningjob_resume")
     def tuningjob_resume(status: kopf.Status, namespace: str | None, name: str, logger: kopf.Logger,
@@ -258,23 +330,24 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     def tuningjob_update(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
         reconcile(ctx, namespace or "default", name, logger)
 
-    @kopf.timer(GROUP, VERSION, TUNINGJOBS, interval=ctx.settings.status_refresh_seconds,
-                initial_delay=ctx.settings.status_refresh_seconds, when=_active,
-                registry=registry, id="tuningjob_sync")
-    def tuningjob_sync(namespace: str | None, name: str, logger: kopf.Logger, **_: Any) -> None:
-        reconcile(ctx, namespace or "default", name, logger)
-
     @kopf.on.event(GROUP, VERSION, TUNINGJOBS, registry=registry, id="tuningjob_gone")
     def tuningjob_gone(type: str, namespace: str | None, name: str, **_: Any) -> None:
         if type == "DELETED":
             ctx.metrics.forget_tuningjob(namespace or "default", name)
             ctx.locks.forget(KIND, namespace or "default", name)
+            _forget(ctx, namespace or "default", name)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TUNINGJOB: kopf.PRESENT},
                    registry=registry, id="tuningjob_job_event")
+    def tuningjob_job_event(type: str | None, body: kopf.Body, namespace: str | None, logger: kopf.Logger,
+                            **_: Any) -> None:
+        owner = ctx.kube.owner_name(body, KIND)
+        if owner is not None and not _job_seen(ctx, namespace or "default", owner, type, body):
+            reconcile(ctx, namespace or "default", owner, logger)
+
     @kopf.on.event("", "v1", "pods", labels={LABEL_TUNINGJOB: kopf.PRESENT},
                    registry=registry, id="tuningjob_pod_event")
-    def tuningjob_job_event(body: kopf.Body, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    def tuningjob_pod_event(body: kopf.Body, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
         owner = ctx.kube.owner_name(body, KIND)
         if owner is not None:
             reconcile(ctx, namespace or "default", owner, logger)
