@@ -138,3 +138,119 @@ def test_validation_entries_or_a_small_holdout() -> None:
     assert len(mix.validation) == 2 and len(mix.train) == 38
     assert "held out 2" in mix.note
     assert np.isin(_names(mix.validation), _names(mix.train)).sum() == 0
+
+
+# --- the fast encoding against the straightforward one --------------------------------------
+
+def _alpaca_examples(count: int) -> list[Any]:
+    """alpaca rows as the trainer parses them: an input on ~40% of rows, log-normal answer lengths."""
+    from kubetune.api.dataset import ColumnMapping, DatasetFormat
+    from kubetune_trainer.formats import parse_record
+
+    rng = np.random.default_rng(7)
+    words = ["".join(rng.choice(list("bdfgklmnprstvz"), 1)) + "".join(rng.choice(list("aeiou"), 1)) * int(n)
+             for n in rng.integers(1, 4, 300)] + ["Rome.", "Oslo,", "  two  spaces", "tab\there", "é"]
+
+    def sentence(length: int) -> str:
+        return " ".join(words[int(i)] for i in rng.integers(0, len(words), length))
+
+    rows = [{"instruction": sentence(int(rng.integers(3, 20))),
+             "input": sentence(int(rng.integers(5, 60))) if rng.random() < 0.4 else "",
+             "output": sentence(int(np.clip(rng.lognormal(np.log(30), 1.0), 1, 400)))} for _ in range(count)]
+    return [parse_record(row, DatasetFormat.ALPACA, ColumnMapping()) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def alpaca() -> tuple[list[Any], Any]:
+    """Generated alpaca rows (40% with an input, a long tail of answers) and a tokenizer trained on them."""
+    examples = _alpaca_examples(300)
+    texts = [m.content for e in examples[:150] for m in e.messages]
+    return examples, train_tokenizer(texts, vocab_size=400)
+
+
+def _reference(examples: list[Any], tokenizer: Any, max_length: int, *,
+               train_on_inputs: bool = False) -> list[tuple[list[int], list[bool]]]:
+    """One `tokenizer(...)` call per row and a loop per token: slow and obviously right."""
+    from kubetune_trainer.dataprep import render_examples
+
+    texts, spans = render_examples(examples, tokenizer, train_on_inputs=train_on_inputs)
+    rows = []
+    for text, row_spans in zip(texts, spans, strict=True):
+        encoded = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length,
+                            return_offsets_mapping=True)
+        mask = [any(s <= start < e for s, e in row_spans) for start, _ in encoded["offset_mapping"]]
+        if any(mask):
+            rows.append((list(encoded["input_ids"]), mask))
+    return rows
+
+
+def _rows(data: Any) -> list[tuple[list[int], list[bool]]]:
+    assert data.mask is not None
+    return [(data.ids[b:e].tolist(), data.mask[b:e].tolist())
+            for b, e in zip(data.starts[:-1], data.starts[1:], strict=True)]
+
+
+@pytest.mark.parametrize("max_length", [1024, 96])
+@pytest.mark.parametrize("train_on_inputs", [False, True])
+def test_generation_matches_a_per_row_reference(alpaca: tuple[list[Any], Any], max_length: int,
+                                                train_on_inputs: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetune_trainer import dataprep
+
+    examples, tokenizer = alpaca
+    mixed = [*examples, TextExample("plain text about Rome"), TextExample("")]
+    monkeypatch.setattr(dataprep, "_CHUNK", 64)  # several chunks, the last one short
+    data = tokenize_for_generation(mixed, tokenizer, max_length=max_length, train_on_inputs=train_on_inputs)
+    expected = _reference(mixed, tokenizer, max_length, train_on_inputs=train_on_inputs)
+    assert _rows(data) == expected
+    assert len(data) + data.dropped == len(mixed)
+    assert sum(bool(e.messages[0].content.count("\n\n")) for e in examples) > 50  # rows with an input
+    if max_length == 96:  # the truncation paths were exercised: rows cut, rows left without an answer
+        assert (data.lengths == 96).sum() > 30
+        assert data.dropped > 0 or train_on_inputs
+
+
+def test_left_truncation_and_the_backend_settings_are_kept(alpaca: tuple[list[Any], Any]) -> None:
+    examples, tokenizer = alpaca
+    tokenizer.truncation_side = "left"
+    try:
+        expected = _reference(examples[:100], tokenizer, 80)
+        backend = tokenizer.backend_tokenizer
+        backend.enable_truncation(7, direction="right")
+        backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token, length=9)
+        truncation, padding = backend.truncation, backend.padding
+        data = tokenize_for_generation(examples[:100], tokenizer, max_length=80)
+        assert _rows(data) == expected
+        assert backend.truncation == truncation and backend.padding == padding
+    finally:
+        tokenizer.truncation_side = "right"
+        tokenizer.backend_tokenizer.no_padding()
+        tokenizer.backend_tokenizer.no_truncation()
+
+
+def test_classification_matches_the_tokenizer_call(alpaca: tuple[list[Any], Any],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetune_trainer import dataprep
+
+    examples, tokenizer = alpaca
+    texts = [e.messages[-1].content for e in examples[:200]] + [""]
+    rows = [ClassificationExample(text, ("a",) if i % 2 else ("b",)) for i, text in enumerate(texts)]
+    monkeypatch.setattr(dataprep, "_CHUNK", 64)
+    data = tokenize_for_classification(rows, tokenizer, max_length=48, labels=["a", "b"], multi_label=False)
+    expected = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=48)["input_ids"]
+    kept = [i for i, ids in enumerate(expected) if ids]
+    assert [data[i]["input_ids"].tolist() for i in range(len(data))] == [expected[i] for i in kept]
+    assert data.targets is not None and data.targets.tolist() == [i % 2 == 0 for i in kept]
+    assert data.dropped == 1 and (data.lengths == 48).sum() > 30
+
+
+def test_the_fallback_through_the_tokenizer_call_agrees(alpaca: tuple[list[Any], Any]) -> None:
+    """Tokenizers without a Rust backend go through `tokenizer(...)`: same ids, rows and mask."""
+    from kubetune_trainer import dataprep
+
+    examples, tokenizer = alpaca
+    texts, spans = dataprep.render_examples(examples, tokenizer, train_on_inputs=False)
+    fast = dataprep._encode(tokenizer, texts, 96, spans)
+    fallback = dataprep._encode_transformers(tokenizer, texts, 96, spans)
+    assert fast.mask is not None and fallback.mask is not None
+    assert np.array_equal(fast.ids, fallback.ids) and np.array_equal(fast.starts, fallback.starts)
+    assert np.array_equal(fast.mask, fallback.mask) and 0 < fast.mask.sum() < len(fast.mask)

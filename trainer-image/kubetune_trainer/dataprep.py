@@ -2,19 +2,24 @@
 
 The slow parts of the usual pipeline are Python loops per row and per token (render,
 tokenize, build labels, truncate). Here rows are rendered to text with the character spans
-the loss counts (answers, or everything for text rows), the whole batch of texts is encoded
-by the Rust tokenizer in one call with truncation and offsets, and the label mask comes
-from one `searchsorted` of every token's start offset against every span, over the whole
-dataset at once. The result is stored flat (CSR style: one id array, one row-start array),
-which is compact and slices cheaply.
+the loss counts (answers, or everything for text rows), the texts are encoded by the Rust
+tokenizer itself (`tokenizers.Tokenizer.encode_batch`, truncation set on it, a few thousand
+rows per call) with every Encoding's ids and offsets read straight into numpy: going through
+`tokenizer(...)` instead turns every token into Python ints and tuples, which took longer
+than the encoding and held gigabytes. The label mask comes from one `searchsorted` of every
+token's start offset against every span, over the whole dataset at once. The result is
+stored flat (CSR style: one id array, one row-start array), which is compact and slices cheaply.
 
 Used by the trainer and by bench/ (which compares it with SFTTrainer's own preparation).
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +29,7 @@ from kubetune_trainer.chattemplate import CHATML_TEMPLATE, Span, render_chatml, 
 from kubetune_trainer.formats import ChatExample, ClassificationExample, Example, TextExample
 
 IGNORE_INDEX = -100
-_CHUNK = 20_000  # rows per tokenizer call: bounds the memory of the Python lists it returns
+_CHUNK = 5_000  # rows per Rust call: enough to keep both cores busy, few Encodings alive at once
 
 
 @dataclass
@@ -92,38 +97,127 @@ def render_examples(
     return texts, spans
 
 
-def _encode(tokenizer: Any, texts: list[str], max_length: int, offsets: bool) -> tuple[list[list[int]], list[Any]]:
-    ids: list[list[int]] = []
+@dataclass
+class _Encoded:
+    """Rows encoded into flat arrays, with the loss mask when spans were given."""
+
+    ids: np.ndarray  # int32
+    starts: np.ndarray  # int64, len(rows) + 1
+    mask: np.ndarray | None  # bool, aligned with ids
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while encoding: the offset tuples read out of every Encoding
+    (millions, all short-lived, no cycles) would otherwise trigger a collection every few hundred."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextmanager
+def _truncating(backend: Any, *, max_length: int, direction: str, split_special_tokens: bool) -> Iterator[Any]:
+    """The backend tokenizer set up as `tokenizer(..., truncation=True, max_length=...)` sets it,
+    restored afterwards: it is shared with the tokenizer object the rest of the trainer uses."""
+    truncation, padding, split = backend.truncation, backend.padding, backend.encode_special_tokens
+    backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction=direction)
+    backend.no_padding()
+    backend.encode_special_tokens = split_special_tokens
+    try:
+        yield backend
+    finally:
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**{k: truncation[k] for k in ("max_length", "stride", "strategy", "direction")})
+        if padding is not None:
+            backend.enable_padding(**padding)
+        backend.encode_special_tokens = split
+
+
+def _encode_backend(backend: Any, texts: list[str], spans: list[list[Span]] | None) -> _Encoded:
+    """Encode chunk by chunk, reading every Encoding's ids (and offsets) straight into numpy.
+
+    The next chunk is encoded on a worker thread (the Rust call releases the GIL) while this
+    one is copied out, and no chunk's Encoding objects or offsets outlive it: what is kept is
+    5 bytes per token (id and mask), not Python lists of ints and tuples for the whole dataset.
+    """
+    chain = itertools.chain.from_iterable
+    id_parts: list[np.ndarray] = []
+    mask_parts: list[np.ndarray] = []
+    length_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+    chunks = [texts[begin:begin + _CHUNK] for begin in range(0, len(texts), _CHUNK)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(backend.encode_batch, chunk, add_special_tokens=False) for chunk in chunks[:1]]
+        for index in range(len(chunks)):
+            encodings = pending.pop().result()
+            if index + 1 < len(chunks):
+                pending.append(pool.submit(backend.encode_batch, chunks[index + 1], add_special_tokens=False))
+            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+            total = int(lengths.sum())
+            length_parts.append(lengths)
+            id_parts.append(np.fromiter(chain(e.ids for e in encodings), dtype=np.int32, count=total))
+            if spans is not None:
+                pairs = np.fromiter(chain(chain(e.offsets for e in encodings)), dtype=np.int64, count=2 * total)
+                row_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+                np.cumsum(lengths, out=row_starts[1:])
+                begin = index * _CHUNK
+                mask_parts.append(_span_mask(pairs[0::2], row_starts, chunks[index], spans[begin:begin + len(lengths)]))
+            del encodings
+    starts = np.cumsum(np.concatenate(length_parts))
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32)
+    mask = (np.concatenate(mask_parts) if mask_parts else np.zeros(0, dtype=bool)) if spans is not None else None
+    return _Encoded(ids=ids, starts=starts, mask=mask)
+
+
+def _encode_transformers(tokenizer: Any, texts: list[str], max_length: int,
+                         spans: list[list[Span]] | None) -> _Encoded:
+    """The same encoding through `tokenizer(...)`, for tokenizers without a Rust backend."""
+    chain = itertools.chain.from_iterable
+    rows: list[list[int]] = []
     found: list[Any] = []
     for begin in range(0, len(texts), _CHUNK):
         encoded = tokenizer(
             texts[begin:begin + _CHUNK], add_special_tokens=False, truncation=True, max_length=max_length,
-            return_attention_mask=False, return_offsets_mapping=offsets,
+            return_attention_mask=False, return_offsets_mapping=spans is not None,
         )
-        ids.extend(encoded["input_ids"])
-        if offsets:
+        rows.extend(encoded["input_ids"])
+        if spans is not None:
             found.extend(encoded["offset_mapping"])
-    return ids, found
-
-
-def _flat(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     starts = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(starts[-1]))
-    return ids, starts
-
-
-def _span_mask(offsets: list[Any], starts: np.ndarray, texts: list[str], spans: list[list[Span]]) -> np.ndarray:
-    """True for tokens whose first character lies inside a span of their row (whole dataset at once)."""
     total = int(starts[-1])
-    token_starts = np.fromiter(
-        (pair[0] for pair in itertools.chain.from_iterable(offsets)), dtype=np.int64, count=total
-    )
+    ids = np.fromiter(chain(rows), dtype=np.int32, count=total)
+    if spans is None:
+        return _Encoded(ids=ids, starts=starts, mask=None)
+    token_starts = np.fromiter((pair[0] for pair in chain(found)), dtype=np.int64, count=total)
+    return _Encoded(ids=ids, starts=starts, mask=_span_mask(token_starts, starts, texts, spans))
+
+
+def _encode(tokenizer: Any, texts: list[str], max_length: int, spans: list[list[Span]] | None = None) -> _Encoded:
+    """`tokenizer(texts, add_special_tokens=False, truncation=True, max_length=...)` as flat arrays,
+    plus the mask of tokens starting inside `spans` when given."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None:
+        return _encode_transformers(tokenizer, texts, max_length, spans)
+    split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    with _gc_paused(), _truncating(backend, max_length=max_length, direction=tokenizer.truncation_side,
+                                   split_special_tokens=split_special_tokens):
+        return _encode_backend(backend, texts, spans)
+
+
+def _span_mask(token_starts: np.ndarray, starts: np.ndarray, texts: list[str], spans: list[list[Span]]) -> np.ndarray:
+    """True for tokens whose first character lies inside a span of their row (all rows at once)."""
+    total = int(starts[-1])
     # Shift every row's characters by the length of the rows before it: one global axis.
     text_base = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts)), out=text_base[1:])
-    token_starts += np.repeat(text_base[:-1], np.diff(starts))
+    token_starts = token_starts + np.repeat(text_base[:-1], np.diff(starts))
     counts = np.fromiter((len(s) for s in spans), dtype=np.int64, count=len(spans))
     flat_spans = np.fromiter(
         itertools.chain.from_iterable(itertools.chain.from_iterable(spans)), dtype=np.int64,
@@ -158,10 +252,9 @@ def tokenize_for_generation(
 ) -> TokenizedData:
     """Token ids + loss mask for chat and text rows; rows with no answer token left are dropped."""
     texts, spans = render_examples(examples, tokenizer, train_on_inputs=train_on_inputs)
-    rows, offsets = _encode(tokenizer, texts, max_length, offsets=True)
-    ids, starts = _flat(rows)
-    del rows
-    mask = _span_mask(offsets, starts, texts, spans)
+    encoded = _encode(tokenizer, texts, max_length, spans)
+    ids, starts, mask = encoded.ids, encoded.starts, encoded.mask
+    assert mask is not None
     data = TokenizedData(ids=ids, starts=starts, mask=mask)
     per_row = np.add.reduceat(mask.astype(np.int64), starts[:-1]) if len(ids) else np.zeros(len(texts), np.int64)
     # reduceat repeats the next value for empty rows; an empty row has nothing to learn.
@@ -179,8 +272,8 @@ def tokenize_for_classification(
         if not isinstance(example, ClassificationExample):
             raise TypeError(f"a classification dataset cannot hold {type(example).__name__} rows")
         texts.append(example.text)
-    rows, _ = _encode(tokenizer, texts, max_length, offsets=False)
-    ids, starts = _flat(rows)
+    encoded = _encode(tokenizer, texts, max_length)
+    ids, starts = encoded.ids, encoded.starts
     targets: np.ndarray
     if multi_label:
         targets = np.zeros((len(examples), len(labels)), dtype=np.float32)
