@@ -36,13 +36,12 @@ from kubetune.builders import (
     label_value,
     owner_reference,
     resolve_trainer_config,
-    spec_hash,
     training_job_name,
 )
 from kubetune.conditions import Reason
 from kubetune.handlers import OperatorContext
 from kubetune.kube import TUNINGJOBS, Obj, merge_patch, pods_of_job, post_event
-from kubetune.observe import JobObservation, observe_job, observe_pods
+from kubetune.observe import observe_job, observe_pods
 from kubetune.progress import LogSummary, summarize
 from kubetune.status import (
     TERMINAL_PHASES,
@@ -51,6 +50,7 @@ from kubetune.status import (
     derive_status,
     observe_datasets,
     referenced_datasets,
+    spec_changed_after_start,
     status_events,
 )
 
@@ -89,15 +89,6 @@ def parse_status(raw: Any) -> TuningJobStatus | None:
         return TuningJobStatus.model_validate(raw)
     except ValidationError:
         return None
-
-
-def _spec_changed(tj: TuningJob, job: JobObservation | None) -> bool:
-    """Whether the spec moved on from the one the Job was rendered from, `suspend` aside
-    (suspending and resuming is lifecycle, not a new run)."""
-    if job is None or job.spec_hash is None:
-        return False
-    variants = {spec_hash(tj.spec.model_copy(update={"suspend": flag})) for flag in (False, True)}
-    return job.spec_hash not in variants
 
 
 def _datasets(ctx: OperatorContext, namespace: str, names: list[str]) -> dict[str, Dataset]:
@@ -226,7 +217,7 @@ def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger, *, body_is_
         log = _read_log(ctx, namespace, pod_obs.name)
 
     # An edit that does not even validate is a change too, once a Job runs the old spec.
-    changed = _spec_changed(tj, job_obs) if tj is not None else job_obs is not None
+    changed = spec_changed_after_start(job_obs, tj.spec) if tj is not None else job_obs is not None
     observation = RunObservation(
         generation=meta.get("generation"),
         spec_error=spec_error,
