@@ -37,26 +37,20 @@ def title_case(key: str) -> str:
 
 
 def describe_tuning_job(job: TuningJob, events: Sequence[TimedEvent] = (), *, now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    lines = _header(job.kind, job.api_version, job.metadata.name, job.metadata.namespace,
-                    job.metadata.labels, job.metadata.annotations)
-    lines.append("Spec:")
-    lines.extend(_render(job.spec.to_wire(), 1))
-    status = job.status.to_wire() if job.status is not None else {}
-    lines.append("Status:")
-    if status:
-        lines.extend(_status_lines(status, now))
-    lines.extend(_events(events, now))
-    return "\n".join(lines) + "\n"
+    return _describe(job, events, now)
 
 
 def describe_dataset(ds: Dataset, events: Sequence[TimedEvent] = (), *, now: datetime | None = None) -> str:
+    return _describe(ds, events, now)
+
+
+def _describe(obj: TuningJob | Dataset, events: Sequence[TimedEvent], now: datetime | None) -> str:
     now = now or datetime.now(UTC)
-    lines = _header(ds.kind, ds.api_version, ds.metadata.name, ds.metadata.namespace,
-                    ds.metadata.labels, ds.metadata.annotations)
+    meta = obj.metadata
+    lines = _header(obj.kind, obj.api_version, meta.name, meta.namespace, meta.labels, meta.annotations)
     lines.append("Spec:")
-    lines.extend(_render(ds.spec.to_wire(), 1))
-    status = ds.status.to_wire() if ds.status is not None else {}
+    lines.extend(_render(obj.spec.to_wire(), 1))
+    status = obj.status.to_wire() if obj.status is not None else {}
     lines.append("Status:")
     if status:
         lines.extend(_status_lines(status, now))
