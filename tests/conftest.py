@@ -6,7 +6,11 @@ module imports it. Fixtures used by several test files live in tests/support/.
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 # The Hub test server speaks plain HTTP + LFS, not Xet.
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
@@ -16,3 +20,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """One emulated Kubernetes API server for this test (tests/support/kube_emulator.py)."""
+    from support.kube_emulator import emulated_cluster
+
+    with emulated_cluster() as emulated:
+        monkeypatch.setenv("KUBECONFIG", str(emulated.kubeconfig(tmp_path / "kubeconfig")))
+        yield emulated

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ import yaml
 from kubetune.api.common import GROUP, VERSION
 from kubetune.builders import trainer_config_map_name, training_job_name
 from kubetune.settings import Settings
-from support.kube_emulator import running_operator
+from support.kube_emulator import running_operator, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -41,17 +40,6 @@ if not KUBECONFIG:
     pytest.skip("set KUBETUNE_TEST_KUBECONFIG to run against a real cluster", allow_module_level=True)
 
 kubernetes = pytest.importorskip("kubernetes")
-
-
-def wait_for(what: str, predicate: Callable[[], T | None], timeout: float, interval: float = 2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +102,7 @@ def test_a_run_on_a_real_cluster(api: Any, namespace: str) -> None:
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "Dataset", "metadata": {"name": "sums"},
             "spec": {"source": {"configMap": {"name": "sums", "key": "data.jsonl"}}, "format": "messages"},
         })
-        wait_for("Dataset Ready", lambda: phase("datasets", "sums") in ("Ready", "Invalid", "Failed"), 600)
+        wait_for("Dataset Ready", lambda: phase("datasets", "sums") in ("Ready", "Invalid", "Failed"), 600, 2)
         dataset_status = get("datasets", "sums")["status"]
         assert dataset_status["phase"] == "Ready", dataset_status
         assert dataset_status["rows"] == 60
@@ -132,7 +120,7 @@ def test_a_run_on_a_real_cluster(api: Any, namespace: str) -> None:
             },
         })
         job = wait_for("the training Job", lambda: _or_none(
-            lambda: batch.read_namespaced_job(training_job_name("sums"), namespace)), 60)
+            lambda: batch.read_namespaced_job(training_job_name("sums"), namespace)), 60, 2)
         assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
         wait_for("the run finished", lambda: phase("tuningjobs", "sums") in ("Succeeded", "Failed"), 1200, 5)
         status = get("tuningjobs", "sums")["status"]
@@ -148,7 +136,7 @@ def test_a_run_on_a_real_cluster(api: Any, namespace: str) -> None:
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "tuningjobs", "sums")
     wait_for("the Job and ConfigMap collected", lambda: _or_none(
         lambda: batch.read_namespaced_job(training_job_name("sums"), namespace)) is None and _or_none(
-        lambda: core.read_namespaced_config_map(trainer_config_map_name("sums"), namespace)) is None, 120)
+        lambda: core.read_namespaced_config_map(trainer_config_map_name("sums"), namespace)) is None, 120, 2)
 
 
 def _or_none(call: Callable[[], T]) -> T | None:

@@ -7,19 +7,14 @@ start and writes the validator's report into the container's termination message
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from kubetune.api import ValidationReport
 from kubetune.builders import validation_job_name, validator_config_map_name
-from kubetune.settings import Settings
 from support.kube_emulator import (
     JOBS,
+    WIRING_SETTINGS,
     Cluster,
-    emulated_cluster,
     job_finished,
     run_container,
     start_pod,
@@ -28,14 +23,7 @@ from support.kube_emulator import (
 
 DATASETS = "kubetune.io/v1alpha1/datasets"
 NS = "default"
-SETTINGS = Settings(metrics_port=0, health_port=0, status_refresh_seconds=1, trainer_image="example.org/trainer:test")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    with emulated_cluster() as emulated:
-        monkeypatch.setenv("KUBECONFIG", str(emulated.kubeconfig(tmp_path / "kubeconfig")))
-        yield emulated
+SETTINGS = WIRING_SETTINGS
 
 
 def dataset(name: str = "support-chats") -> dict[str, Any]:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,10 @@ from kubetune.builders import (
 )
 from kubetune.metrics import OperatorMetrics
 from kubetune.progress import ProgressEvent, Stage, StageEvent, format_event
-from kubetune.settings import Settings
 from support.kube_emulator import (
     JOBS,
+    WIRING_SETTINGS,
     Cluster,
-    emulated_cluster,
     job_finished,
     run_container,
     start_pod,
@@ -50,14 +48,7 @@ TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
 DATASETS = "kubetune.io/v1alpha1/datasets"
 NS = "default"
 TOKEN = "hf_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3"
-SETTINGS = Settings(metrics_port=0, health_port=0, status_refresh_seconds=1, trainer_image="example.org/trainer:test")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    with emulated_cluster() as emulated:
-        monkeypatch.setenv("KUBECONFIG", str(emulated.kubeconfig(tmp_path / "kubeconfig")))
-        yield emulated
+SETTINGS = WIRING_SETTINGS
 
 
 # --- manifests and plays ------------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ import jsonpatch
 import kmock
 from kmock._internal import rendering
 
+from kubetune.settings import Settings
+
 T = TypeVar("T")
 
 CRDS = {
@@ -202,6 +204,23 @@ def _selected(obj: dict[str, Any], selector: str) -> bool:
     return True
 
 
+# Operator settings for wiring tests: no ports to collide on, quick refreshes.
+WIRING_SETTINGS = Settings(metrics_port=0, health_port=0, status_refresh_seconds=1,
+                           trainer_image="example.org/trainer:test")
+
+
+def wait_for(what: str, predicate: Callable[[], T | None], timeout: float = 15, interval: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy; fail saying `what` did not happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(interval)
+
+
 def resource_path(resource: str, namespace: str | None, name: str | None = None) -> str:
     """`v1/pods` or `batch/v1/jobs` or `kubetune.io/v1alpha1/tuningjobs` -> the API path."""
     parts = resource.split("/")
@@ -279,15 +298,7 @@ class Cluster:
         self.emulator.pod_logs[(namespace, pod)] = text
 
     def wait_for(self, what: str, predicate: Callable[[], T | None], timeout: float = 15) -> T:
-        """Poll `predicate` until it returns something truthy; fail saying `what` did not happen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-            time.sleep(0.05)
+        return wait_for(what, predicate, timeout)
 
     @contextmanager
     def operator(self, settings: Any, metrics: Any = None) -> Iterator[Any]:
