@@ -303,8 +303,8 @@ class Cluster:
     @contextmanager
     def operator(self, settings: Any, metrics: Any = None) -> Iterator[Any]:
         """`running_operator` that, before stopping, lets the operator finish what it is doing:
-        kopf re-spawns a timer when an event is still in flight at exit, and then waits 5 s
-        for that "hung" task; a quiet moment first makes the stop take milliseconds."""
+        a handler still in flight at exit makes kopf wait seconds for its "hung" task; a quiet
+        moment first makes the stop take milliseconds."""
         with running_operator(settings, metrics) as runner:
             yield runner
             self.wait_quiet()
