@@ -12,11 +12,17 @@ the operator and the `kubernetes` client trip over:
 - a watch starting at the resourceVersion of a list gets only later changes (kmock replays every
   object as ADDED, and kopf then patches a stale version);
 - a JSON patch whose `test` op fails (kopf's optimistic concurrency) answers 422, not 500;
+- `Cluster.fail_next` makes the next matching request fail before anything is stored (an
+  API server error), so tests can show the operator retries;
 - `pods/{name}/log` answers the text the test put there with `Cluster.set_log` (kmock would
   answer the Pod's JSON), honouring `tailLines`;
-- answered requests leave kmock's own log (kmock scans that whole log for every request, so
-  it slows down quadratically); `served` keeps what the tests ask about (method, path,
-  query, client) for every request.
+- an object is looked up by its key, and the served resources are known without scanning
+  every stored object;
+- a request is matched against the reactions on its own: kmock scans its whole request log
+  for every reaction to decide whether the request is "seen" by it (`request in reaction`),
+  quadratic in the log, and a burst of concurrent requests is all in that log at once; here
+  each request's task sees only itself, and kmock's log is not kept. `served` keeps what the
+  tests ask about (method, path, query, client) for every request.
 
 There is still no garbage collector, no controllers and no schema validation: the test plays
 the kubelet and the Job controller itself, through `Cluster`.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import copy
 import json
 import secrets
@@ -54,7 +61,8 @@ CRDS = {
     "kubetune.io/v1alpha1/datasets": ("Dataset", "dataset", {"tds"}),
 }
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
-TRIM_AT = 32  # requests in kmock's log before the answered ones are dropped
+# The request the current asyncio task is serving (each aiohttp request runs in its own task).
+_SERVING: contextvars.ContextVar[rendering.Request | None] = contextvars.ContextVar("serving", default=None)
 
 
 class KubetuneEmulator(kmock.KubernetesEmulator):
@@ -63,14 +71,16 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     resource_version: int
     pod_logs: dict[tuple[str, str], str]
     served: list[tuple[str, str, dict[str, str], str]]
-    _in_flight: set[int]
-    keep_request_log = False  # True: kmock's own behaviour (the benchmark can ask for it)
+    object_resources: set[Any]
+    failures: list[tuple[str, str, int]]
+    keep_request_log = False  # True: kmock's own log and matching (the benchmark can ask for it)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.pod_logs = {}
         self.served = []
-        self._in_flight = set()
+        self.object_resources = set()
+        self.failures = []
         self.resource_version = 0
         self.resources.load_bundled()
         for key, (kind, singular, shortnames) in CRDS.items():
@@ -80,21 +90,47 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
             )
         self[kmock.action.FETCH, kmock.resource("v1/pods"), kmock.subresource("log")] << self._serve_log
 
+    def __iter__(self) -> Iterator[rendering.Request]:
+        # kmock decides whether a reaction applies by iterating the requests it "sees" and looking
+        # for this one by identity; the serving task's own request is the only one it can be.
+        current = _SERVING.get()
+        if current is None or self.keep_request_log:
+            yield from super().__iter__()
+        else:
+            yield current
+
+    def _get_resources(self) -> list[Any]:
+        # kmock adds the resource of every stored object to the declared ones, scanning all
+        # objects on every list; the resources of created objects are collected as they come.
+        return list(set(kmock.KubernetesScaffold._get_resources(self)) | self.object_resources)
+
+    def _KubernetesEmulator__get_objs(self, request: rendering.Request, strict: bool) -> list[Any]:
+        # kmock finds the object of every request by scanning all stored objects, comparing
+        # resources, namespaces and names one by one; an API server looks it up by key. So do
+        # named requests here (kmock's own method is name-mangled, hence this name).
+        if request.resource is not None and request.name is not None and (strict or request.namespace is not None):
+            found = self._objects._objects.get((request.resource, request.namespace, request.name))
+            return [found] if found is not None else []
+        return super()._KubernetesEmulator__get_objs(request, strict)  # type: ignore[misc]
+
     async def _handle(self, request: rendering.Request) -> Any:
         # kmock appended `request` to its log just before this call, with no await between.
         self.served.append((request.method, request.url.path, dict(request.params),
                             request.headers.get("User-Agent", "")))
-        self._in_flight.add(id(request))
-        if not self.keep_request_log and len(self._requests) > TRIM_AT:
-            self._requests[:] = [r for r in self._requests if id(r) in self._in_flight]
-        try:
-            return await self._handle_patched(request)
-        finally:
-            self._in_flight.discard(id(request))
+        if not self.keep_request_log:
+            self._requests.clear()
+            _SERVING.set(request)
+        for failure in self.failures:
+            method, path_part, status = failure
+            if request.method == method and path_part in request.url.path:
+                self.failures.remove(failure)
+                raise kmock.KubernetesError(status=status, reason="InternalError", message="injected by the test")
+        return await self._handle_patched(request)
 
     async def _handle_patched(self, request: rendering.Request) -> Any:
         if request.resource is not None and isinstance(request.data, dict):
             if request.action == kmock.action.CREATE:
+                self.object_resources.add(request.resource)
                 self._on_create(request.data)
             elif request.action == kmock.action.UPDATE and request.name is not None:
                 self._on_update(request)
@@ -293,6 +329,12 @@ class Cluster:
 
     def event_reasons(self, name: str, namespace: str = "default") -> builtins.list[str]:
         return [e.get("reason", "") for e in self.events(name, namespace)]
+
+    def fail_next(self, method: str, path_part: str, status: int = 500) -> None:
+        """Answer the next `method` request whose path contains `path_part` with `status`, storing nothing."""
+        async def add() -> None:
+            self.emulator.failures.append((method.upper(), path_part, status))
+        self._call(add())
 
     def set_log(self, namespace: str, pod: str, text: str) -> None:
         self.emulator.pod_logs[(namespace, pod)] = text
