@@ -232,9 +232,9 @@ def test_an_invalid_spec_fails_at_once_without_a_job(cluster: Cluster) -> None:
             e for e in cluster.events("support-bot") if e["reason"] == "Failed"])
         assert warnings[0]["type"] == "Warning"
         assert cluster.list(JOBS, NS) == [] and cluster.list("v1/configmaps", NS) == []
-        # kopf was told not to retry: creation is done with (kopf's state lives under kubetune.io).
-        cluster.wait_for("kopf's record of the handled spec", lambda: "kubetune.io/last-handled-configuration" in (
-            cluster.get(TUNINGJOBS, NS, "support-bot") or {}).get("metadata", {}).get("annotations", {}))
+        # The operator keeps no state of its own on the object: no kopf annotations, no finalizer.
+        meta = (cluster.get(TUNINGJOBS, NS, "support-bot") or {}).get("metadata", {})
+        assert not meta.get("annotations") and not meta.get("finalizers")
 
         # A corrected spec is still this run: it leaves Failed and goes on (here: to wait for data).
         cluster.patch(TUNINGJOBS, NS, "support-bot", {"spec": {"hyperparameters": {"learningRate": 0.0002}}})
@@ -406,6 +406,22 @@ def test_a_restart_between_config_map_and_job_creation_finishes_the_work(cluster
         uids = [c["metadata"]["uid"] for c in cluster.list("v1/configmaps", NS) if c["metadata"]["name"] == name]
         assert uids == [existing["metadata"]["uid"]]
         assert len(cluster.requests("POST", "/jobs")) == 1 + 1  # the validation Job, then the training Job
+
+
+def test_an_api_error_mid_pass_is_retried_without_creating_twice(cluster: Cluster) -> None:
+    with cluster.operator(SETTINGS):  # a 1 s refresh interval: the retry comes from the poller
+        ready_dataset(cluster)
+        posts = len(cluster.requests("POST", "/jobs"))
+        cluster.fail_next("POST", "/jobs")
+        cluster.apply(TUNINGJOBS, tuningjob())
+        job = training_job(cluster)
+        status = wait_phase(cluster, "Starting")
+        assert status["jobName"] == job["metadata"]["name"]
+        assert len(cluster.requests("POST", "/jobs")) == posts + 2  # the failed one and the retry
+        # The first pass's ConfigMap was taken as the run's own, not made again.
+        name = trainer_config_map_name("support-bot")
+        assert [c["metadata"]["name"] for c in cluster.list("v1/configmaps", NS)].count(name) == 1
+        assert cluster.event_reasons("support-bot").count("JobCreated") == 1
 
 
 def test_the_operator_imports_no_training_libraries() -> None:

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class KeyedLocks:
-    """One lock per object: a timer, a Pod event and a spec change of the same TuningJob may
+    """One lock per object: a poll, a Pod event and a spec change of the same TuningJob may
     arrive together in different worker threads; they must not derive and post events twice."""
 
     def __init__(self) -> None:
@@ -117,3 +117,6 @@ class OperatorContext:
     # Per TuningJob reconciled by this process: the resourceVersion of its Job as last observed
     # (None: no Job). A Job watch event carrying that same version tells nothing new.
     seen_jobs: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # Per TuningJob: the resourceVersion its last status patch by this process produced. A watch
+    # event carrying it is the echo of that patch.
+    seen_tuningjobs: dict[tuple[str, str], str] = field(default_factory=dict)
