@@ -44,9 +44,10 @@ class KeyedLocks:
 class RunPoller:
     """Calls `poll(namespace, name)` every `interval` seconds for each object it follows.
 
-    For what sends no watch event: a trainer's progress lives only in its Pod's log. Objects
-    are followed only while that log is worth reading (the handlers decide), so a thousand
-    TuningJobs waiting for GPUs cost nothing between events. A plain thread, not a kopf timer:
+    For what sends no watch event: a trainer's progress lives only in its Pod's log, a run
+    waits for a Dataset, a pass failed on an API error and must be retried. Objects are
+    followed only while one of these holds (the handlers decide), so a thousand TuningJobs
+    waiting for GPUs cost nothing between events. A plain thread, not a kopf timer:
     kopf puts a finalizer on every object a timer could apply to, and a finalizer makes
     deletion wait for the operator.
     """
