@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import kopf
@@ -39,6 +40,11 @@ def run_operator(verbose: bool) -> int:
     registry = build_registry(settings, metrics)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     logger.info("metrics on :%s, liveness on %s", settings.metrics_port or "(off)", liveness or "(off)")
+    # What is loaded by now (kopf, the kubernetes client, pydantic models) lives as long as the
+    # process: kept out of the cyclic collector, it is not traversed again at every full
+    # collection (18% of the operator's CPU in a burst of TuningJobs, bench/control_plane.py).
+    gc.collect()
+    gc.freeze()
     kopf.run(
         registry=registry,
         standalone=True,
