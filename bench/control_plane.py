@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -166,6 +167,10 @@ def emulated_api(folder: Path, *, keep_request_log: bool) -> Iterator[EmulatedAp
     from support.kube_emulator import emulated_cluster
 
     with emulated_cluster() as cluster:
+        # As the operator does at start (kubetune.handlers.main): the emulator stands in for an
+        # API server, and full GC passes over this process's imports are not part of one.
+        gc.collect()
+        gc.freeze()
         yield EmulatedApi(cluster, folder, keep_request_log=keep_request_log)
 
 
