@@ -40,8 +40,8 @@ class KubeClient:
 
     Requests go through the `kubernetes` client's transport (its configuration, auth, TLS and
     retries) as plain JSON: its typed API methods validate every argument with pydantic and
-    turn a dict body into the generated model and back, which cost ~8 ms of CPU per Job
-    created, most of the operator's time in a burst (bench/control_plane.py).
+    turn a dict body into the generated model and back, which was most of the handler
+    threads' CPU in a burst of TuningJobs (docs/benchmarks.md, control plane).
     """
 
     def __init__(self) -> None:
