@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Final, cast
 
 import kopf
 import kubernetes.client
@@ -14,12 +15,35 @@ from kubetune.handlers import OperatorContext
 
 FINALIZER = f"{GROUP}/finalizer"
 DIFFBASE_KEY = "last-handled-configuration"
+# The kinds with kopf change handlers (on.create/update/resume): only their changes need kopf's
+# record of the last handled spec. TuningJobs, Jobs and Pods are handled on plain watch events.
+CHANGE_TRACKED_KINDS: Final = frozenset({"Dataset"})
+
+
+class ChangeTrackedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled-configuration, built only for the kinds that have change handlers.
+
+    kopf builds this "essence" of every object on every watch event, deep-copying the whole
+    body (a Pod's spec, a TuningJob's status with its log tail) just to drop most of it; for
+    kinds without change handlers nothing reads it. That copy was the largest single cost of
+    the operator's event loop in a burst of TuningJobs (bench/control_plane.py).
+    """
+
+    def __init__(self, kinds: Iterable[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kinds = frozenset(kinds)
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if body.get("kind") not in self.kinds:
+            return cast(kopf.BodyEssence, {})
+        return super().build(body=body, extra_fields=extra_fields)
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """kopf keeps its bookkeeping under our own group, so `kubectl get -o yaml` shows whose it is."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key=DIFFBASE_KEY)
+    settings.persistence.diffbase_storage = ChangeTrackedDiffBaseStorage(
+        CHANGE_TRACKED_KINDS, prefix=GROUP, key=DIFFBASE_KEY)
     settings.persistence.finalizer = FINALIZER
     # Only the Events we post ourselves; kopf's log lines stay in the operator's log.
     settings.posting.loggers = False
