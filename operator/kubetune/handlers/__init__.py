@@ -118,6 +118,9 @@ class OperatorContext:
     # Per TuningJob reconciled by this process: the resourceVersion of its Job as last observed
     # (None: no Job). A Job watch event carrying that same version tells nothing new.
     seen_jobs: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # TuningJobs whose Job this process is creating right now: the Job's ADDED event may reach
+    # kopf before the pass that created it has recorded the version; it is that create's echo.
+    creating_jobs: set[tuple[str, str]] = field(default_factory=set)
     # Per TuningJob: the resourceVersion its last status patch by this process produced. A watch
     # event carrying it is the echo of that patch.
     seen_tuningjobs: dict[tuple[str, str], str] = field(default_factory=dict)

@@ -132,7 +132,9 @@ def _create_job(ctx: OperatorContext, tj: TuningJob, body: Obj, datasets: Mappin
     job = build_training_job(tj, config, ctx.settings, owner)
     # ConfigMap first: a Job whose config is missing would start a Pod that cannot mount it.
     ctx.kube.create(config_map)
-    created = ctx.kube.create(job)
+    key = (tj.metadata.namespace, tj.metadata.name)
+    ctx.creating_jobs.add(key)
+    created = ctx.kube.create(job)  # `reconcile` forgets `creating_jobs` when the pass ends
     if created is not None:
         logger.info("created Job %s", job["metadata"]["name"])
         return created, True
@@ -168,22 +170,27 @@ def reconcile(ctx: OperatorContext, namespace: str, name: str, logger: kopf.Logg
     """
     with ctx.locks.hold(KIND, namespace, name), \
             ctx.metrics.reconcile_duration.labels(KIND).time():
-        seen = (namespace, name) in ctx.seen_jobs
-        if known_body is not None and not seen and not (known_body.get("metadata") or {}).get("deletionTimestamp"):
-            try:
-                return _reconcile(ctx, dict(known_body), logger, body_is_fresh=False)
-            except _StaleBody:
-                pass
-        body = ctx.kube.get_tuningjob(namespace, name)
-        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-            _forget(ctx, namespace, name)
-            return None
-        return _reconcile(ctx, body, logger, body_is_fresh=True)
+        try:
+            seen = (namespace, name) in ctx.seen_jobs
+            if known_body is not None and not seen and not (known_body.get("metadata") or {}).get("deletionTimestamp"):
+                try:
+                    return _reconcile(ctx, dict(known_body), logger, body_is_fresh=False)
+                except _StaleBody:
+                    pass
+            body = ctx.kube.get_tuningjob(namespace, name)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                _forget(ctx, namespace, name)
+                return None
+            return _reconcile(ctx, body, logger, body_is_fresh=True)
+        finally:
+            # By now the pass recorded the Job it created (seen_jobs), or failed before it could.
+            ctx.creating_jobs.discard((namespace, name))
 
 
 def _forget(ctx: OperatorContext, namespace: str, name: str) -> None:
     ctx.poller.forget(namespace, name)
     ctx.seen_jobs.pop((namespace, name), None)
+    ctx.creating_jobs.discard((namespace, name))
     ctx.seen_tuningjobs.pop((namespace, name), None)
 
 
@@ -278,8 +285,11 @@ def _finished(status: Mapping[str, Any] | None) -> bool:
 
 
 def _job_seen(ctx: OperatorContext, namespace: str, owner: str, event_type: str | None, job: Mapping[str, Any]) -> bool:
-    """Whether this Job event shows the very Job version the last pass of its TuningJob saw
-    (typically the echo of our own create): nothing in it is news. A deletion always is."""
+    """Whether this Job event shows the very Job version the last pass of its TuningJob saw, or
+    is the ADDED event of a Job that pass is creating: the echo of our own create, nothing in
+    it is news. A deletion always is."""
+    if event_type == "ADDED" and (namespace, owner) in ctx.creating_jobs:
+        return True
     if event_type == "DELETED" or (namespace, owner) not in ctx.seen_jobs:
         return False
     version = (job.get("metadata") or {}).get("resourceVersion")
