@@ -132,20 +132,28 @@ class EmulatedApi:
         return asyncio.run_coroutine_threadsafe(coro, self.cluster.loop).result(timeout)
 
     def create_tuningjobs(self, objs: list[dict[str, Any]]) -> None:
-        """POST them all concurrently (a `kubectl apply -f` of many documents, or many users at once)."""
+        """POST them all concurrently (a `kubectl apply -f` of many documents, or many users at once).
+
+        From this thread's own event loop, as a client elsewhere would: the emulator's loop
+        serves the requests and does none of the client's work.
+        """
+        import aiohttp
+
         from support.kube_emulator import resource_path
 
-        async def post(obj: dict[str, Any]) -> None:
-            path = resource_path(TUNINGJOBS, obj["metadata"]["namespace"])
-            async with self.emulator.request("POST", path, data=json.dumps(obj),
-                                             headers={"Content-Type": "application/json"}) as response:
+        async def post(session: aiohttp.ClientSession, obj: dict[str, Any]) -> None:
+            url = self.cluster.url + resource_path(TUNINGJOBS, obj["metadata"]["namespace"])
+            async with session.post(url, data=json.dumps(obj),
+                                    headers={"Content-Type": "application/json"}) as response:
                 if response.status >= 400:
                     raise RuntimeError(f"POST {obj['metadata']['name']}: {response.status} {await response.text()}")
 
         async def post_all() -> None:
-            await asyncio.gather(*(post(obj) for obj in objs))
+            connector = aiohttp.TCPConnector(limit=len(objs))
+            async with aiohttp.ClientSession(connector=connector) as session:
+                await asyncio.gather(*(post(session, obj) for obj in objs))
 
-        self._call(post_all())
+        asyncio.run(post_all())
 
     def tuningjob_times(self) -> dict[str, float]:
         return dict(self._tuningjobs)
