@@ -11,8 +11,8 @@ triggers from deriving twice.
 
 Level-triggered on plain watch events rather than kopf's create/update handlers, because a
 burst of TuningJobs is the common case and kopf's change tracking costs every object an
-annotation patch, its echo and a deep copy per event (bench/control_plane.py: ~40% of the
-operator's CPU in a burst of 200). What kopf's tracking gave is kept: spec changes are seen
+annotation patch, its echo and deep copies per event (docs/benchmarks.md, control plane).
+What kopf's tracking gave is kept: spec changes are seen
 by `metadata.generation` against the status's `observedGeneration` (in `derive_status`), a
 failed pass is retried by the poller, and nothing is ever written for kopf, so there is no
 finalizer and no annotation. The echoes of the operator's own writes (its status patch, its
