@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from kubetune.api import (
     TuningJob,
     TuningMethod,
 )
+from kubetune.api.common import BYTE_QUANTITY, quantity_bytes
 from kubetune.progress import PREFIX, ProgressEvent, Stage, StageEvent, format_event, parse_line, summarize
 from kubetune.redact import REDACTED, redact
 
@@ -123,6 +125,21 @@ def test_dataset_sources() -> None:
     assert "spec.source.url.url" in error_text(dataset({"url": {"url": "http://e.x/d.jsonl"}}), Dataset)
     assert "'..'" in error_text(dataset({"pvc": {"claimName": "c", "path": "../etc/passwd"}}), Dataset)
     assert "spec.format" in error_text(dataset({"hf": {"repo": "a/b"}}, format="xml"), Dataset)
+    url = Dataset.model_validate(dataset({"url": {"url": "https://e.x/d.jsonl"}})).spec.source.url
+    assert url is not None and quantity_bytes(url.max_size) == 20 * 2**30
+    assert "spec.source.url.maxSize" in error_text(dataset({"url": {"url": "https://e.x/d", "maxSize": "2GB"}}),
+                                                   Dataset)
+
+
+@pytest.mark.parametrize(("quantity", "size"), [("512", 512), ("500M", 500 * 10**6), ("64Ki", 65536),
+                                                ("1.5Gi", 3 * 2**29), ("2T", 2 * 10**12)])
+def test_byte_quantities_read_as_kubernetes_reads_them(quantity: str, size: int) -> None:
+    assert re.match(BYTE_QUANTITY, quantity) and quantity_bytes(quantity) == size
+
+
+@pytest.mark.parametrize("quantity", ["1ki", "3Gb", "Gi", "-1Gi", "20 Gi"])
+def test_byte_quantities_kubernetes_would_refuse_are_refused(quantity: str) -> None:
+    assert not re.match(BYTE_QUANTITY, quantity)
 
 
 def test_mounts_map_volumes_to_folders() -> None:

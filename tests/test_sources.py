@@ -254,8 +254,10 @@ class _Files(http.server.BaseHTTPRequestHandler):
         self.seen_headers.append(dict(self.headers))
         status, headers, body = self.routes.get(self.path, (404, {}, b"not found"))
         self.send_response(status)
-        for key, value in {**headers, "Content-Length": str(len(body))}.items():
-            self.send_header(key, value)
+        # A route may set its own Content-Length, or "" to send none (the body then ends at close).
+        for key, value in {"Content-Length": str(len(body)), **headers}.items():
+            if value:
+                self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -313,6 +315,31 @@ def test_https_url_is_streamed_with_redirects_and_hashed(https_server: tuple[str
         with pytest.raises(SourceError) as caught:
             open_source(url_source(base + path), mounts=Mounts(), token=None, allow_private_urls=True)
         assert (caught.value.reason, words in caught.value.message) == (reason, True), caught.value.message
+
+
+@pytest.mark.parametrize("length", ["announced", "not announced"])
+def test_a_url_larger_than_max_size_fails_the_dataset_and_leaves_nothing(
+        https_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: str) -> None:
+    base, cert = https_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    body = jsonl(ROWS * 500)
+    assert len(body) > 64 * 1024
+    route = f"/big-{length.replace(' ', '-')}.jsonl"
+    _Files.routes[route] = (200, {} if length == "announced" else {"Content-Length": ""}, body)
+    cache = tmp_path / "cache"
+    source = DataSource.model_validate({"url": {"url": base + route, "maxSize": "64Ki"}})
+    with pytest.raises(SourceError) as caught:
+        open_source(source, mounts=Mounts(), token=None, allow_private_urls=True, cache_dir=cache)
+    assert caught.value.reason is FailureReason.DATASET_INVALID
+    message = caught.value.message
+    assert "65,536-byte limit" in message and "source.url.maxSize (64Ki)" in message
+    assert (f"announces {len(body):,} bytes" in message) == (length == "announced")
+    assert list(cache.iterdir()) == []  # the partial download is gone
+
+    # The same file within the limit reads in full.
+    roomy = DataSource.model_validate({"url": {"url": base + route, "maxSize": "1Mi"}})
+    opened = open_source(roomy, mounts=Mounts(), token=None, allow_private_urls=True, cache_dir=cache)
+    assert len(list(opened.records)) == len(ROWS) * 500
 
 
 def test_untrusted_certificate_is_unreachable(https_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch,

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetune.api.common import quantity_bytes
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DataSource, HubSource
 from kubetune.redact import redact
 from kubetune_trainer.filereaders import DATA_SUFFIXES, is_data_file, read_records
 from kubetune_trainer.formats import RowDefect
-from kubetune_trainer.urlsafety import HttpStatusError, UrlRefused, fetch_url
+from kubetune_trainer.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url
 
 NumberedRecord = tuple[int, Mapping[str, Any] | RowDefect]
 
@@ -55,7 +56,7 @@ def open_source(source: DataSource, *, mounts: Mounts, token: str | None, allow_
     if source.hf is not None:
         return _open_hub(source.hf, token, cache_dir)
     if source.url is not None:
-        return _open_url(source.url.url, allow_private_urls, cache_dir)
+        return _open_url(source.url.url, allow_private_urls, cache_dir, max_size=source.url.max_size)
     try:
         if source.config_map is not None:
             path = Path(mounts.path_of_config_map(source.config_map.name, source.config_map.key))
@@ -118,7 +119,7 @@ def _url_suffix(url: str) -> str:
     return ".data"  # the reader sniffs the content
 
 
-def _open_url(url: str, allow_private: bool, cache_dir: Path | None) -> OpenedSource:
+def _open_url(url: str, allow_private: bool, cache_dir: Path | None, *, max_size: str) -> OpenedSource:
     # A temp file, not memory: the body may be larger than the Pod's memory limit.
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,13 @@ def _open_url(url: str, allow_private: bool, cache_dir: Path | None) -> OpenedSo
     content = hashlib.sha256()
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            fetch_url(url, handle, allow_private=allow_private, on_chunk=content.update)
+            fetch_url(url, handle, allow_private=allow_private, on_chunk=content.update,
+                      max_bytes=quantity_bytes(max_size))
+    except DownloadTooLarge as error:
+        path.unlink()
+        raise SourceError(FailureReason.DATASET_INVALID,
+                          f"source.url: {error}; the limit is source.url.maxSize ({max_size}): raise it, and the "
+                          f"Pod's ephemeral storage, if the file is meant to be this large") from error
     except UrlRefused as error:
         path.unlink()
         raise SourceError(FailureReason.INVALID_CONFIG, str(error)) from error

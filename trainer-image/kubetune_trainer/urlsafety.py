@@ -32,6 +32,16 @@ class UrlRefused(Exception):
     """The URL may not be fetched (scheme or address); permanent."""
 
 
+class DownloadTooLarge(Exception):
+    """The body is larger than the caller accepts; permanent. Nothing past the limit was written."""
+
+    def __init__(self, url: str, limit: int, size: int | None) -> None:
+        said = f"announces {size:,} bytes" if size is not None else "went past it"
+        super().__init__(f"{url} is larger than the {limit:,}-byte limit: the server {said}")
+        self.limit = limit
+        self.size = size
+
+
 class HttpStatusError(Exception):
     """The server answered with an error status."""
 
@@ -136,10 +146,12 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 
 
 def fetch_url(url: str, sink: BinaryIO, *, allow_private: bool, allow_insecure_http: bool = False,
-              on_chunk: Callable[[bytes], None] | None = None) -> str:
+              on_chunk: Callable[[bytes], None] | None = None, max_bytes: int | None = None) -> str:
     """Stream the body into `sink` chunk by chunk; return the final URL after redirects.
 
-    Raises UrlRefused (permanent), HttpStatusError (with the status) or OSError (network).
+    Raises UrlRefused (permanent), DownloadTooLarge (the body passes `max_bytes`: refused from
+    its Content-Length before reading, or as soon as the stream passes it), HttpStatusError
+    (with the status) or OSError (network).
     `allow_insecure_http` exists for tests on loopback; production callers never set it.
     """
     context = ssl.create_default_context()
@@ -162,7 +174,15 @@ def fetch_url(url: str, sink: BinaryIO, *, allow_private: bool, allow_insecure_h
                 continue
             if response.status >= 400:
                 raise HttpStatusError(response.status, url)
+            announced = response.getheader("Content-Length")
+            if max_bytes is not None and announced is not None and announced.isdigit() \
+                    and int(announced) > max_bytes:
+                raise DownloadTooLarge(url, max_bytes, int(announced))
+            received = 0
             while chunk := response.read(_CHUNK):
+                received += len(chunk)
+                if max_bytes is not None and received > max_bytes:
+                    raise DownloadTooLarge(url, max_bytes, None)
                 sink.write(chunk)
                 if on_chunk is not None:
                     on_chunk(chunk)

@@ -16,6 +16,16 @@ API_VERSION: Final = "kubetune.io/v1alpha1"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HUB_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+# A Kubernetes quantity of bytes: 512, 500M, 64Ki, 1.5Gi.
+BYTE_QUANTITY = r"^[0-9]+(\.[0-9]+)?(k|Ki|[MGTPE]i?)?$"
+_QUANTITY_UNITS: Final = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+                          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A byte quantity matching BYTE_QUANTITY (e.g. "20Gi") as a number of bytes."""
+    number = quantity.rstrip("kKMGTPEi")
+    return int(float(number) * _QUANTITY_UNITS[quantity[len(number):]])
 
 
 class KubeModel(BaseModel):

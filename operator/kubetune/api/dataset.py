@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from kubetune.api.common import (
     API_VERSION,
+    BYTE_QUANTITY,
     DNS_SUBDOMAIN,
     HUB_REPO,
     Condition,
@@ -65,6 +66,12 @@ class UrlSource(KubeModel):
     """A file served over HTTPS: JSONL, JSON, CSV or Parquet, optionally gzip-compressed."""
 
     url: str = Field(description="https:// URL of the file.", pattern=r"^https://", max_length=4096)
+    max_size: str = Field(
+        default="20Gi", pattern=BYTE_QUANTITY, max_length=32,
+        description="Largest download accepted, as a quantity (e.g. 500Mi, 20Gi). A larger file fails with "
+                    "DatasetInvalid instead of filling the Pod's disk; raise it, and the Pod's ephemeral storage, "
+                    "for bigger files.",
+    )
 
 
 class ConfigMapSource(KubeModel):

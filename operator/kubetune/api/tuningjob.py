@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from kubetune.api.common import (
     API_VERSION,
+    BYTE_QUANTITY,
     DNS_SUBDOMAIN,
     HUB_REPO,
     Condition,
@@ -252,9 +253,9 @@ class ResourcesSpec(KubeModel):
     )
     cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", max_length=32,
                             description="CPU request, e.g. 8 or 500m; the operator's default when unset.")
-    memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMk]i?)?$", max_length=32,
+    memory: str | None = Field(default=None, pattern=BYTE_QUANTITY, max_length=32,
                                description="Memory request and limit, e.g. 64Gi; the operator's default when unset.")
-    shm_size: str = Field(default="8Gi", pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMk]i?)?$", max_length=32,
+    shm_size: str = Field(default="8Gi", pattern=BYTE_QUANTITY, max_length=32,
                           description="Size of the memory-backed /dev/shm.")
 
 
