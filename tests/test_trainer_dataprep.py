@@ -190,15 +190,21 @@ def _rows(data: Any) -> list[tuple[list[int], list[bool]]]:
             for b, e in zip(data.starts[:-1], data.starts[1:], strict=True)]
 
 
+@pytest.mark.parametrize("mask_from", ["ids", "offsets"])
 @pytest.mark.parametrize("max_length", [1024, 96])
 @pytest.mark.parametrize("train_on_inputs", [False, True])
 def test_generation_matches_a_per_row_reference(alpaca: tuple[list[Any], Any], max_length: int,
-                                                train_on_inputs: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                train_on_inputs: bool, mask_from: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from kubetune_trainer import dataprep
+    from kubetune_trainer.answermask import token_byte_lengths
 
     examples, tokenizer = alpaca
     mixed = [*examples, TextExample("plain text about Rome"), TextExample("")]
     monkeypatch.setattr(dataprep, "_CHUNK", 64)  # several chunks, the last one short
+    assert token_byte_lengths(tokenizer.backend_tokenizer) is not None  # byte-level BPE: ids suffice
+    if mask_from == "offsets":
+        monkeypatch.setattr(dataprep, "token_byte_lengths", lambda backend: None)
     data = tokenize_for_generation(mixed, tokenizer, max_length=max_length, train_on_inputs=train_on_inputs)
     expected = _reference(mixed, tokenizer, max_length, train_on_inputs=train_on_inputs)
     assert _rows(data) == expected
@@ -209,8 +215,14 @@ def test_generation_matches_a_per_row_reference(alpaca: tuple[list[Any], Any], m
         assert data.dropped > 0 or train_on_inputs
 
 
-def test_left_truncation_and_the_backend_settings_are_kept(alpaca: tuple[list[Any], Any]) -> None:
+@pytest.mark.parametrize("mask_from", ["ids", "offsets"])
+def test_left_truncation_and_the_backend_settings_are_kept(alpaca: tuple[list[Any], Any], mask_from: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetune_trainer import dataprep
+
     examples, tokenizer = alpaca
+    if mask_from == "offsets":
+        monkeypatch.setattr(dataprep, "token_byte_lengths", lambda backend: None)
     tokenizer.truncation_side = "left"
     try:
         expected = _reference(examples[:100], tokenizer, 80)
@@ -249,8 +261,256 @@ def test_the_fallback_through_the_tokenizer_call_agrees(alpaca: tuple[list[Any],
 
     examples, tokenizer = alpaca
     texts, spans = dataprep.render_examples(examples, tokenizer, train_on_inputs=False)
-    fast = dataprep._encode(tokenizer, texts, 96, spans)
-    fallback = dataprep._encode_transformers(tokenizer, texts, 96, spans)
+    fast = dataprep._encode(tokenizer, iter([(texts, spans)]), 96, masked=True)
+    fallback = dataprep._encode_transformers(tokenizer, iter([(texts[:150], spans[:150]), (texts[150:], spans[150:])]),
+                                             96, masked=True)
     assert fast.mask is not None and fallback.mask is not None
     assert np.array_equal(fast.ids, fallback.ids) and np.array_equal(fast.starts, fallback.starts)
     assert np.array_equal(fast.mask, fallback.mask) and 0 < fast.mask.sum() < len(fast.mask)
+
+
+# --- the answer mask with other kinds of tokenizer ---------------------------------------------
+# Byte-level BPE tokenizers that keep every byte and offset get their mask from the ids; the
+# others from a few offset lookups per span (`tokens_starting_before`). These tokenizers make
+# that hard in different ways: spaces trimmed off offsets leave tokens with empty offsets,
+# which `char_to_token` never returns; a BERT pre-tokeniser drops whitespace, so span ends fall
+# on characters no token covers; a Metaspace pre-tokeniser with a normaliser adds tokens
+# sharing a start with the next one. The split-first byte-level one takes the ids path.
+
+_TOKENIZER_KINDS = ["byte-level, trimmed offsets", "byte-level, split first", "wordpiece", "metaspace"]
+
+
+def _tokenizer_of_kind(kind: str, texts: list[str]) -> Any:
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from kubetune_trainer.chattemplate import CHATML_TEMPLATE, IM_START
+
+    special = ["<|pad|>", IM_START, IM_END]
+    trainer: Any
+    if kind == "byte-level, trimmed offsets":
+        core = Tokenizer(models.BPE())
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        core.post_processor = processors.ByteLevel(trim_offsets=True)
+        core.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    elif kind == "byte-level, split first":  # as Llama 3: a regex split, then bytes; offsets left untrimmed
+        core = Tokenizer(models.BPE(ignore_merges=True))
+        core.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"\p{L}+|\s+|[^\s\p{L}]+"), behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        core.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single=f"{IM_START} $A", special_tokens=[(IM_START, 1)]),
+        ])
+        core.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    elif kind == "wordpiece":
+        core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        core.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+        core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        core.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=["[UNK]", *special], show_progress=False)
+    else:
+        core = Tokenizer(models.Unigram())
+        core.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace("  ", " ")])
+        core.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        core.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=special, unk_token="<|pad|>",
+                                          show_progress=False)
+    core.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|pad|>", eos_token=IM_END,
+                                        additional_special_tokens=[IM_START])
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture(scope="module", params=_TOKENIZER_KINDS)
+def tokenizer_kind(request: pytest.FixtureRequest, alpaca: tuple[list[Any], Any]) -> tuple[str, Any]:
+    examples, _ = alpaca
+    texts = [m.content for e in examples[:150] for m in e.messages]
+    return request.param, _tokenizer_of_kind(request.param, texts)
+
+
+class _Counting:
+    """Wraps a function and counts its calls, keeping what it returned."""
+
+    def __init__(self, function: Any) -> None:
+        self.function, self.calls, self.results = function, 0, []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        self.results.append(self.function(*args, **kwargs))
+        return self.results[-1]
+
+
+@pytest.mark.parametrize("direction", ["right", "left"])
+def test_token_boundaries_agree_with_a_scan_of_every_offset(alpaca: tuple[list[Any], Any],
+                                                            tokenizer_kind: tuple[str, Any], direction: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """At every character position of every row (cut to 40 tokens or not), the few-lookup answer is
+    the count of token starts before it, and the offsets it relies on never decrease."""
+    import bisect
+
+    from kubetune_trainer.answermask import tokens_starting_before
+    from kubetune_trainer.dataprep import render_examples
+
+    examples, _ = alpaca
+    kind, tokenizer = tokenizer_kind
+    texts, _ = render_examples([*examples[:40], *CHATS, TextExample("  spaced  out  "), TextExample("")], tokenizer,
+                               train_on_inputs=False)
+    backend = tokenizer.backend_tokenizer
+    searches = _Counting(bisect.bisect_left)
+    monkeypatch.setattr(bisect, "bisect_left", searches)
+    uncovered = empty = shared = 0
+    try:
+        for max_length in (None, 40):
+            if max_length is None:
+                backend.no_truncation()
+            else:
+                backend.enable_truncation(max_length, direction=direction)
+            for text, encoding in zip(texts, backend.encode_batch(texts, add_special_tokens=False), strict=True):
+                token_starts = [start for start, _ in encoding.offsets]
+                assert token_starts == sorted(token_starts)
+                for position in range(len(text) + 2):
+                    expected = sum(start < position for start in token_starts)
+                    assert tokens_starting_before(encoding, position, len(encoding)) == expected, (kind, position)
+                    uncovered += encoding.char_to_token(position) is None and position < len(text)
+                empty += sum(start == end for start, end in encoding.offsets)
+                shared += len(token_starts) - len(set(token_starts))
+    finally:
+        backend.no_truncation()
+    # What makes each kind hard was there, and the binary search, not only the cheap lookup, was checked.
+    if kind == "byte-level, trimmed offsets":
+        assert empty > 0 and searches.calls > 0
+    elif kind == "wordpiece":
+        assert uncovered > 0 and searches.calls > 0
+    elif kind == "metaspace":
+        assert shared > 0 and searches.calls > 0
+    else:  # characters split into several byte tokens, which share a start
+        assert shared > 0
+
+
+class _Offsets:
+    """An Encoding's offset lookups (`char_to_token`, `token_to_chars`) over given offsets."""
+
+    def __init__(self, offsets: list[tuple[int, int]]) -> None:
+        self.offsets = offsets
+
+    def char_to_token(self, position: int) -> int | None:
+        return next((i for i, (start, end) in enumerate(self.offsets) if start <= position < end), None)
+
+    def token_to_chars(self, token: int) -> tuple[int, int]:
+        return self.offsets[token]
+
+
+@pytest.mark.parametrize("offsets", [
+    [(0, 2), (1, 4), (4, 5)],  # a token starting inside the one before (a character split between two)
+    [(0, 3), (1, 2), (2, 6), (6, 6), (6, 8)],  # nested, then an empty token where the next one starts
+    [(0, 1), (3, 5), (5, 5), (5, 5), (9, 12)],  # gaps no token covers, empty tokens
+    [(2, 3), (2, 3), (2, 4), (7, 9)],  # tokens sharing a start; text before the first cut off
+    [],
+])
+def test_token_boundaries_on_hand_made_offsets(offsets: list[tuple[int, int]]) -> None:
+    from kubetune_trainer.answermask import tokens_starting_before
+
+    encoding = _Offsets(offsets)
+    for position in range(14):
+        expected = sum(start < position for start, _ in offsets)
+        assert tokens_starting_before(encoding, position, len(offsets)) == expected, position
+
+
+@pytest.mark.parametrize("max_length", [1024, 96])
+def test_generation_matches_the_reference_with_other_tokenizers(alpaca: tuple[list[Any], Any],
+                                                                tokenizer_kind: tuple[str, Any], max_length: int,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetune_trainer import dataprep
+    from kubetune_trainer.answermask import token_byte_lengths
+
+    examples, _ = alpaca
+    kind, tokenizer = tokenizer_kind
+    far = ChatExample((Message("user", "Straße? 東京 or Zürich"), Message("assistant", "Grüße 👋 from naïve Zoë")))
+    mixed = [*examples, *CHATS, far, TextExample("plain text about Rome  "), TextExample("")]
+    monkeypatch.setattr(dataprep, "_CHUNK", 64)
+    from_ids = token_byte_lengths(tokenizer.backend_tokenizer) is not None
+    assert from_ids == (kind == "byte-level, split first")
+    data = tokenize_for_generation(mixed, tokenizer, max_length=max_length)
+    assert _rows(data) == _reference(mixed, tokenizer, max_length)
+    assert len(data) + data.dropped == len(mixed)
+    if max_length == 96:  # some answers were cut off mid-way
+        assert data.mask is not None
+        assert ((data.lengths == 96) & data.mask[data.starts[1:] - 1]).sum() > 10
+
+
+def test_which_tokenizers_get_their_mask_from_the_ids(alpaca: tuple[list[Any], Any]) -> None:
+    """Only where every row's tokens are exactly its bytes: one setting off and the offsets are used."""
+    from tokenizers import AddedToken, pre_tokenizers, processors
+
+    from kubetune_trainer.answermask import token_byte_lengths
+
+    _, tokenizer = alpaca
+    backend = tokenizer.backend_tokenizer
+    lengths = token_byte_lengths(backend)
+    assert lengths is not None
+    assert lengths[tokenizer.convert_tokens_to_ids(IM_END)] == len(IM_END)
+    assert lengths[backend.encode("é", add_special_tokens=False).ids].sum() == 2
+    changes = [
+        ("pre_tokenizer", pre_tokenizers.ByteLevel(add_prefix_space=True)),  # adds a space
+        ("pre_tokenizer", pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="removed"),
+                                                   pre_tokenizers.ByteLevel(add_prefix_space=False)])),
+        ("pre_tokenizer", pre_tokenizers.Whitespace()),
+        ("post_processor", processors.ByteLevel(trim_offsets=True)),
+    ]
+    for attribute, value in changes:
+        clone = type(backend).from_str(backend.to_str())
+        setattr(clone, attribute, value)
+        assert token_byte_lengths(clone) is None, (attribute, value)
+    clone = type(backend).from_str(backend.to_str())
+    clone.add_special_tokens([AddedToken("<|sep|>", lstrip=True)])  # swallows the whitespace before it
+    assert token_byte_lengths(clone) is None
+
+
+def test_ids_that_do_not_cover_their_text_fall_back_to_the_offsets(alpaca: tuple[list[Any], Any],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tokenizer wrongly taken for one whose tokens are the text's bytes (this one adds a space
+    before every text) is caught by the byte count of the rows, and those chunks use offsets."""
+    from tokenizers import pre_tokenizers
+
+    from kubetune_trainer import answermask, dataprep
+
+    examples, tokenizer = alpaca
+    spaced = tokenizer.__class__(tokenizer_object=type(tokenizer.backend_tokenizer).from_str(
+        tokenizer.backend_tokenizer.to_str()), pad_token="<|pad|>", eos_token=IM_END)
+    spaced.chat_template = tokenizer.chat_template
+    spaced.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    byte_lengths = answermask.token_byte_lengths(tokenizer.backend_tokenizer)
+    monkeypatch.setattr(dataprep, "token_byte_lengths", lambda backend: byte_lengths)
+    refused = _Counting(answermask.bytes_mask)
+    monkeypatch.setattr(dataprep, "bytes_mask", lambda *a, **k: refused(*a, **k))
+    monkeypatch.setattr(dataprep, "_CHUNK", 64)
+    data = tokenize_for_generation(examples, spaced, max_length=1024)
+    assert _rows(data) == _reference(examples, spaced, 1024)
+    assert refused.calls == 5 and refused.results.count(None) == 5
+
+
+def test_the_collector_is_paused_inside_and_restored_after_an_error() -> None:
+    import gc
+
+    from kubetune_trainer.gcpause import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a defective row")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

@@ -21,6 +21,7 @@ from kubetune.api.dataset import DatasetFormat
 from kubetune.api.tuningjob import DatasetEntry, DatasetsSpec
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.formats import Example, RowDefect, detect_format, parse_record
+from kubetune_trainer.gcpause import gc_paused
 
 DETECTION_ROWS = 100
 HOLDOUT_SHARE = 0.05
@@ -62,13 +63,14 @@ def load_entry(entry: DatasetEntry, name: str, *, mounts: Mounts, token: str | N
             records = itertools.chain(head, records)
             fmt = detect_format([r for n, r in head if n > 0 and not isinstance(r, RowDefect)], entry.columns)
         examples: list[Example] = []
-        for number, record in records:
-            if isinstance(record, RowDefect):
-                raise _defect(name, number, record)
-            try:
-                examples.append(parse_record(record, fmt, entry.columns, labels=labels))
-            except RowDefect as defect:
-                raise _defect(name, number, defect) from None
+        with gc_paused():
+            for number, record in records:
+                if isinstance(record, RowDefect):
+                    raise _defect(name, number, record)
+                try:
+                    examples.append(parse_record(record, fmt, entry.columns, labels=labels))
+                except RowDefect as defect:
+                    raise _defect(name, number, defect) from None
     except SourceError as error:
         raise TrainerFailure(error.reason, f"dataset {name}: {error.message}") from None
     except RowDefect as defect:  # from detection: the data as a whole

@@ -2,22 +2,21 @@
 
 The slow parts of the usual pipeline are Python loops per row and per token (render,
 tokenize, build labels, truncate). Here rows are rendered to text with the character spans
-the loss counts (answers, or everything for text rows), the texts are encoded by the Rust
+the loss counts (answers, or everything for text rows), and the texts are encoded by the Rust
 tokenizer itself (`tokenizers.Tokenizer.encode_batch`, truncation set on it, a few thousand
-rows per call) with every Encoding's ids and offsets read straight into numpy: going through
-`tokenizer(...)` instead turns every token into Python ints and tuples, which took longer
-than the encoding and held gigabytes. The label mask comes from one `searchsorted` of every
-token's start offset against every span, over the whole dataset at once. The result is
-stored flat (CSR style: one id array, one row-start array), which is compact and slices cheaply.
+rows per call, on a worker thread while the next chunk is rendered) with every Encoding's ids
+read straight into numpy: going through `tokenizer(...)` instead turns every token into Python
+ints and tuples, which took longer than the encoding and held gigabytes. The loss mask needs
+no Python work per token either (answermask.py). The result is stored flat (CSR style: one id
+array, one row-start array), which is compact and slices cheaply.
 
 Used by the trainer and by bench/ (which compares it with SFTTrainer's own preparation).
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from kubetune_trainer.answermask import bytes_mask, offsets_mask, token_byte_lengths
 from kubetune_trainer.chattemplate import CHATML_TEMPLATE, Span, render_chatml, render_with_template
 from kubetune_trainer.formats import ChatExample, ClassificationExample, Example, TextExample
+from kubetune_trainer.gcpause import gc_paused
 
 IGNORE_INDEX = -100
 _CHUNK = 5_000  # rows per Rust call: enough to keep both cores busy, few Encodings alive at once
@@ -106,17 +107,14 @@ class _Encoded:
     mask: np.ndarray | None  # bool, aligned with ids
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while encoding: the offset tuples read out of every Encoding
-    (millions, all short-lived, no cycles) would otherwise trigger a collection every few hundred."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+# Texts to encode and, when the loss is masked, the character spans it counts, row by row.
+_Chunk = tuple[list[str], list[list[Span]] | None]
+
+
+def _chunks(count: int, render: Callable[[int, int], _Chunk]) -> Iterator[_Chunk]:
+    """Rows [begin, end) rendered a chunk at a time, when the encoder asks for them."""
+    for begin in range(0, count, _CHUNK):
+        yield render(begin, min(begin + _CHUNK, count))
 
 
 @contextmanager
@@ -139,76 +137,94 @@ def _truncating(backend: Any, *, max_length: int, direction: str, split_special_
         backend.encode_special_tokens = split
 
 
-def _encode_backend(backend: Any, texts: list[str], spans: list[list[Span]] | None) -> _Encoded:
-    """Encode chunk by chunk, reading every Encoding's ids (and offsets) straight into numpy.
+def _encode_backend(backend: Any, chunks: Iterator[_Chunk], *, masked: bool, max_length: int,
+                    cut_on_left: bool) -> _Encoded:
+    """Encode chunk by chunk, reading every Encoding's ids straight into numpy.
 
-    The next chunk is encoded on a worker thread (the Rust call releases the GIL) while this
-    one is copied out, and no chunk's Encoding objects or offsets outlive it: what is kept is
-    5 bytes per token (id and mask), not Python lists of ints and tuples for the whole dataset.
+    The Rust call releases the GIL, so it runs on a worker thread while this thread renders
+    the next chunk and copies out the previous one. No chunk's Encoding objects outlive it:
+    what is kept is 5 bytes per token (id and mask), not Python lists for the whole dataset.
+    Offsets are only computed when the mask needs them: not for classification, and not where
+    the mask follows from the ids alone (byte-level BPE); otherwise a few are looked up per span.
     """
     chain = itertools.chain.from_iterable
     id_parts: list[np.ndarray] = []
     mask_parts: list[np.ndarray] = []
     length_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
-    chunks = [texts[begin:begin + _CHUNK] for begin in range(0, len(texts), _CHUNK)]
+    has_fast = hasattr(backend, "encode_batch_fast")  # tokenizers >= 0.21
+    byte_lengths = token_byte_lengths(backend) if masked and has_fast else None
+    without_offsets = has_fast and (not masked or byte_lengths is not None)
+
+    def encode(texts: list[str]) -> list[Any]:
+        if without_offsets:
+            return backend.encode_batch_fast(texts, add_special_tokens=False)
+        return backend.encode_batch(texts, add_special_tokens=False)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [pool.submit(backend.encode_batch, chunk, add_special_tokens=False) for chunk in chunks[:1]]
-        for index in range(len(chunks)):
-            encodings = pending.pop().result()
-            if index + 1 < len(chunks):
-                pending.append(pool.submit(backend.encode_batch, chunks[index + 1], add_special_tokens=False))
+        chunk = next(chunks, None)
+        pending = pool.submit(encode, chunk[0]) if chunk is not None else None
+        while chunk is not None and pending is not None:
+            texts, spans = chunk
+            chunk = next(chunks, None)  # rendered while the worker encodes the current one
+            encodings = pending.result()
+            pending = pool.submit(encode, chunk[0]) if chunk is not None else None
             lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-            total = int(lengths.sum())
+            ids = np.fromiter(chain(e.ids for e in encodings), dtype=np.int32, count=int(lengths.sum()))
             length_parts.append(lengths)
-            id_parts.append(np.fromiter(chain(e.ids for e in encodings), dtype=np.int32, count=total))
-            if spans is not None:
-                pairs = np.fromiter(chain(chain(e.offsets for e in encodings)), dtype=np.int64, count=2 * total)
-                row_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
-                np.cumsum(lengths, out=row_starts[1:])
-                begin = index * _CHUNK
-                mask_parts.append(_span_mask(pairs[0::2], row_starts, chunks[index], spans[begin:begin + len(lengths)]))
+            id_parts.append(ids)
+            if masked:
+                assert spans is not None
+                chunk_mask = None
+                if byte_lengths is not None:
+                    chunk_mask = bytes_mask(ids, lengths, texts, spans, byte_lengths, max_length=max_length,
+                                            cut_on_left=cut_on_left)
+                    if chunk_mask is None:  # the ids did not cover the texts' bytes: again, with offsets
+                        encodings = backend.encode_batch(texts, add_special_tokens=False)
+                mask_parts.append(chunk_mask if chunk_mask is not None else offsets_mask(encodings, lengths, spans))
             del encodings
     starts = np.cumsum(np.concatenate(length_parts))
     ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32)
-    mask = (np.concatenate(mask_parts) if mask_parts else np.zeros(0, dtype=bool)) if spans is not None else None
+    mask = (np.concatenate(mask_parts) if mask_parts else np.zeros(0, dtype=bool)) if masked else None
     return _Encoded(ids=ids, starts=starts, mask=mask)
 
 
-def _encode_transformers(tokenizer: Any, texts: list[str], max_length: int,
-                         spans: list[list[Span]] | None) -> _Encoded:
+def _encode_transformers(tokenizer: Any, chunks: Iterator[_Chunk], max_length: int, *, masked: bool) -> _Encoded:
     """The same encoding through `tokenizer(...)`, for tokenizers without a Rust backend."""
     chain = itertools.chain.from_iterable
-    rows: list[list[int]] = []
-    found: list[Any] = []
-    for begin in range(0, len(texts), _CHUNK):
-        encoded = tokenizer(
-            texts[begin:begin + _CHUNK], add_special_tokens=False, truncation=True, max_length=max_length,
-            return_attention_mask=False, return_offsets_mapping=spans is not None,
-        )
-        rows.extend(encoded["input_ids"])
-        if spans is not None:
-            found.extend(encoded["offset_mapping"])
-    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    starts = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    total = int(starts[-1])
-    ids = np.fromiter(chain(rows), dtype=np.int32, count=total)
-    if spans is None:
-        return _Encoded(ids=ids, starts=starts, mask=None)
-    token_starts = np.fromiter((pair[0] for pair in chain(found)), dtype=np.int64, count=total)
-    return _Encoded(ids=ids, starts=starts, mask=_span_mask(token_starts, starts, texts, spans))
+    id_parts: list[np.ndarray] = []
+    mask_parts: list[np.ndarray] = []
+    length_parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+    for texts, spans in chunks:
+        encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length,
+                            return_attention_mask=False, return_offsets_mapping=masked)
+        rows: list[list[int]] = encoded["input_ids"]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        total = int(lengths.sum())
+        length_parts.append(lengths)
+        id_parts.append(np.fromiter(chain(rows), dtype=np.int32, count=total))
+        if masked:
+            assert spans is not None
+            starts = np.zeros(len(rows) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=starts[1:])
+            token_starts = np.fromiter((pair[0] for pair in chain(encoded["offset_mapping"])), dtype=np.int64,
+                                       count=total)
+            mask_parts.append(_span_mask(token_starts, starts, texts, spans))
+    starts = np.cumsum(np.concatenate(length_parts))
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32)
+    mask = (np.concatenate(mask_parts) if mask_parts else np.zeros(0, dtype=bool)) if masked else None
+    return _Encoded(ids=ids, starts=starts, mask=mask)
 
 
-def _encode(tokenizer: Any, texts: list[str], max_length: int, spans: list[list[Span]] | None = None) -> _Encoded:
+def _encode(tokenizer: Any, chunks: Iterator[_Chunk], max_length: int, *, masked: bool) -> _Encoded:
     """`tokenizer(texts, add_special_tokens=False, truncation=True, max_length=...)` as flat arrays,
-    plus the mask of tokens starting inside `spans` when given."""
+    plus, when `masked`, the mask of tokens starting inside each row's spans."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     if backend is None:
-        return _encode_transformers(tokenizer, texts, max_length, spans)
+        return _encode_transformers(tokenizer, chunks, max_length, masked=masked)
     split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
-    with _gc_paused(), _truncating(backend, max_length=max_length, direction=tokenizer.truncation_side,
-                                   split_special_tokens=split_special_tokens):
-        return _encode_backend(backend, texts, spans)
+    direction = tokenizer.truncation_side
+    with _truncating(backend, max_length=max_length, direction=direction, split_special_tokens=split_special_tokens):
+        return _encode_backend(backend, chunks, masked=masked, max_length=max_length, cut_on_left=direction == "left")
 
 
 def _span_mask(token_starts: np.ndarray, starts: np.ndarray, texts: list[str], spans: list[list[Span]]) -> np.ndarray:
@@ -251,12 +267,15 @@ def tokenize_for_generation(
     examples: Sequence[Example], tokenizer: Any, *, max_length: int, train_on_inputs: bool = False
 ) -> TokenizedData:
     """Token ids + loss mask for chat and text rows; rows with no answer token left are dropped."""
-    texts, spans = render_examples(examples, tokenizer, train_on_inputs=train_on_inputs)
-    encoded = _encode(tokenizer, texts, max_length, spans)
+    def render(begin: int, end: int) -> _Chunk:
+        return render_examples(examples[begin:end], tokenizer, train_on_inputs=train_on_inputs)
+
+    with gc_paused():
+        encoded = _encode(tokenizer, _chunks(len(examples), render), max_length, masked=True)
     ids, starts, mask = encoded.ids, encoded.starts, encoded.mask
     assert mask is not None
     data = TokenizedData(ids=ids, starts=starts, mask=mask)
-    per_row = np.add.reduceat(mask.astype(np.int64), starts[:-1]) if len(ids) else np.zeros(len(texts), np.int64)
+    per_row = np.add.reduceat(mask.astype(np.int64), starts[:-1]) if len(ids) else np.zeros(len(examples), np.int64)
     # reduceat repeats the next value for empty rows; an empty row has nothing to learn.
     per_row[np.diff(starts) == 0] = 0
     return _keep_rows(data, per_row > 0)
@@ -272,7 +291,9 @@ def tokenize_for_classification(
         if not isinstance(example, ClassificationExample):
             raise TypeError(f"a classification dataset cannot hold {type(example).__name__} rows")
         texts.append(example.text)
-    encoded = _encode(tokenizer, texts, max_length)
+    with gc_paused():
+        encoded = _encode(tokenizer, _chunks(len(texts), lambda begin, end: (texts[begin:end], None)), max_length,
+                          masked=False)
     ids, starts = encoded.ids, encoded.starts
     targets: np.ndarray
     if multi_label:
