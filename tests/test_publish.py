@@ -336,6 +336,13 @@ def test_model_card_front_matter_and_sections() -> None:
     assert 'PeftModel.from_pretrained(base, "team/tiny-lora")' in text
 
 
+def test_model_card_for_a_self_hosted_hub_says_where_to_load_from() -> None:
+    endpoint = "https://hub.internal.example:8443"
+    usage = render_model_card(card_info("team/tiny-lora", endpoint=endpoint)).split("## How to use", 1)[1]
+    assert f"`HF_ENDPOINT={endpoint}`" in usage.split("```python", 1)[0]  # said before the code
+    assert "HF_ENDPOINT" not in render_model_card(card_info("team/tiny-lora"))
+
+
 def test_model_card_for_a_merged_classifier() -> None:
     info = card_info(
         "team/clf",

@@ -88,6 +88,7 @@ def test_train_push_load_and_generate(tmp_path: Path, hub_env: HubServer, capsys
     card = files["README.md"].decode()
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["library_name"] == "peft" and "lora" in metadata["tags"]
+    assert f"HF_ENDPOINT={hub_env.endpoint}" in card  # the card says which Hub to load it from
     assert f"{result.metrics.eval_loss:.4g}" in card if result.metrics and result.metrics.eval_loss else False
     assert hub_env.token not in out
 

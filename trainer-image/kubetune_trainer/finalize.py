@@ -128,6 +128,7 @@ def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: Training
             "runtime_seconds": metrics.runtime_seconds, "steps": metrics.steps, "train_rows": metrics.train_rows,
         },
         repo=config.spec.output.repo,
+        endpoint=config.spec.output.endpoint,
         adapter=adapter,
         labels=labels or None,
     )

@@ -43,6 +43,7 @@ class ModelCardInfo:
     base_subfolder: str | None = None  # the base ships in this folder of the repo (a scratch base)
     subfolder: str | None = None  # this card's model lives in this folder of the repo (merged/)
     merged_subfolder: str | None = None  # a merged model is in this folder of the repo
+    endpoint: str | None = None  # a self-hosted Hub holds the repo; None: the public Hub
 
 
 def is_classification(task: str) -> bool:
@@ -162,6 +163,10 @@ def _usage(info: ModelCardInfo) -> str:
             'inputs = tokenizer("Hello", return_tensors="pt")',
             "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))",
         ]
+    if info.endpoint:
+        # Without it, from_pretrained looks for the repo on the public Hub and finds nothing.
+        intro = [f"This repo is on a self-hosted Hub, {info.endpoint}: set `HF_ENDPOINT={info.endpoint}` "
+                 "(and `HF_TOKEN` for a private repo) before loading.", "", *intro]
     lines = ["## How to use", "", *intro, "```python", *code, "```"]
     if info.merged_subfolder and info.repo:
         lines += ["", f"A merged model (base and adapter in one, full weights) is in `{info.merged_subfolder}/`:",
