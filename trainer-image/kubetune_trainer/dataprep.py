@@ -137,6 +137,15 @@ def _truncating(backend: Any, *, max_length: int, direction: str, split_special_
         backend.encode_special_tokens = split
 
 
+def _joined(id_parts: list[np.ndarray], length_parts: list[np.ndarray],
+            mask_parts: list[np.ndarray] | None) -> _Encoded:
+    """The chunks' arrays as one `_Encoded` (`length_parts` starts with a zero)."""
+    starts = np.cumsum(np.concatenate(length_parts))
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32)
+    mask = None if mask_parts is None else np.concatenate(mask_parts) if mask_parts else np.zeros(0, dtype=bool)
+    return _Encoded(ids=ids, starts=starts, mask=mask)
+
+
 def _encode_backend(backend: Any, chunks: Iterator[_Chunk], *, masked: bool, max_length: int,
                     cut_on_left: bool) -> _Encoded:
     """Encode chunk by chunk, reading every Encoding's ids straight into numpy.
@@ -182,10 +191,7 @@ def _encode_backend(backend: Any, chunks: Iterator[_Chunk], *, masked: bool, max
                         encodings = backend.encode_batch(texts, add_special_tokens=False)
                 mask_parts.append(chunk_mask if chunk_mask is not None else offsets_mask(encodings, lengths, spans))
             del encodings
-    starts = np.cumsum(np.concatenate(length_parts))
-    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32)
-    mask = (np.concatenate(mask_parts) if mask_parts else np.zeros(0, dtype=bool)) if masked else None
-    return _Encoded(ids=ids, starts=starts, mask=mask)
+    return _joined(id_parts, length_parts, mask_parts if masked else None)
 
 
 def _encode_transformers(tokenizer: Any, chunks: Iterator[_Chunk], max_length: int, *, masked: bool) -> _Encoded:
@@ -209,10 +215,7 @@ def _encode_transformers(tokenizer: Any, chunks: Iterator[_Chunk], max_length: i
             token_starts = np.fromiter((pair[0] for pair in chain(encoded["offset_mapping"])), dtype=np.int64,
                                        count=total)
             mask_parts.append(_span_mask(token_starts, starts, texts, spans))
-    starts = np.cumsum(np.concatenate(length_parts))
-    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32)
-    mask = (np.concatenate(mask_parts) if mask_parts else np.zeros(0, dtype=bool)) if masked else None
-    return _Encoded(ids=ids, starts=starts, mask=mask)
+    return _joined(id_parts, length_parts, mask_parts if masked else None)
 
 
 def _encode(tokenizer: Any, chunks: Iterator[_Chunk], max_length: int, *, masked: bool) -> _Encoded:
