@@ -116,7 +116,7 @@ def trainer_config(folder: Path, model: Path, steps: int, run: int) -> Path:
 
 
 def run_kubetune(folder: Path, model: Path, steps: int, run: int) -> dict[str, Any]:
-    from kubetune.progress import ProgressEvent, parse_line
+    from kubetune.api.progress import ProgressEvent, parse_line
 
     config = trainer_config(folder, model, steps, run)
     command = [sys.executable, "-m", "kubetune_trainer.cli", "train", "--config", str(config)]

@@ -20,8 +20,8 @@ from kubetune.api import (
     TuningMethod,
 )
 from kubetune.api.common import BYTE_QUANTITY, quantity_bytes
-from kubetune.progress import PREFIX, ProgressEvent, Stage, StageEvent, format_event, parse_line, summarize
-from kubetune.redact import REDACTED, redact
+from kubetune.api.progress import PREFIX, ProgressEvent, Stage, StageEvent, format_event, parse_line, summarize
+from kubetune.api.redact import REDACTED, redact
 
 
 def job(**spec: Any) -> dict[str, Any]:

@@ -30,18 +30,18 @@ from kubetune.api import (
     TuningJobPhase,
     TuningJobStatus,
 )
+from kubetune.api.progress import ProgressEvent
 from kubetune.events import EventRecord
 from kubetune.local.describe import TimedEvent, describe_tuning_job, title_case
 from kubetune.local.display import ProgressDisplay, format_duration, render_bar, render_line
 from kubetune.local.runner import LocalProcess, read_termination_message
-from kubetune.progress import ProgressEvent
 
 REPO = Path(__file__).resolve().parents[1]
 
 # A stand-in for kubetune-trainer: prints progress events, writes a result, checkpoints on SIGINT.
 FAKE_TRAINER = textwrap.dedent("""\
     import json, signal, sys, time
-    from kubetune.progress import ProgressEvent, format_event
+    from kubetune.api.progress import ProgressEvent, format_event
     result_path, steps, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     def write(result):
         with open(result_path, "w") as f:

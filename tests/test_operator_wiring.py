@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from kubetune.api import Dataset, ModelResult, TrainerResult, TrainingMetrics, TuningJob, ValidationReport
+from kubetune.api.progress import ProgressEvent, Stage, StageEvent, format_event
 from kubetune.builders import (
     build_trainer_config_map,
     owner_reference,
@@ -31,7 +32,6 @@ from kubetune.builders import (
     validation_job_name,
 )
 from kubetune.metrics import OperatorMetrics
-from kubetune.progress import ProgressEvent, Stage, StageEvent, format_event
 from support.kube_emulator import (
     JOBS,
     WIRING_SETTINGS,

@@ -21,6 +21,7 @@ from kubetune.api import (
     TuningJobStatus,
     ValidationReport,
 )
+from kubetune.api.progress import ProgressEvent, Stage, StageEvent, format_event, summarize
 from kubetune.builders import spec_hash
 from kubetune.conditions import get_condition
 from kubetune.observe import (
@@ -32,7 +33,6 @@ from kubetune.observe import (
     parse_termination_message,
     parse_validation_report,
 )
-from kubetune.progress import ProgressEvent, Stage, StageEvent, format_event, summarize
 from kubetune.status import (
     DatasetIssue,
     DatasetsObservation,

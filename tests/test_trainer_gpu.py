@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from kubetune.api.contract import ExitCode, TrainerResult
+from kubetune.api.progress import ProgressEvent, parse_line
 from kubetune.api.tuningjob import Hyperparameters, MethodSpec, Precision, ScratchModel, Task
-from kubetune.progress import ProgressEvent, parse_line
 from kubetune_trainer.cli import main
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config

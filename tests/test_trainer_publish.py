@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kubetune.api.contract import ExitCode, TrainerResult
-from kubetune.progress import Stage, StageEvent, parse_line
+from kubetune.api.progress import Stage, StageEvent, parse_line
 from kubetune_trainer.cli import main
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 from support.toydata import generation_rows, write_jsonl

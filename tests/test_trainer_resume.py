@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kubetune.api.contract import ExitCode, TrainerResult
-from kubetune.progress import ProgressEvent, StageEvent, parse_line
+from kubetune.api.progress import ProgressEvent, StageEvent, parse_line
 from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.cli import main
 from support.toydata import generation_rows, write_jsonl

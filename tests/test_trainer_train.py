@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kubetune.api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, TrainerResult
-from kubetune.progress import ProgressEvent, Stage, StageEvent, parse_line
+from kubetune.api.progress import ProgressEvent, Stage, StageEvent, parse_line
 from kubetune_trainer.cli import main
 from support.toydata import GENERATION_FORMATS, classification_rows, generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubetune.api import FailureReason
+from kubetune.api.redact import redact
 from kubetune.conditions import BLOCKING_WAIT_REASONS, Reason
 from kubetune.observe import JobObservation, PodObservation
-from kubetune.redact import redact
 
 MESSAGE_LIMIT: Final = 1024
 _TAIL_LINES: Final = 3

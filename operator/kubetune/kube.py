@@ -22,7 +22,7 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from kubetune.api.common import GROUP, VERSION
-from kubetune.redact import redact
+from kubetune.api.redact import redact
 
 logger = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from kubetune.api import (
     TuningJobStatus,
 )
 from kubetune.api.common import Condition
+from kubetune.api.progress import LogSummary, Stage
+from kubetune.api.redact import redact
 from kubetune.builders.names import spec_hash
 from kubetune.conditions import Reason, TuningJobCondition, get_condition, is_true, make_condition, ordered
 from kubetune.dataset_status import derive_dataset_status
 from kubetune.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
 from kubetune.events import EventRecord, dataset_events, status_events
 from kubetune.observe import JobObservation, PodObservation, parse_termination_message
-from kubetune.progress import LogSummary, Stage
-from kubetune.redact import redact
 
 TERMINAL_PHASES: Final = frozenset({TuningJobPhase.SUCCEEDED, TuningJobPhase.FAILED})
 LOG_LINE_LIMIT: Final = 500

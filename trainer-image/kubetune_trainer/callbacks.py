@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from kubetune.progress import ProgressEvent
+from kubetune.api.progress import ProgressEvent
 from kubetune_trainer.events import Reporter
 
 

@@ -7,7 +7,7 @@
 resolved to an inline source, the work folder, the volume mounts), trains, evaluates the
 base and tuned models, writes <work_dir>/final and pushes it when spec.output.repo is set.
 It prints one `##kubetune {...}` progress line per logging step and a stage line per stage
-(kubetune.progress), and writes a TrainerResult JSON (<= 4096 bytes) to the result path
+(kubetune.api.progress), and writes a TrainerResult JSON (<= 4096 bytes) to the result path
 (default /dev/termination-log). The Hugging Face token comes from HF_TOKEN, a data token
 from KUBETUNE_DATA_TOKEN; neither is ever printed. Exit codes: 0 success, 1 retryable
 failure, 2 permanent failure, 130 interrupted (a checkpoint was saved; a new run resumes).
@@ -113,7 +113,7 @@ def _read_config(path: Path) -> TrainerConfig:
 
 def _run(config: TrainerConfig, reporter: object, stop: object, hf_token: str | None,
          data_token: str | None) -> TrainerResult:
-    from kubetune.progress import Stage
+    from kubetune.api.progress import Stage
     from kubetune_trainer.callbacks import StopRequest
     from kubetune_trainer.checkpoints import read_finished
     from kubetune_trainer.device import check_method_supported

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from kubetune.progress import ProgressEvent, Stage, StageEvent, format_event
-from kubetune.redact import redact
+from kubetune.api.progress import ProgressEvent, Stage, StageEvent, format_event
+from kubetune.api.redact import redact
 
 
 class Reporter:

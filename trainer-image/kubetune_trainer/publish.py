@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune.api.contract import FailureReason
-from kubetune.redact import redact
+from kubetune.api.redact import redact
 
 __all__ = ["PublishError", "PublishedModel", "describe_error", "error_chain", "is_transport_error", "publish_folder",
            "redact", "status_code"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 from kubetune.api.contract import FailureReason, TrainerConfig, TrainerResult
+from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import ModelResult
-from kubetune.progress import Stage
 from kubetune_trainer.checkpoints import FINISHED_MARKER, FinishedModel, WorkDir
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.finalize import MERGED_IN_REPO

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kubetune.api.contract import TERMINATION_LOG, TERMINATION_MESSAGE_LIMIT, TrainerResult
-from kubetune.redact import redact
+from kubetune.api.redact import redact
 
 
 def result_json(result: TrainerResult) -> str:

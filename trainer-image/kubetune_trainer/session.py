@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
+from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Task
-from kubetune.progress import Stage
 from kubetune_trainer.callbacks import ProgressCallback, StopRequest
 from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.collate import PackRows, PadToLongest

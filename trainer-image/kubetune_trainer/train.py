@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
+from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Task, TrainingMetrics
-from kubetune.progress import Stage
 from kubetune_trainer.callbacks import StopRequest
 from kubetune_trainer.checkpoints import FinishedModel, WorkDir
 from kubetune_trainer.datamix import DataMix, load_mix

@@ -31,7 +31,7 @@ from kubetune.api.contract import (
     ValidatorConfig,
 )
 from kubetune.api.dataset import DatasetFormat, RowError
-from kubetune.redact import redact
+from kubetune.api.redact import redact
 from kubetune_trainer.formats import ClassificationExample, RowDefect, detect_format, parse_record, preview_line
 from kubetune_trainer.sources import OpenedSource, SourceError, open_source
 from kubetune_trainer.tokenstats import TokenMeter, load_tokenizer

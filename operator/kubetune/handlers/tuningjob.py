@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from kubetune.api import Dataset, DatasetStatus, TuningJob, TuningJobPhase, TuningJobStatus
 from kubetune.api.common import GROUP, VERSION, ObjectMeta
 from kubetune.api.errors import explain_validation_error
+from kubetune.api.progress import LogSummary, summarize
 from kubetune.builders import (
     LABEL_TUNINGJOB,
     TRAINER_CONTAINER,
@@ -48,7 +49,6 @@ from kubetune.conditions import Reason
 from kubetune.handlers import OperatorContext
 from kubetune.kube import TUNINGJOBS, Obj, merge_patch, pods_of_job, post_event
 from kubetune.observe import observe_job, observe_pods
-from kubetune.progress import LogSummary, summarize
 from kubetune.status import (
     TERMINAL_PHASES,
     DatasetsObservation,

@@ -10,7 +10,7 @@ import shutil
 import sys
 from typing import TextIO
 
-from kubetune.progress import ProgressEvent
+from kubetune.api.progress import ProgressEvent
 
 _BAR_WIDTH = 24
 

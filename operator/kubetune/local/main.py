@@ -19,6 +19,7 @@ from typing import TextIO
 import yaml
 
 from kubetune.api import Dataset, ExitCode, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.builders import ResolveError, build_training_job, config_json, resolve_trainer_config
 from kubetune.builders.resolve import writable_claims
 from kubetune.events import EventRecord
@@ -39,7 +40,6 @@ from kubetune.local.workspace import (
     process_args,
     process_env,
 )
-from kubetune.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.settings import Settings
 from kubetune.status import RunObservation, derive_status, observe_datasets, referenced_datasets, status_events
 
