@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo test lint crds bench clean
+.PHONY: setup demo test lint crds bench clean images push-images chart-package
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,23 @@ lint: setup
 
 crds: setup
 	$(BIN)/kubetune crds
+
+# Images and chart, for a registry of your own until (and after) releases are published:
+#   make images REGISTRY=registry.example.com/ml && make push-images REGISTRY=registry.example.com/ml
+# A tag vX.Y.Z does the same in .github/workflows/release.yml, into ghcr.io.
+REGISTRY ?= ghcr.io/kubetune
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+images:
+	docker build -f operator/Dockerfile -t $(REGISTRY)/operator:$(VERSION) .
+	docker build -f trainer-image/Dockerfile -t $(REGISTRY)/trainer:$(VERSION) .
+
+push-images: images
+	docker push $(REGISTRY)/operator:$(VERSION)
+	docker push $(REGISTRY)/trainer:$(VERSION)
+
+chart-package:
+	helm package charts/kubetune --version $(VERSION) --app-version $(VERSION) --destination dist
 
 clean:
 	rm -rf $(VENV) kubetune-out .pytest_cache .mypy_cache .ruff_cache
