@@ -114,6 +114,8 @@ class Repo:
     created: float
     branches: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
+    gated: str | None = None  # "auto" or "manual": file contents need granted access
+    granted: set[str] = field(default_factory=set)  # users whose access to a gated repo was granted
 
     def resolve(self, revision: str) -> Commit | None:
         """A branch name or a full commit sha, as the Hub accepts in URLs."""

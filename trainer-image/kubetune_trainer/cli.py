@@ -2,6 +2,7 @@
 
     kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE]
     kubetune-trainer validate --config /etc/kubetune/config.json [--result-path FILE]
+    kubetune-trainer preflight --config /etc/kubetune/config.json [--result-path FILE]
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
 resolved to an inline source, the work folder, the volume mounts), trains, evaluates the
@@ -41,13 +42,18 @@ from kubetune.api.contract import (
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="kubetune-trainer", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["train", "validate"], help="train a model or validate a dataset")
-    if not args or args[0] not in ("train", "validate"):
+    parser.add_argument("command", choices=["train", "validate", "preflight"],
+                        help="train a model, validate a dataset, or check a run's setup before it uses a GPU")
+    if not args or args[0] not in ("train", "validate", "preflight"):
         parser.parse_args(args)  # prints usage and exits
     if args[0] == "validate":
         from kubetune_trainer.validate import main as validate_main
 
         return validate_main(args[1:])
+    if args[0] == "preflight":
+        from kubetune_trainer.preflight.cli import main as preflight_main
+
+        return preflight_main(args[1:])
     return train_main(args[1:])
 
 
@@ -76,7 +82,7 @@ def train_main(argv: list[str]) -> int:
     stop.install()
     result_path = args.result_path or TERMINATION_LOG
     try:
-        config = _read_config(args.config)
+        config = read_config(args.config)
         result_path = args.result_path or config.result_path
         _prepare_hub_client(config, reporter)
         result = _run(config, reporter, stop, hf_token, data_token)
@@ -97,7 +103,7 @@ def train_main(argv: list[str]) -> int:
     return _exit_code(result)
 
 
-def _read_config(path: Path) -> TrainerConfig:
+def read_config(path: Path) -> TrainerConfig:
     """The config, or an InvalidConfig failure (an OSError later in the run is not the config's fault)."""
     import yaml
     from pydantic import ValidationError

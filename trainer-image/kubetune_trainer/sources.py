@@ -25,7 +25,7 @@ from kubetune.api.dataset import DataSource, HubSource
 from kubetune.api.redact import redact
 from kubetune_trainer.filereaders import DATA_SUFFIXES, is_data_file, read_records
 from kubetune_trainer.formats import RowDefect
-from kubetune_trainer.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url
+from kubetune_trainer.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url, probe_url
 
 NumberedRecord = tuple[int, Mapping[str, Any] | RowDefect]
 
@@ -66,6 +66,34 @@ def open_source(source: DataSource, *, mounts: Mounts, token: str | None, allow_
     except KeyError as error:
         raise SourceError(FailureReason.INVALID_CONFIG, str(error.args[0])) from error
     return open_local(path, where=source.describe())
+
+
+def probe_source(source: DataSource, *, mounts: Mounts, token: str | None,
+                 allow_private_urls: bool = False) -> str | None:
+    """Check that the data can be reached without reading it; the Hub commit it resolves to, if any.
+
+    Raises SourceError as open_source would: the Hub repo, revision and split files exist and
+    the token reads them; the URL answers; the file or folder is there.
+    """
+    if source.hf is not None:
+        return _probe_hub(source.hf, token)
+    if source.url is not None:
+        try:
+            size = probe_url(source.url.url, allow_private=allow_private_urls)
+        except UrlRefused as error:
+            raise SourceError(FailureReason.INVALID_CONFIG, str(error)) from error
+        except HttpStatusError as error:
+            raise SourceError(_reason_for_status(error.status), f"{source.url.url}: HTTP {error.status}") from error
+        except OSError as error:
+            raise SourceError(FailureReason.UNREACHABLE, f"{source.url.url}: {error}") from error
+        limit = quantity_bytes(source.url.max_size)
+        if size is not None and size > limit:
+            raise SourceError(FailureReason.DATASET_INVALID,
+                              f"{source.url.url} is {size:,} bytes, above source.url.maxSize ({source.url.max_size}): "
+                              "raise it, and the Pod's ephemeral storage, if the file is meant to be this large")
+        return None
+    open_source(source, mounts=mounts, token=token)  # local: finds the files, reads nothing yet
+    return None
 
 
 def open_local(path: Path, *, where: str | None = None) -> OpenedSource:
@@ -237,18 +265,39 @@ def _is_network_error(error: Exception) -> bool:
     return isinstance(error, OSError) or type(error).__module__.split(".")[0].startswith("httpx")
 
 
-def _open_hub(hf: HubSource, token: str | None, cache_dir: Path | None) -> OpenedSource:
-    from huggingface_hub import HfApi, hf_hub_download
+def _hub_files(hf: HubSource, token: str | None) -> tuple[str | None, list[str]]:
+    """The commit the revision resolves to and the files holding the split."""
+    from huggingface_hub import HfApi
 
-    what = f"hf:{hf.repo}@{hf.revision}"
     try:
         info = HfApi(endpoint=hf.endpoint, token=token).dataset_info(hf.repo, revision=hf.revision)
     except Exception as error:
         if not _is_network_error(error):
             raise
-        raise _hub_failure(error, what, token) from error
-    sha = info.sha
-    names = select_hub_files([s.rfilename for s in info.siblings or []], hf)
+        raise _hub_failure(error, f"hf:{hf.repo}@{hf.revision}", token) from error
+    return info.sha, select_hub_files([s.rfilename for s in info.siblings or []], hf)
+
+
+def _probe_hub(hf: HubSource, token: str | None) -> str | None:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    sha, names = _hub_files(hf, token)
+    # A gated repo lists its files to anyone; reading one (a HEAD) tells whether the token may.
+    url = hf_hub_url(hf.repo, names[0], repo_type="dataset", revision=sha or hf.revision, endpoint=hf.endpoint)
+    try:
+        get_hf_file_metadata(url, token=token)
+    except Exception as error:
+        if not _is_network_error(error):
+            raise
+        raise _hub_failure(error, f"hf:{hf.repo}@{hf.revision}: {names[0]}", token) from error
+    return sha
+
+
+def _open_hub(hf: HubSource, token: str | None, cache_dir: Path | None) -> OpenedSource:
+    from huggingface_hub import hf_hub_download
+
+    what = f"hf:{hf.repo}@{hf.revision}"
+    sha, names = _hub_files(hf, token)
     paths: list[Path] = []
     for name in names:
         try:
