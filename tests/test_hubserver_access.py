@@ -57,6 +57,14 @@ def test_write_rules_follow_role_org_and_scope(hub_server: HubServer) -> None:
         writer.create_repo("guests/nope")
     assert info.value.response.status_code == 403
 
+    hub_server.add_token("hf_contributor", user="carl", orgs={"team": "contributor"})
+    contributor = api_for(hub_server, "hf_contributor")
+    contributor.create_repo("team/carls")
+    contributor.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="team/carls")
+    with pytest.raises(HfHubHTTPError) as info:
+        contributor.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="team/allowed")
+    assert info.value.response.status_code == 403
+
     fine = api_for(hub_server, "hf_fine")
     fine.auth_check("team/allowed", write=True)
     fine.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="team/allowed")

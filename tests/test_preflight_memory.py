@@ -16,21 +16,8 @@ from kubetune_trainer.preflight.memory import (
     largest_fitting_batch,
     shape_from_config,
 )
+from support.modelconfigs import GPT2, LLAMA_2_7B, LLAMA_3_8B, MISTRAL_7B
 
-# Published configs (config.json of each model), reduced to the sizes that matter.
-LLAMA_3_8B: dict[str, Any] = {
-    "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "hidden_act": "silu",
-    "tie_word_embeddings": False,
-}
-LLAMA_2_7B: dict[str, Any] = {
-    "model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-    "num_attention_heads": 32, "vocab_size": 32000, "hidden_act": "silu",
-}
-MISTRAL_7B: dict[str, Any] = {**LLAMA_2_7B, "model_type": "mistral", "intermediate_size": 14336,
-                              "num_key_value_heads": 8}
-GPT2: dict[str, Any] = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257,
-                        "activation_function": "gelu_new", "tie_word_embeddings": True}
 GPU_80G = 80 * GIB
 
 

@@ -7,8 +7,10 @@ Modelled on what huggingface.co answers (and huggingface_hub expects):
   where an entity is the user, an org, or one repo, and permissions include
   `repo.content.read` and `repo.write`.
 - a write token writes in the user's own namespace and in orgs where the user's role is
-  write or admin. The server's default token (`orgs=None`) may write anywhere, as the
-  tests written before orgs existed assume.
+  write or admin; a `contributor` of an org creates repos there and writes only those.
+  The server's default token (`orgs=None`) may write anywhere, as the tests written
+  before orgs existed assume; its whoami lists LEGACY_ORGS (admin in each),
+  so checks that read whoami (the preflight) accept pushes to those namespaces.
 - a private repo is readable by tokens that could write its namespace (or hold a
   fine-grained read scope on it); others get 404, as if it did not exist.
 - a gated repo answers its metadata and README to anyone, but file contents only to users
@@ -26,6 +28,7 @@ WRITE = "repo.write"
 # Files of a gated repo everyone may read (the Hub shows the card before access is asked for).
 UNGATED_FILES = frozenset({"README.md", ".gitattributes"})
 _WRITING_ORG_ROLES = frozenset({"write", "admin"})
+LEGACY_ORGS = ("acme", "kubetune", "lab", "my-org", "org", "team", "vendor")
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,14 @@ class TokenInfo:
         namespace = repo_id.split("/", 1)[0]
         return any(permission in self.scopes.get(entity, frozenset()) for entity in (repo_id, namespace))
 
-    def may_write(self, repo_id: str) -> bool:
+    def may_write(self, repo_id: str, creator: str | None = None) -> bool:
+        """`creator`: who created the repo (None: it does not exist yet)."""
         namespace = repo_id.split("/", 1)[0]
+        role = self._namespace_role(namespace)
+        allowed = role in _WRITING_ORG_ROLES or (role == "contributor" and creator in (None, self.user))
         if self.fine_grained:
-            return self._scoped(repo_id, WRITE) and self._namespace_role(namespace) in _WRITING_ORG_ROLES
-        return self.write and self._namespace_role(namespace) in _WRITING_ORG_ROLES
+            return allowed and self._scoped(repo_id, WRITE)
+        return self.write and allowed
 
     def may_read_private(self, repo_id: str) -> bool:
         namespace = repo_id.split("/", 1)[0]
@@ -76,8 +82,9 @@ class TokenInfo:
                 "scoped": [{"entity": _entity(name, self), "permissions": sorted(permissions)}
                            for name, permissions in sorted(self.scopes.items())],
             }
+        listed = self.orgs if self.orgs is not None else dict.fromkeys(LEGACY_ORGS, "admin")
         orgs = [{"type": "org", "name": org, "fullname": org, "roleInOrg": role}
-                for org, role in sorted((self.orgs or {}).items())]
+                for org, role in sorted(listed.items())]
         return {"type": "user", "id": self.user, "name": self.user, "fullname": self.user, "orgs": orgs,
                 "auth": {"type": "access_token", "accessToken": access}}
 

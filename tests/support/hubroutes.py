@@ -89,7 +89,7 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
         if repo_type not in REPO_TYPES:
             raise HttpError(400, f"invalid repo type {repo_type!r}")
         repo_id = f"{payload.get('organization') or token.user}/{payload['name']}"
-        hub.require_write(req, repo_id)
+        hub.require_write(req, repo_id, repo_type)
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
         repo = hub.store.create(repo_type, repo_id, private=private, author=token.user)
         if repo is None:
@@ -103,7 +103,7 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
         token = hub.require_token(req)
         payload = req.json() or {}
         repo_id = f"{payload.get('organization') or token.user}/{payload['name']}"
-        hub.require_write(req, repo_id)
+        hub.require_write(req, repo_id, payload.get("type") or "model")
         if not hub.store.delete(payload.get("type") or "model", repo_id):
             raise HttpError(404, "Repository not found", "RepoNotFound")
         return json_response({})

@@ -181,7 +181,7 @@ class HubServer:
         return repo
 
     def writable_repo(self, req: Request, repo_type: str, repo_id: str) -> Repo:
-        self.require_write(req, repo_id)
+        self.require_write(req, repo_id, repo_type)
         return self.readable_repo(req, repo_type, repo_id)
 
     @staticmethod
@@ -190,9 +190,10 @@ class HubServer:
             raise HttpError(401, "You must be authenticated to do this")
         return req.token
 
-    def require_write(self, req: Request, repo_id: str) -> TokenInfo:
+    def require_write(self, req: Request, repo_id: str, repo_type: str = "model") -> TokenInfo:
         token = self.require_token(req)
-        if not token.may_write(repo_id):
+        existing = self.store.get(repo_type, repo_id)
+        if not token.may_write(repo_id, existing.creator if existing is not None else None):
             kind = {"read": "read-only token", "fineGrained": "no repo.write scope for it"}.get(token.role, "")
             raise HttpError(403, f"You don't have the rights to write to {repo_id}" + (f" ({kind})" if kind else ""))
         return token
@@ -202,7 +203,7 @@ class HubServer:
         if repo.gated is None:
             return
         token = req.token
-        owner = token is not None and token.may_write(repo.repo_id)
+        owner = token is not None and token.may_write(repo.repo_id, repo.creator)
         granted = token is not None and token.user in repo.granted and token.can_read_gated
         if owner or granted:
             return
