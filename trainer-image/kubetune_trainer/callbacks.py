@@ -1,4 +1,5 @@
-"""Trainer callbacks: progress lines at every logging step, and a clean stop on SIGTERM/SIGINT."""
+"""Trainer callbacks: progress lines at every logging step, a clean stop on SIGTERM/SIGINT, and a
+stop (without a checkpoint of the bad state) when the loss diverges."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from kubetune.api.progress import ProgressEvent
+from kubetune_trainer.divergence import DivergenceDetector
 from kubetune_trainer.events import Reporter
 
 
@@ -50,6 +52,12 @@ class ProgressCallback(TrainerCallback):
         self._start_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen
         self.stop.training = True
+        # Where training (re)starts and with which batch: an OOM retry changes the batch.
+        self.reporter.progress(ProgressEvent(
+            step=state.global_step, total_steps=state.max_steps or 0, tokens=state.num_input_tokens_seen,
+            per_device_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+        ))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.stop.training = False
@@ -83,7 +91,42 @@ class ProgressCallback(TrainerCallback):
             learning_rate=logs.get("learning_rate"),
             tokens_per_second=round(tokens_per_second, 1) if tokens_per_second is not None else None,
             eta_seconds=eta,
+            tokens=tokens,
+            per_device_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
         ))
+
+
+class DivergenceCallback(TrainerCallback):
+    """Stops training once the detector says the loss diverged, and keeps checkpoints from being
+    saved while the loss looks suspicious, so the newest checkpoint is a good one."""
+
+    def __init__(self, detector: DivergenceDetector, reporter: Reporter) -> None:
+        self.detector = detector
+        self.reporter = reporter
+
+    def _no_save_while_suspect(self, control: Any) -> None:
+        if self.detector.suspect:
+            control.should_save = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._no_save_while_suspect(control)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._no_save_while_suspect(control)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+               **kwargs: Any) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or self.detector.diverged is not None:
+            return
+        if self.detector.observe(state.global_step, float(loss)) is not None:
+            control.should_training_stop = True
+            control.should_evaluate = False
+        elif self.detector.suspect:
+            self.reporter.log(f"warning: the loss at step {state.global_step} ({float(loss):.4g}) is far above the "
+                              "recent median: no checkpoint is saved until it comes back")
+        self._no_save_while_suspect(control)
 
 
 def _finite(value: float | None) -> float | None:

@@ -1,6 +1,7 @@
 """The work folder's layout, the newest checkpoint, and the marker of a finished model.
 
     <work_dir>/checkpoints/checkpoint-N/   Trainer checkpoints (resume from the newest)
+    <work_dir>/checkpoints/checkpoint-N.diverged/  saved after the loss diverged: never resumed from
     <work_dir>/runs/                       TensorBoard events while training
     <work_dir>/base_eval.json              the base model's evaluation (kept across restarts)
     <work_dir>/scratch-base/               the scratch base model, when baseModel.scratch
@@ -20,6 +21,7 @@ from pathlib import Path
 from kubetune.api.tuningjob import TrainingMetrics
 
 FINISHED_MARKER = "kubetune-finished.json"
+DIVERGED_SUFFIX = ".diverged"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -49,11 +51,24 @@ class WorkDir:
 
     def newest_checkpoint(self) -> Path | None:
         """The checkpoint with the highest step that was written completely (has trainer_state.json)."""
-        if not self.checkpoints.is_dir():
-            return None
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir()
-                 if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
+        found = [(step, p) for step, p in self._checkpoints() if (p / "trainer_state.json").is_file()]
         return max(found)[1] if found else None
+
+    def set_aside_checkpoints_after(self, step: int) -> list[Path]:
+        """Rename checkpoints past `step` to checkpoint-N.diverged: kept for a look, never resumed from."""
+        moved = []
+        for found_step, path in sorted(self._checkpoints()):
+            if found_step > step:
+                target = path.with_name(f"{path.name}{DIVERGED_SUFFIX}")
+                shutil.rmtree(target, ignore_errors=True)
+                path.rename(target)
+                moved.append(target)
+        return moved
+
+    def _checkpoints(self) -> list[tuple[int, Path]]:
+        if not self.checkpoints.is_dir():
+            return []
+        return [(int(m.group(1)), p) for p in self.checkpoints.iterdir() if (m := _CHECKPOINT.match(p.name))]
 
 
 @dataclass(frozen=True)

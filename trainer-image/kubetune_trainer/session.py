@@ -1,18 +1,31 @@
-"""The Trainer session: base evaluation, training (resumed from the newest checkpoint), tuned evaluation."""
+"""The Trainer session: base evaluation, training (resumed from the newest checkpoint), tuned evaluation.
+
+Two guardrails live here. CUDA out of memory: the session is retried in this process with half
+the per-device batch and twice the gradient accumulation (the same effective batch), resumed
+from the newest checkpoint, down to a batch of 1. In-process rather than by exiting for the Job
+to retry: the GPU stays held (a new Pod may wait for one), model and data stay loaded, and the
+checkpoints need no durable volume to survive; the batch in use is reported in every progress
+line. Divergence: a callback stops training on a NaN/inf loss or a sustained spike, the session
+fails with reason Diverged, and checkpoints written after the last good logged loss are set
+aside, so the newest checkpoint (what a retry resumes from) is a good one.
+"""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.progress import Stage
-from kubetune.api.tuningjob import Task
-from kubetune_trainer.callbacks import ProgressCallback, StopRequest
+from kubetune.api.tuningjob import Hyperparameters, Task
+from kubetune_trainer.callbacks import DivergenceCallback, ProgressCallback, StopRequest
 from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.collate import PackRows, PadToLongest
 from kubetune_trainer.dataprep import TokenizedData
 from kubetune_trainer.device import DevicePlan
+from kubetune_trainer.divergence import DivergenceDetector
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.trainloop import (
@@ -37,9 +50,61 @@ class TrainingOutcome:
     tuned: Evaluation
 
 
-def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *, model: Any,
-                 tokenizer: Any, plan: DevicePlan, train_data: TokenizedData, eval_data: TokenizedData | None,
-                 multi_label: bool) -> TrainingOutcome:
+@dataclass(frozen=True)
+class Batch:
+    per_device: int
+    accumulation: int
+
+    def halved(self) -> Batch:
+        return Batch(self.per_device // 2, self.accumulation * 2)
+
+
+@dataclass(frozen=True)
+class _OutOfMemory:
+    """CUDA ran out of memory at `step`. A value, not the exception: the exception's traceback
+    holds the failed step's tensors, and they must be freed before the retry."""
+
+    step: int
+
+
+def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *,
+                 load_model: Callable[[], Any], tokenizer: Any, plan: DevicePlan, train_data: TokenizedData,
+                 eval_data: TokenizedData | None, multi_label: bool) -> TrainingOutcome:
+    """`load_model` gives the base model ready for training; called again only when an out-of-memory
+    retry finds no checkpoint to restore the weights from after some optimizer steps."""
+    spec, hp = config.spec, config.spec.hyperparameters
+    batch = Batch(hp.per_device_batch_size, hp.gradient_accumulation_steps)
+    detector = DivergenceDetector(spec.guardrails.divergence)
+    callbacks = [ProgressCallback(reporter, stop), DivergenceCallback(detector, reporter)]
+    base: Evaluation | None = load_base_eval(work.base_eval) if work.newest_checkpoint() is not None else None
+    model = load_model()
+    while True:
+        ended = _session(config, work, reporter, stop, callbacks, detector, model=model, tokenizer=tokenizer,
+                         plan=plan, batch=batch, train_data=train_data, eval_data=eval_data,
+                         multi_label=multi_label, base=base)
+        if isinstance(ended, TrainingOutcome):
+            return ended
+        if not spec.guardrails.oom_retry or batch.per_device == 1:
+            raise _out_of_memory_failure(hp, batch)
+        base = load_base_eval(work.base_eval)
+        checkpoint = work.newest_checkpoint()
+        smaller = batch.halved()
+        reporter.log(
+            f"CUDA out of memory at step {ended.step} with perDeviceBatchSize {batch.per_device}: retrying with "
+            f"perDeviceBatchSize {smaller.per_device} and gradientAccumulationSteps {smaller.accumulation} "
+            f"(the same effective batch) from {checkpoint.name if checkpoint else 'the start'}")
+        batch = smaller
+        if checkpoint is None and ended.step > 0:
+            model = None  # steps ran but none was saved: start again from the base weights
+            _free_gpu_memory()
+            model = load_model()
+        _free_gpu_memory()
+
+
+def _session(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, callbacks: list[Any],
+             detector: DivergenceDetector, *, model: Any, tokenizer: Any, plan: DevicePlan, batch: Batch,
+             train_data: TokenizedData, eval_data: TokenizedData | None, multi_label: bool,
+             base: Evaluation | None) -> TrainingOutcome | _OutOfMemory:
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
@@ -55,21 +120,23 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
         model.config.use_cache = False  # packed rows are only kept apart without the KV cache
     else:
         collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
-    args = training_arguments(hp, output_dir=work.checkpoints, plan=plan, has_eval=eval_data is not None,
+    in_use = hp.model_copy(update={"per_device_batch_size": batch.per_device,
+                                   "gradient_accumulation_steps": batch.accumulation})
+    args = training_arguments(in_use, output_dir=work.checkpoints, plan=plan, has_eval=eval_data is not None,
                               classification=classification)
     work.runs.mkdir(parents=True, exist_ok=True)
     trainer = LengthGroupedTrainer(
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=classification_accuracy(multi_label) if classification else None,
-        callbacks=[ProgressCallback(reporter, stop), TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
+        callbacks=[*callbacks, TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
     )
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate the progress lines
     # Evaluation always pads (packing changes nothing to the loss, and classification never packs).
     eval_collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
 
     checkpoint = work.newest_checkpoint()
-    base = load_base_eval(work.base_eval) if checkpoint is not None else None
+    out_of_memory_at: int | None = None
     try:
         if base is None:
             reporter.stage(Stage.EVALUATING, "evaluating the base model")
@@ -80,6 +147,8 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
             reporter.log(f"resuming from {checkpoint.name}")
         reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name}" if checkpoint else "training")
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if detector.diverged is not None:
+            raise _diverged(work, detector)
         if stop.requested:
             raise TrainerFailure(
                 FailureReason.INTERRUPTED,
@@ -90,12 +159,12 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
         tuned = _evaluate_with(trainer, eval_collator, eval_data)
         reporter.log(f"tuned model: eval loss {_show(tuned.loss)} (base {_show(base.loss)})" + _accuracy(tuned))
     except torch.cuda.OutOfMemoryError:
-        raise TrainerFailure(
-            FailureReason.OUT_OF_MEMORY,
-            f"the GPU ran out of memory (perDeviceBatchSize {hp.per_device_batch_size}, maxSeqLength "
-            f"{hp.max_seq_length}): lower them (raise gradientAccumulationSteps to keep the batch), use QLoRA, "
-            "or request a larger GPU",
-        ) from None
+        out_of_memory_at = trainer.state.global_step
+    if out_of_memory_at is not None:  # out of the except block: the exception and its tensors are gone
+        if trainer.model is not None:
+            trainer.model.zero_grad(set_to_none=True)
+        return _OutOfMemory(out_of_memory_at)
+    assert base is not None
     metrics = output.metrics or {}
     return TrainingOutcome(
         model=trainer.model, train_loss=_finite(output.training_loss),
@@ -103,6 +172,39 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
         steps=trainer.state.global_step, runtime_seconds=float(metrics.get("train_runtime", 0.0)),
         base=base, tuned=tuned,
     )
+
+
+def _out_of_memory_failure(hp: Hyperparameters, batch: Batch) -> TrainerFailure:
+    tried = "" if batch.per_device == hp.per_device_batch_size else \
+        f" (retried down to perDeviceBatchSize {batch.per_device})"
+    return TrainerFailure(
+        FailureReason.OUT_OF_MEMORY,
+        f"the GPU ran out of memory at perDeviceBatchSize {batch.per_device}{tried}, maxSeqLength "
+        f"{hp.max_seq_length}: lower maxSeqLength, use QLoRA, or request a larger GPU",
+    )
+
+
+def _diverged(work: WorkDir, detector: DivergenceDetector) -> TrainerFailure:
+    diverged = detector.diverged
+    assert diverged is not None
+    set_aside = work.set_aside_checkpoints_after(detector.last_good_step or 0)
+    kept = work.newest_checkpoint()
+    where = f"the last good checkpoint is {kept.name} in {work.checkpoints}" if kept else "no checkpoint was saved"
+    aside = f" ({', '.join(p.name for p in set_aside)} set aside)" if set_aside else ""
+    return TrainerFailure(
+        FailureReason.DIVERGED,
+        f"training diverged at step {diverged.step}: {diverged.why}; {where}{aside}. Lower learningRate (or raise "
+        "warmupRatio), or tune spec.guardrails.divergence if this was a false alarm",
+        retryable=False,
+    )
+
+
+def _free_gpu_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _evaluate_with(trainer: Any, collator: Any, data: TokenizedData | None) -> Evaluation:

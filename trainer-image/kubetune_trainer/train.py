@@ -79,11 +79,13 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
         raise TrainerFailure(FailureReason.DATASET_INVALID,
                              f"no training row fits maxSeqLength {hp.max_seq_length} with its answer")
 
-    model = load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
-                       pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
+    def load() -> Any:
+        return load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
+                          pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
+
     from kubetune_trainer.session import run_training
 
-    outcome = run_training(config, work, reporter, stop, model=model, tokenizer=tokenizer, plan=plan,
+    outcome = run_training(config, work, reporter, stop, load_model=load, tokenizer=tokenizer, plan=plan,
                            train_data=train_data, eval_data=eval_data, multi_label=multi_label)
     metrics = TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
