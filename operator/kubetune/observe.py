@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kubetune.api import TrainerResult, ValidationReport
+from kubetune.api.contract import PreflightReport
 from kubetune.builders.names import ANNOTATION_GENERATION, ANNOTATION_SPEC_HASH, KUEUE_QUEUE_LABEL
 
 _MESSAGE_LIMIT: Final = 2048
@@ -83,6 +84,7 @@ class PodObservation:
     terminated: TerminatedState | None = None
     accelerators: tuple[tuple[str, str], ...] = ()  # (resource name, count) the container asks for
     memory_limit: str | None = None
+    image_id: str | None = None  # the image as the kubelet resolved it (with its digest)
 
     @property
     def running(self) -> bool:
@@ -192,7 +194,35 @@ def observe_pods(pods: Sequence[Mapping[str, Any]], container_name: str | None =
         ) if terminated is not None else None,
         accelerators=accelerators,
         memory_limit=str(limits["memory"]) if "memory" in limits else None,
+        image_id=str(container["imageID"]) if container.get("imageID") else None,
     )
+
+
+@dataclass(frozen=True)
+class PodTimes:
+    """How long a Job's Pods have run, for status.usage: every attempt counts."""
+
+    finished_seconds: float = 0.0  # run time of the Pods that finished
+    running_since: datetime | None = None  # start of the Pod running now
+    gpus: int = 0  # accelerators one Pod asks for
+
+
+def pod_times(pods: Sequence[Mapping[str, Any]], container_name: str | None = None) -> PodTimes:
+    """Run time of every Pod listed (a Pod already deleted is not; status keeps the larger figure)."""
+    finished = 0.0
+    running_since: datetime | None = None
+    gpus = 0
+    for pod in pods:
+        observed = observe_pods([pod], container_name)
+        if observed is None:
+            continue
+        gpus = max(gpus, sum(int(count) for _, count in observed.accelerators if count.isdigit()))
+        ended = observed.terminated
+        if ended is not None and ended.started_at is not None and ended.finished_at is not None:
+            finished += max(0.0, (ended.finished_at - ended.started_at).total_seconds())
+        elif observed.running_since is not None:
+            running_since = max(running_since or observed.running_since, observed.running_since)
+    return PodTimes(finished_seconds=finished, running_since=running_since, gpus=gpus)
 
 
 def _json_objects(text: str) -> list[dict[str, Any]]:
@@ -230,6 +260,11 @@ def _parse(text: str | None, model: type[M]) -> M | None:
 def parse_termination_message(text: str | None) -> TrainerResult | None:
     """The trainer's result from a termination message; None for a log tail, truncated JSON or garbage."""
     return _parse(text, TrainerResult)
+
+
+def parse_preflight_report(text: str | None) -> PreflightReport | None:
+    """The preflight's report from a termination message; None for anything else."""
+    return _parse(text, PreflightReport)
 
 
 def parse_validation_report(text: str | None) -> ValidationReport | None:

@@ -7,7 +7,10 @@ Everything has a default so that `kubetune operator` runs with no configuration.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+
+from kubetune.api.common import BYTE_QUANTITY
 
 ENV_PREFIX = "KUBETUNE_"
 
@@ -35,6 +38,13 @@ def _env_bool(name: str, default: bool) -> bool:
 
 def _env_list(name: str) -> list[str]:
     return [item.strip() for item in _env(name, "").split(",") if item.strip()]
+
+
+def _env_quantity(name: str, default: str | None) -> str | None:
+    raw = _env(name, default or "").strip()
+    if raw and not re.fullmatch(BYTE_QUANTITY, raw):
+        raise ValueError(f"{ENV_PREFIX}{name} must be a byte quantity such as 80Gi, got {raw!r}")
+    return raw or None
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ class Settings:
     """Operator log level (KUBETUNE_LOG_LEVEL)."""
     allow_private_urls: bool = False
     """Allow dataset URLs on loopback, link-local and private ranges (KUBETUNE_ALLOW_PRIVATE_URLS)."""
+    gpu_memory: str | None = "80Gi"
+    """Memory of one GPU for the preflight's fit estimate when a TuningJob names none; empty: no
+    estimate against a size (KUBETUNE_GPU_MEMORY)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -85,4 +98,5 @@ class Settings:
             health_port=_env_int("HEALTH_PORT", defaults.health_port),
             log_level=_env("LOG_LEVEL", defaults.log_level).upper(),
             allow_private_urls=_env_bool("ALLOW_PRIVATE_URLS", defaults.allow_private_urls),
+            gpu_memory=_env_quantity("GPU_MEMORY", defaults.gpu_memory),
         )

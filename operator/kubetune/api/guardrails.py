@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kubetune.api.common import KubeModel
+from kubetune.api.dataset import DataSource
 
 
 class DivergenceSpec(KubeModel):
@@ -63,6 +64,13 @@ class PinnedDataset(KubeModel):
     name: str = Field(max_length=4096, description="Dataset name, or the inline source in short.")
     revision: str | None = Field(default=None, max_length=200,
                                  description="Hub commit sha or content hash; unset where none is known.")
+
+
+def source_name(source: DataSource) -> str:
+    """How status.pinned names an inline source: in short, with the revision asked for unless main."""
+    if source.hf is not None and source.hf.revision != "main":
+        return f"{source.describe()}@{source.hf.revision}"
+    return source.describe()
 
 
 class PinnedRevisions(KubeModel):

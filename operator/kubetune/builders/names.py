@@ -26,6 +26,7 @@ ANNOTATION_GENERATION: Final = "kubetune.io/generation"
 ANNOTATION_SPEC_HASH: Final = "kubetune.io/spec-hash"
 
 COMPONENT_TRAINER: Final = "trainer"
+COMPONENT_PREFLIGHT: Final = "preflight"
 COMPONENT_VALIDATOR: Final = "validator"
 
 DNS_LABEL_MAX = 63
@@ -68,6 +69,14 @@ def training_job_name(tuningjob_name: str) -> str:
 
 def trainer_config_map_name(tuningjob_name: str) -> str:
     return dns_label(tuningjob_name, "-trainer-config")
+
+
+def preflight_job_name(tuningjob_name: str) -> str:
+    return dns_label(tuningjob_name, "-preflight")
+
+
+def preflight_config_map_name(tuningjob_name: str) -> str:
+    return dns_label(tuningjob_name, "-preflight-config")
 
 
 def validation_job_name(dataset_name: str, generation: int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubetune.api.common import SecretKeyRef, quantity_bytes
 from kubetune.api.contract import FailureReason, MemoryEstimate, PreflightReport, TrainerConfig
-from kubetune.api.guardrails import PinnedDataset
+from kubetune.api.guardrails import PinnedDataset, source_name
 from kubetune.api.tuningjob import ScratchModel, Task
 from kubetune_trainer.preflight.findings import Findings
 from kubetune_trainer.preflight.hubchecks import check_base_model, check_output, check_token
@@ -125,7 +125,7 @@ def _check_data(config: TrainerConfig, token: str | None, findings: Findings) ->
                                transient=error.reason is FailureReason.UNREACHABLE)
                 continue
             if entry.source.hf is not None:
-                pinned.append(PinnedDataset(name=entry.source.describe(), revision=revision))
+                pinned.append(PinnedDataset(name=source_name(entry.source), revision=revision))
     return pinned
 
 

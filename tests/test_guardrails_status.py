@@ -1,0 +1,151 @@
+"""Pure status parts of the guardrails: the preflight's verdict, status.pinned and status.usage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubetune.api import Dataset, TrainingMetrics, TrainingProgress, TuningJob
+from kubetune.api.contract import PreflightReport
+from kubetune.api.guardrails import PinnedDataset, PinnedRevisions, Usage
+from kubetune.guardrails_status import (
+    PreflightObservation,
+    PreflightStage,
+    derive_pinned,
+    derive_usage,
+    pinned_datasets,
+    preflight_verdict,
+)
+from kubetune.observe import JobObservation, PodObservation, PodTimes, TerminatedState, pod_times
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def report(outcome: str = "Passed", issues: list[dict[str, Any]] | None = None, **extra: Any) -> str:
+    return PreflightReport.model_validate({"outcome": outcome, "issues": issues or [], **extra}).model_dump_json(
+        by_alias=True, exclude_none=True)
+
+
+def observed(message: str | None, *, failure: str | None = None) -> PreflightObservation:
+    pod = PodObservation(name="p", terminated=TerminatedState(exit_code=0, message=message)) \
+        if message is not None else PodObservation(name="p", phase="Running", running_since=T0)
+    return PreflightObservation(job=JobObservation(name="tj-preflight", failure_reason=failure), pod=pod)
+
+
+def test_no_job_yet_is_not_started_and_a_running_one_is_checking() -> None:
+    assert preflight_verdict(PreflightObservation()).stage is PreflightStage.NOT_STARTED
+    checking = preflight_verdict(observed(None))
+    assert checking.stage is PreflightStage.CHECKING and "before a GPU is used" in checking.message
+
+
+def test_a_passed_report_passes_and_a_wont_fit_warning_is_its_reason() -> None:
+    clean = preflight_verdict(observed(report(checked=["token", "baseModel"], baseModelRevision="abc")))
+    assert (clean.stage, clean.reason, clean.message) == (PreflightStage.PASSED, "Passed", "checked token, baseModel")
+    assert clean.failure is None and clean.report is not None and clean.report.base_model_revision == "abc"
+    warned = preflight_verdict(observed(report(issues=[
+        {"reason": "WontFit", "severity": "Warning", "message": "141.8 GiB per GPU; one GPU has 80.0 GiB"}])))
+    assert warned.stage is PreflightStage.PASSED and warned.reason == "WontFit"
+    assert "warning: WontFit: 141.8 GiB per GPU" in warned.message
+
+
+def test_a_failed_report_fails_with_the_first_errors_reason_and_every_message() -> None:
+    verdict = preflight_verdict(observed(report("Failed", retryable=False, issues=[
+        {"reason": "ModelGated", "severity": "Error", "message": "accept its license at https://hub/x"},
+        {"reason": "OutputNotWritable", "severity": "Error", "message": "it is a read token"},
+        {"reason": "WontFit", "severity": "Warning", "message": "too big"}])))
+    assert verdict.stage is PreflightStage.FAILED and verdict.failure is not None
+    assert verdict.failure.reason == "ModelGated"
+    assert verdict.failure.message == "preflight: accept its license at https://hub/x; it is a read token"
+
+
+def test_a_network_failure_is_retried_by_the_job_until_the_job_gives_up() -> None:
+    flaky = report("Failed", retryable=True, issues=[
+        {"reason": "Unreachable", "severity": "Error", "message": "cannot reach the Hub"}])
+    retrying = preflight_verdict(observed(flaky))
+    assert retrying.stage is PreflightStage.CHECKING and "retrying after: cannot reach the Hub" in retrying.message
+    given_up = preflight_verdict(observed(flaky, failure="BackoffLimitExceeded"))
+    assert given_up.stage is PreflightStage.FAILED and given_up.reason == "Unreachable"
+
+
+def test_a_job_that_failed_without_a_report_says_where_to_look() -> None:
+    verdict = preflight_verdict(PreflightObservation(
+        job=JobObservation(name="tj-preflight", failure_reason="DeadlineExceeded"),
+        pod=PodObservation(name="p", terminated=TerminatedState(exit_code=137, message="Killed"))))
+    assert verdict.stage is PreflightStage.FAILED and verdict.reason == "PreflightFailed"
+    assert "DeadlineExceeded" in verdict.message and "kubectl logs job/tj-preflight" in verdict.message
+
+
+def test_a_preflight_pod_that_cannot_start_says_why() -> None:
+    verdict = preflight_verdict(PreflightObservation(
+        job=JobObservation(name="tj-preflight"),
+        pod=PodObservation(name="p", phase="Pending", waiting_reason="ImagePullBackOff",
+                           waiting_message="Back-off pulling image")))
+    assert verdict.stage is PreflightStage.CHECKING and verdict.reason == "ImagePullBackOff"
+
+
+def test_pinned_datasets_name_each_dataset_with_its_revision() -> None:
+    tj = TuningJob.model_validate({"metadata": {"name": "tj"}, "spec": {
+        "baseModel": {"repo": "org/model"}, "output": {"repo": "org/out"},
+        "datasets": {"train": [{"dataset": "alpaca"}, {"source": {"hf": {"repo": "org/rows", "revision": "v2"}}},
+                               {"source": {"pvc": {"claimName": "data", "path": "x.jsonl"}}}],
+                     "validation": [{"dataset": "alpaca"}, {"dataset": "missing"}]}}})
+    alpaca = Dataset.model_validate({"metadata": {"name": "alpaca"}, "spec": {"source": {"hf": {"repo": "t/a"}}},
+                                     "status": {"revision": "d" * 40}})
+    preflight = PreflightReport.model_validate({"outcome": "Passed", "datasets": [
+        {"name": "hf:org/rows@v2", "revision": "e" * 40}]})
+    pins = pinned_datasets(tj.spec, {"alpaca": alpaca}, preflight)
+    assert [(p.name, p.revision) for p in pins] == [
+        ("alpaca", "d" * 40), ("hf:org/rows@v2", "e" * 40), ("pvc:data/x.jsonl", None), ("missing", None)]
+
+
+def test_the_first_pin_recorded_stays() -> None:
+    first = derive_pinned(None, base_model_revision="a" * 40, datasets=[PinnedDataset(name="d", revision="1")],
+                          image_id=None)
+    assert first == PinnedRevisions(base_model_revision="a" * 40, datasets=[PinnedDataset(name="d", revision="1")])
+    later = derive_pinned(first, base_model_revision="b" * 40, datasets=[PinnedDataset(name="d", revision="2")],
+                          image_id="registry/trainer@sha256:" + "f" * 64)
+    assert later is not None and later.base_model_revision == "a" * 40 and later.datasets[0].revision == "1"
+    assert later.trainer_image == "registry/trainer@sha256:" + "f" * 64
+    assert derive_pinned(None, base_model_revision=None, datasets=[], image_id=None) is None
+
+
+def pod(name: str, *, started: datetime, finished: datetime | None = None, gpus: str = "2",
+        image_id: str = "docker.io/kubetune/trainer@sha256:" + "a" * 64) -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {"startedAt": started.isoformat()}} if finished is None else {
+        "terminated": {"exitCode": 1, "startedAt": started.isoformat(), "finishedAt": finished.isoformat()}}
+    return {"metadata": {"name": name, "creationTimestamp": started.isoformat()},
+            "spec": {"containers": [{"name": "trainer", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
+            "status": {"containerStatuses": [{"name": "trainer", "state": state, "imageID": image_id}]}}
+
+
+def test_pod_times_sum_every_attempt_and_the_pod_tells_its_image_digest() -> None:
+    pods = [pod("a", started=T0, finished=T0 + timedelta(minutes=10)),
+            pod("b", started=T0 + timedelta(minutes=11))]
+    times = pod_times(pods, "trainer")
+    assert times == PodTimes(finished_seconds=600.0, running_since=T0 + timedelta(minutes=11), gpus=2)
+    from kubetune.observe import observe_pods
+
+    newest = observe_pods(pods, "trainer")
+    assert newest is not None and newest.image_id == "docker.io/kubetune/trainer@sha256:" + "a" * 64
+
+
+def test_usage_counts_gpu_seconds_up_to_the_last_progress_read_and_never_goes_down() -> None:
+    times = PodTimes(finished_seconds=600.0, running_since=T0, gpus=2)
+    progress = TrainingProgress(step=10, tokens_per_second=1500.0)
+    running = derive_usage(None, times, at=T0 + timedelta(seconds=300), progress=progress, tokens=450_000,
+                           metrics=None)
+    assert running == Usage(wall_seconds=900.0, gpu_seconds=1800.0, trained_tokens=450_000, tokens_per_second=1500.0)
+    assert derive_usage(running, times, at=T0 + timedelta(seconds=300), progress=progress, tokens=450_000,
+                        metrics=None) == running, "the same observation, the same usage"
+
+    done = derive_usage(running, PodTimes(finished_seconds=1500.0, gpus=2), at=None, progress=progress,
+                        tokens=None, metrics=TrainingMetrics(trained_tokens=1_200_000, runtime_seconds=800.0))
+    assert done == Usage(wall_seconds=1500.0, gpu_seconds=3000.0, trained_tokens=1_200_000, tokens_per_second=1500.0)
+    # Pods deleted after the run (TTL): nothing left to time, the figures stay.
+    assert derive_usage(done, PodTimes(), at=None, progress=progress, tokens=None, metrics=None) == done
+
+
+def test_a_cpu_run_has_wall_time_but_no_gpu_seconds() -> None:
+    usage = derive_usage(None, PodTimes(finished_seconds=42.0), at=None, progress=None, tokens=None, metrics=None)
+    assert usage == Usage(wall_seconds=42.0)
+    assert derive_usage(None, PodTimes(), at=None, progress=None, tokens=None, metrics=None) is None
