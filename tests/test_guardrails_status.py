@@ -149,3 +149,28 @@ def test_a_cpu_run_has_wall_time_but_no_gpu_seconds() -> None:
     usage = derive_usage(None, PodTimes(finished_seconds=42.0), at=None, progress=None, tokens=None, metrics=None)
     assert usage == Usage(wall_seconds=42.0)
     assert derive_usage(None, PodTimes(), at=None, progress=None, tokens=None, metrics=None) is None
+
+
+def test_usage_metrics_count_growth_once_and_a_restart_sets_a_baseline() -> None:
+    from kubetune.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+
+    def value(metric: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(metric, labels)
+
+    metrics.observe_usage("ml", "new-run", None)  # pending: nothing used yet
+    metrics.observe_usage("ml", "new-run", Usage(gpu_seconds=100.0, trained_tokens=1000))
+    metrics.observe_usage("ml", "new-run", Usage(gpu_seconds=250.0, trained_tokens=3000))
+    metrics.observe_usage("ml", "new-run", Usage(gpu_seconds=250.0, trained_tokens=3000))
+    assert value("kubetune_gpu_seconds_total", namespace="ml") == 250.0
+    assert value("kubetune_trained_tokens_total", namespace="ml") == 3000.0
+    assert value("kubetune_tuningjob_gpu_seconds", namespace="ml", name="new-run") == 250.0
+
+    # A run first seen with usage (this operator started while it ran): only its growth counts.
+    metrics.observe_usage("ml", "old-run", Usage(gpu_seconds=5000.0))
+    metrics.observe_usage("ml", "old-run", Usage(gpu_seconds=5060.0))
+    assert value("kubetune_gpu_seconds_total", namespace="ml") == 310.0
+    metrics.forget_tuningjob("ml", "old-run")
+    assert value("kubetune_tuningjob_gpu_seconds", namespace="ml", name="old-run") is None
+    assert value("kubetune_gpu_seconds_total", namespace="ml") == 310.0, "a deleted run's usage stays counted"
