@@ -174,3 +174,28 @@ def test_usage_metrics_count_growth_once_and_a_restart_sets_a_baseline() -> None
     metrics.forget_tuningjob("ml", "old-run")
     assert value("kubetune_tuningjob_gpu_seconds", namespace="ml", name="old-run") is None
     assert value("kubetune_gpu_seconds_total", namespace="ml") == 310.0, "a deleted run's usage stays counted"
+
+
+def test_events_for_a_passed_preflight_a_wont_fit_warning_and_a_lowered_batch() -> None:
+    from kubetune.api import Condition, TuningJobStatus
+    from kubetune.guardrails_status import guardrail_events
+
+    def status(preflight: tuple[str, str] | None = None, batch: tuple[int, int] | None = None) -> TuningJobStatus:
+        conditions = [Condition(type="PreflightPassed", status=preflight[0], reason=preflight[1], message="m")] \
+            if preflight else []
+        progress = TrainingProgress(per_device_batch_size=batch[0], gradient_accumulation_steps=batch[1]) \
+            if batch else None
+        return TuningJobStatus(conditions=conditions, progress=progress)
+
+    checking = status(("Unknown", "Checking"))
+    assert guardrail_events(checking, checking) == []
+    [passed] = guardrail_events(checking, status(("True", "Passed")))
+    assert (passed.type, passed.reason) == ("Normal", "PreflightPassed")
+    [wont_fit] = guardrail_events(checking, status(("True", "WontFit")))
+    assert (wont_fit.type, wont_fit.reason) == ("Warning", "WontFit")
+    assert guardrail_events(status(("True", "Passed")), status(("True", "Passed"))) == [], "once, not per pass"
+
+    [lowered] = guardrail_events(status(batch=(8, 1)), status(batch=(4, 2)))
+    assert (lowered.type, lowered.reason) == ("Warning", "BatchReduced")
+    assert "perDeviceBatchSize 8 -> 4, gradientAccumulationSteps 1 -> 2" in lowered.message
+    assert guardrail_events(status(batch=(4, 2)), status(batch=(4, 2))) == []

@@ -14,13 +14,16 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
-from kubetune.api import Dataset, TrainingMetrics, TrainingProgress, TuningJobSpec
+from kubetune.api import ConditionStatus, Dataset, TrainingMetrics, TrainingProgress, TuningJobSpec, TuningJobStatus
 from kubetune.api.contract import FailureReason, PreflightReport
 from kubetune.api.guardrails import PinnedDataset, PinnedRevisions, Usage, source_name
+from kubetune.conditions import get_condition
 from kubetune.diagnosis import Diagnosis, clip, explain_waiting
+from kubetune.events import EventRecord
 from kubetune.observe import JobObservation, PodObservation, PodTimes, parse_preflight_report
 
 PREFLIGHT_PASSED: Final = "PreflightPassed"
+BATCH_REDUCED: Final = "BatchReduced"
 
 
 class PreflightReason:
@@ -162,3 +165,28 @@ def derive_usage(previous: Usage | None, times: PodTimes, *, at: datetime | None
         tokens_per_second=round(speed, 1) if speed is not None else before.tokens_per_second,
     )
     return None if usage == Usage() else usage
+
+
+# --- Events ---------------------------------------------------------------------------------
+
+def guardrail_events(before: TuningJobStatus, current: TuningJobStatus) -> list[EventRecord]:
+    """Events for the preflight's verdict and for a batch lowered after CUDA ran out of memory.
+
+    A failed preflight needs none of its own: the run's Failed event carries its reason.
+    """
+    events: list[EventRecord] = []
+    was = get_condition(before.conditions, PREFLIGHT_PASSED)
+    now = get_condition(current.conditions, PREFLIGHT_PASSED)
+    if now is not None and now.status is ConditionStatus.TRUE and (was is None or was.status is not now.status):
+        if now.reason == PreflightReason.WONT_FIT:
+            events.append(EventRecord("Warning", PreflightReason.WONT_FIT, clip(now.message)))
+        else:
+            events.append(EventRecord("Normal", PREFLIGHT_PASSED, clip(now.message)))
+    old, new = before.progress, current.progress
+    if old is not None and new is not None and old.per_device_batch_size and new.per_device_batch_size \
+            and new.per_device_batch_size < old.per_device_batch_size:
+        events.append(EventRecord("Warning", BATCH_REDUCED, clip(
+            f"CUDA ran out of memory: perDeviceBatchSize {old.per_device_batch_size} -> "
+            f"{new.per_device_batch_size}, gradientAccumulationSteps {old.gradient_accumulation_steps} -> "
+            f"{new.gradient_accumulation_steps} (the same effective batch), resumed from the last checkpoint")))
+    return events
