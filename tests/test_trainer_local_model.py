@@ -11,7 +11,7 @@ import yaml
 from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.tuningjob import ScratchModel
 from kubetune_trainer.cli import main
-from kubetune_trainer.scratch import build_scratch_model
+from kubetune_trainer.training.scratch import build_scratch_model
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config
 

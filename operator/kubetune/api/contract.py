@@ -7,9 +7,10 @@ path. Both ends validate with these models, so a change here is a change of cont
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
@@ -23,12 +24,26 @@ from kubetune.api.dataset import (
 )
 from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
 
+# The version of this contract, MAJOR.MINOR. The operator writes it into every config; a
+# trainer reads a config of its own major version (dropping, with a log line, fields a newer
+# minor added) and refuses any other. Bump the minor for additions an older trainer may
+# ignore, the major for anything it would misread.
+CONTRACT_VERSION: Final = "1.0"
+CONTRACT_VERSION_PATTERN: Final = r"^[0-9]+\.[0-9]+$"
+
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
 CONFIG_FILE_NAME = "config.json"
 # Environment variable names the trainer reads; the operator sets them from secretKeyRefs.
 HF_TOKEN_ENV = "HF_TOKEN"
 DATA_TOKEN_ENV = "KUBETUNE_DATA_TOKEN"
+
+
+def contract_major(version: object) -> int | None:
+    """The major number of a MAJOR.MINOR contract version; None for anything else."""
+    if not isinstance(version, str) or not re.fullmatch(CONTRACT_VERSION_PATTERN, version):
+        return None
+    return int(version.split(".", 1)[0])
 
 
 class FailureReason(StrEnum):
@@ -78,6 +93,8 @@ class TrainerConfig(KubeModel):
 
     api_version: Literal["kubetune.io/v1alpha1"] = Field(default=API_VERSION)
     kind: Literal["TrainerConfig"] = Field(default="TrainerConfig")
+    contract_version: str = Field(default=CONTRACT_VERSION, pattern=CONTRACT_VERSION_PATTERN,
+                                  description="The operator/trainer contract version the config follows.")
     name: str = Field(description="TuningJob name.")
     namespace: str = Field(default="default", description="TuningJob namespace.")
     spec: TuningJobSpec = Field(description="The job's spec with Dataset references replaced by their sources.")
@@ -93,6 +110,8 @@ class ValidatorConfig(KubeModel):
 
     api_version: Literal["kubetune.io/v1alpha1"] = Field(default=API_VERSION)
     kind: Literal["ValidatorConfig"] = Field(default="ValidatorConfig")
+    contract_version: str = Field(default=CONTRACT_VERSION, pattern=CONTRACT_VERSION_PATTERN,
+                                  description="The operator/trainer contract version the config follows.")
     name: str = Field(description="Dataset name.")
     namespace: str = Field(default="default", description="Dataset namespace.")
     source: DataSource = Field(description="Where the data lives.")

@@ -19,8 +19,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kubetune.api.tuningjob import Hyperparameters, LRScheduler
-from kubetune_trainer.dataprep import TokenizedData
-from kubetune_trainer.device import DevicePlan
+from kubetune_trainer.data.dataprep import TokenizedData
+from kubetune_trainer.training.device import DevicePlan
 
 _SCHEDULERS = {
     LRScheduler.LINEAR: "linear",
