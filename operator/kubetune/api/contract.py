@@ -23,6 +23,7 @@ from kubetune.api.dataset import (
     ValidationSummary,
 )
 from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
+from kubetune.api.volumes import path_inside_volume
 
 # The version of this contract, MAJOR.MINOR. The operator writes it into every config; a
 # trainer reads a config of its own major version (dropping, with a log line, fields a newer
@@ -78,9 +79,11 @@ class Mounts(KubeModel):
     config_maps: dict[str, str] = Field(default_factory=dict, description="ConfigMap name -> mount folder.")
 
     def path_of_pvc(self, claim_name: str, path: str) -> str:
+        """Where `path` inside the claim's volume is; KeyError when the claim is not mounted,
+        VolumePathError when the path would leave the volume."""
         if claim_name not in self.pvcs:
             raise KeyError(f"volume claim {claim_name!r} is not mounted (known: {sorted(self.pvcs) or 'none'})")
-        return str(PurePosixPath(self.pvcs[claim_name]) / path.lstrip("/"))
+        return str(PurePosixPath(self.pvcs[claim_name]) / path_inside_volume(path))
 
     def path_of_config_map(self, name: str, key: str) -> str:
         if name not in self.config_maps:

@@ -11,6 +11,7 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.tuningjob import BaseModelSpec, MethodSpec, Task, TuningMethod
+from kubetune.api.volumes import VolumePathError, parse_pvc_path
 from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.training.device import DevicePlan
@@ -60,15 +61,14 @@ def _scratch(spec: BaseModelSpec, work_dir: Path, seed: int, texts: Callable[[],
 
 
 def _local_path(path: str, mounts: Mounts) -> Path:
-    if path.startswith("pvc:"):
-        claim, _, inner = path[len("pvc:"):].partition("/")
-        try:
-            folder = Path(mounts.path_of_pvc(claim, inner))
-        except KeyError as error:
-            raise TrainerFailure(FailureReason.INVALID_CONFIG, f"baseModel.path {path}: {error.args[0]}") from None
-    elif path.startswith("/"):
-        folder = Path(path)
-    else:
+    try:
+        pvc = parse_pvc_path(path, field="baseModel.path")
+        folder = Path(mounts.path_of_pvc(pvc.claim_name, pvc.path)) if pvc is not None else Path(path)
+    except VolumePathError as error:
+        raise TrainerFailure(FailureReason.INVALID_CONFIG, str(error)) from None
+    except KeyError as error:
+        raise TrainerFailure(FailureReason.INVALID_CONFIG, f"baseModel.path {path}: {error.args[0]}") from None
+    if pvc is None and not folder.is_absolute():
         raise TrainerFailure(FailureReason.INVALID_CONFIG,
                              f"baseModel.path {path!r}: use pvc:CLAIM/PATH or an absolute path")
     if not (folder / "config.json").is_file():
