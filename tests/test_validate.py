@@ -312,3 +312,20 @@ def test_yaml_config_and_a_hub_dataset_pinned_to_its_commit(hub_server: HubServe
     assert (report["detectedFormat"], report["rows"]) == ("yandex", 4)
     assert report["preview"][0] == "user: Q0 | assistant: A0"
     assert hub_server.token not in out
+
+
+def test_the_validator_and_the_trainer_detect_the_same_format(tmp_path: Path) -> None:
+    # Both read the rows through one ExampleStream: the same rows decide the format. (The validator
+    # used to look at 50 rows and the trainer at 100: here they would have disagreed.)
+    from kubetune.api.contract import Mounts
+    from kubetune.api.tuningjob import DatasetEntry
+    from kubetune_trainer.data.datamix import load_entry
+
+    both = [{"prompt": f"Q{i}", "completion": f"A{i}", "text": f"Q{i} A{i}"} for i in range(30)]
+    text_only = [{"text": f"plain {i}"} for i in range(70)]
+    write_jsonl(tmp_path / "d.jsonl", both + text_only)
+    report = validate_dataset(config_for(tmp_path, "d.jsonl"), token=None)
+    entry = DatasetEntry.model_validate({"source": {"pvc": {"claimName": "data", "path": "d.jsonl"}}})
+    loaded = load_entry(entry, "d", mounts=Mounts(pvcs={"data": str(tmp_path)}), token=None)
+    assert report.detected_format is loaded.fmt is DatasetFormat.TEXT
+    assert (report.outcome, report.valid_rows, len(loaded.examples)) == ("Ready", 100, 100)

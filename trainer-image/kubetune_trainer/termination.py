@@ -8,7 +8,8 @@ first, until the compact JSON fits:
   1. prose inside lists (row error messages, previews) is shortened, step by step;
   2. lists are halved, the biggest first, down to their first item;
   3. the remaining prose (the summary message) is shortened by quarters, down to 80 characters;
-  4. lists are emptied, then optional fields dropped, the biggest first.
+  4. lists are emptied, then optional fields dropped: single values, the biggest first,
+     before whole objects.
 
 Identifiers (labels, field paths, repo, revision, path) are never shortened, only dropped:
 a cut identifier would be wrong. The fitted message still validates against its model,
@@ -112,7 +113,7 @@ def _shorten_prose(wire: Wire, fits: Fits, valid: Valid) -> None:
 
 
 def _drop_parts(wire: Wire, fits: Fits, valid: Valid) -> None:
-    """Empty lists, then remove optional fields, biggest first, as long as the model still accepts it."""
+    """Empty lists, then remove optional fields, as long as the model still accepts what is left."""
     for items in sorted((items for items in _lists(wire) if items), key=_size, reverse=True):
         if fits():
             return
@@ -121,7 +122,9 @@ def _drop_parts(wire: Wire, fits: Fits, valid: Valid) -> None:
         if not valid(wire):
             items.extend(kept)
     while not fits():
-        for holder, key in sorted(_fields(wire), key=lambda place: _size(place[0][place[1]]), reverse=True):
+        # Single values before whole objects: a result without its URL beats one without its model.
+        for holder, key in sorted(_fields(wire), key=lambda place: (isinstance(place[0][place[1]], dict | list),
+                                                                     -_size(place[0][place[1]]))):
             value = holder.pop(key)
             if valid(wire):
                 break
