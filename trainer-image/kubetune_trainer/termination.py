@@ -60,10 +60,12 @@ def fit_termination_message(message: MessageT, secrets: Iterable[str | None] = (
     def fits() -> bool:
         return _size(wire) <= limit
 
-    for step in (_shorten_prose_in_lists, _halve_lists, _shorten_prose, _drop_parts):
+    for step in (_shorten_prose_in_lists, _halve_lists, _shorten_prose):
         if fits():
             break
-        step(wire, fits, lambda candidate: _valid(model, candidate))
+        step(wire, fits)
+    if not fits():
+        _drop_parts(wire, fits, lambda candidate: _valid(model, candidate))
     if not fits():
         raise AssertionError(f"a {model.__name__} cannot be shrunk below {limit} bytes")
     return model.model_validate(wire)
@@ -86,7 +88,7 @@ Fits = Callable[[], bool]
 Valid = Callable[[Wire], bool]
 
 
-def _shorten_prose_in_lists(wire: Wire, fits: Fits, valid: Valid) -> None:
+def _shorten_prose_in_lists(wire: Wire, fits: Fits) -> None:
     for cap in _LIST_PROSE_CAPS:
         for holder, key in _prose(wire, in_lists=True):
             holder[key] = _clip(holder[key], cap)
@@ -94,7 +96,7 @@ def _shorten_prose_in_lists(wire: Wire, fits: Fits, valid: Valid) -> None:
             return
 
 
-def _halve_lists(wire: Wire, fits: Fits, valid: Valid) -> None:
+def _halve_lists(wire: Wire, fits: Fits) -> None:
     while not fits():
         longer = [items for items in _lists(wire) if len(items) > 1]
         if not longer:
@@ -103,7 +105,7 @@ def _halve_lists(wire: Wire, fits: Fits, valid: Valid) -> None:
         del biggest[max(1, len(biggest) // 2):]
 
 
-def _shorten_prose(wire: Wire, fits: Fits, valid: Valid) -> None:
+def _shorten_prose(wire: Wire, fits: Fits) -> None:
     while not fits():
         long = [(holder, key) for holder, key in _prose(wire, in_lists=False) if len(holder[key]) > _PROSE_FLOOR]
         if not long:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DatasetFormat
@@ -41,19 +40,17 @@ class LoadedDataset:
 class DataMix:
     train: list[Example]
     validation: list[Example]
-    sources: list[LoadedDataset]
     note: str  # how the validation rows were chosen, for the log
 
 
 def load_entry(entry: DatasetEntry, name: str, *, mounts: Mounts, token: str | None, labels: Sequence[str] = (),
-               cache_dir: Path | None = None, allow_private_urls: bool = False) -> LoadedDataset:
+               allow_private_urls: bool = False) -> LoadedDataset:
     """Every row of one entry as Examples; the first defective row fails the run (DatasetInvalid)."""
     if entry.source is None:
         raise TrainerFailure(FailureReason.INVALID_CONFIG,
                              f"dataset {name!r} was not resolved to a source (the operator resolves Dataset names)")
     try:
-        opened = open_source(entry.source, mounts=mounts, token=token, allow_private_urls=allow_private_urls,
-                             cache_dir=cache_dir)
+        opened = open_source(entry.source, mounts=mounts, token=token, allow_private_urls=allow_private_urls)
         rows = ExampleStream(opened, entry.format, entry.columns, labels=labels)
         if rows.format is None:
             raise _defect(name, 0, rows.undetected or RowDefect("", "cannot tell the format"))
@@ -124,7 +121,7 @@ def mix_datasets(spec: DatasetsSpec, train_sets: list[LoadedDataset], validation
         train = [train[i] for i in sorted(rng.sample(range(len(train)), max_samples))]
     if not train:
         raise TrainerFailure(FailureReason.DATASET_INVALID, "no training rows left after the validation split")
-    return DataMix(train=train, validation=validation, sources=[*train_sets, *validation_sets], note=note)
+    return DataMix(train=train, validation=validation, note=note)
 
 
 def load_mix(spec: DatasetsSpec, names: Sequence[str], *, mounts: Mounts, token: str | None, seed: int,
