@@ -22,7 +22,7 @@ from kubetune_trainer.training.modelload import ResolvedModel
 from kubetune_trainer.workdir import FinishedModel, WorkDir, promote, write_finished
 
 SCRATCH_BASE_IN_REPO = "base"
-MERGED_IN_REPO = "merged"  # publishing.py pushes <work_dir>/merged there
+MERGED_IN_REPO = "merged"  # output/publish.py pushes <work_dir>/merged there
 
 
 def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, model: Any, tokenizer: Any,

@@ -1,7 +1,7 @@
 """The training loop: transformers' Trainer on pre-tokenized rows with kubetune's collators.
 
 Why Trainer and not trl's SFTTrainer: SFTTrainer re-does the data preparation kubetune does
-faster itself (dataprep.py: batched encoding, vectorised masks; SFTTrainer's own took
+faster itself (data/dataprep.py: batched encoding, vectorised masks; SFTTrainer's own took
 60-90 s for 100k rows here), and its padding-free and packing paths were slower on CPU than
 length-grouped batches. With rows already tokenized and labelled, what is left of SFTTrainer
 is Trainer. Classification uses the same loop with a classification head.
