@@ -7,7 +7,7 @@ import math
 import pytest
 
 from kubetune.api.guardrails import DivergenceSpec
-from kubetune_trainer.divergence import DivergenceDetector
+from kubetune_trainer.training.divergence import DivergenceDetector
 
 
 def feed(detector: DivergenceDetector, losses: list[float], first_step: int = 1) -> list[int]:

@@ -19,8 +19,8 @@ import pytest
 
 from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.progress import ProgressEvent, parse_line
-from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.cli import main
+from kubetune_trainer.workdir import WorkDir
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config
 
@@ -45,10 +45,10 @@ class Faults:
 def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
     import torch
 
-    import kubetune_trainer.modelload as modelload
+    import kubetune_trainer.training.train as train_stage
 
     injected = Faults(rows=[])
-    real_load_model = modelload.load_model
+    real_load_model = train_stage.load_model
 
     def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         if not module.training:
@@ -73,7 +73,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
         model.register_forward_hook(after, with_kwargs=True)
         return model
 
-    monkeypatch.setattr(modelload, "load_model", load_model_with_faults)
+    monkeypatch.setattr(train_stage, "load_model", load_model_with_faults)
     yield injected
 
 

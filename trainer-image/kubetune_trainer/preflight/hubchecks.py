@@ -19,9 +19,9 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason
 from kubetune.api.tuningjob import BaseModelSpec, OutputSpec
+from kubetune_trainer.huberrors import describe_error, error_chain, is_transport_error, status_code
 from kubetune_trainer.preflight.findings import Findings
 from kubetune_trainer.preflight.identity import Identity
-from kubetune_trainer.publish import describe_error, error_chain, is_transport_error, status_code
 
 PUBLIC_HUB = "https://huggingface.co"
 

@@ -16,6 +16,7 @@ from kubetune.api.common import SecretKeyRef, quantity_bytes
 from kubetune.api.contract import FailureReason, MemoryEstimate, PreflightReport, TrainerConfig
 from kubetune.api.guardrails import PinnedDataset, source_name
 from kubetune.api.tuningjob import ScratchModel, Task
+from kubetune_trainer.data.sources import SourceError, probe_source
 from kubetune_trainer.preflight.findings import Findings
 from kubetune_trainer.preflight.hubchecks import check_base_model, check_output, check_token
 from kubetune_trainer.preflight.identity import Identity
@@ -27,7 +28,6 @@ from kubetune_trainer.preflight.memory import (
     largest_fitting_batch,
     shape_from_config,
 )
-from kubetune_trainer.sources import SourceError, probe_source
 
 
 def run_preflight(config: TrainerConfig, *, hf_token: str | None, data_token: str | None) -> PreflightReport:
