@@ -178,7 +178,11 @@ def test_usage_metrics_count_growth_once_and_a_restart_sets_a_baseline() -> None
 
 def test_events_for_a_passed_preflight_a_wont_fit_warning_and_a_lowered_batch() -> None:
     from kubetune.api import Condition, TuningJobStatus
-    from kubetune.guardrails_status import guardrail_events
+    from kubetune.events import status_events
+
+    def guardrail_events(before: TuningJobStatus, current: TuningJobStatus) -> list[Any]:
+        return [e for e in status_events(before, current) if e.reason in ("PreflightPassed", "WontFit",
+                                                                             "BatchReduced")]
 
     def status(preflight: tuple[str, str] | None = None, batch: tuple[int, int] | None = None) -> TuningJobStatus:
         conditions = [Condition(type="PreflightPassed", status=preflight[0], reason=preflight[1], message="m")] \
@@ -199,3 +203,62 @@ def test_events_for_a_passed_preflight_a_wont_fit_warning_and_a_lowered_batch() 
     assert (lowered.type, lowered.reason) == ("Warning", "BatchReduced")
     assert "perDeviceBatchSize 8 -> 4, gradientAccumulationSteps 1 -> 2" in lowered.message
     assert guardrail_events(status(batch=(4, 2)), status(batch=(4, 2))) == []
+
+
+def test_a_run_through_preflight_training_and_its_end_in_status() -> None:
+    from kubetune.api import TuningJobPhase
+    from kubetune.api.progress import summarize
+    from kubetune.conditions import get_condition
+    from kubetune.events import status_events
+    from kubetune.status import RunObservation, derive_status
+
+    pins = (PinnedDataset(name="alpaca", revision="d" * 40),)
+
+    def derive(previous: Any, now: datetime, **obs: Any) -> Any:
+        return derive_status(previous, RunObservation(generation=1, pinned_datasets=pins, **obs), now=now,
+                             log_tail_lines=5)
+
+    checking = derive(None, T0, preflight=observed(None))
+    assert checking.phase is TuningJobPhase.PENDING and checking.job_name is None
+    condition = get_condition(checking.conditions, "PreflightPassed")
+    assert condition is not None and (condition.status, condition.reason) == ("Unknown", "Checking")
+    assert checking.pinned is None, "nothing is pinned before the run starts"
+
+    passed = derive(checking, T0, preflight=observed(report(baseModelRevision="a" * 40, checked=["baseModel"])))
+    assert passed.phase is TuningJobPhase.PENDING and passed.message == "the training Job is being created"
+    assert passed.pinned == PinnedRevisions(base_model_revision="a" * 40, datasets=list(pins))
+    assert [e.reason for e in status_events(checking, passed)] == ["PreflightPassed"]
+
+    image = "registry.local/trainer@sha256:" + "f" * 64
+    log = summarize(['##kubetune {"event":"progress","step":5,"totalSteps":10,"loss":1.5,"tokens":4000,'
+                     '"tokensPerSecond":800.0,"perDeviceBatchSize":4,"gradientAccumulationSteps":2}'])
+    running = derive(passed, T0 + timedelta(seconds=60), job=JobObservation(name="tj-train", active=1),
+                     pod=PodObservation(name="p", running_since=T0, image_id=image), log=log,
+                     pod_times=PodTimes(running_since=T0, gpus=1))
+    assert running.phase is TuningJobPhase.RUNNING
+    kept = get_condition(running.conditions, "PreflightPassed")
+    assert kept is not None and kept.status == "True", "the verdict stands once the Job exists"
+    assert running.pinned is not None and running.pinned.trainer_image == image
+    assert running.pinned.base_model_revision == "a" * 40
+    assert running.usage == Usage(wall_seconds=60.0, gpu_seconds=60.0, trained_tokens=4000, tokens_per_second=800.0)
+    assert running.progress is not None and running.progress.per_device_batch_size == 4
+
+
+def test_a_failed_preflight_fails_the_run_without_a_job() -> None:
+    from kubetune.api import TuningJobPhase
+    from kubetune.conditions import get_condition, is_true
+    from kubetune.events import status_events
+    from kubetune.status import RunObservation, derive_status
+
+    failed = derive_status(None, RunObservation(generation=1, preflight=observed(report("Failed", retryable=False,
+        issues=[{"reason": "OutputNotWritable", "severity": "Error", "message": "it is a read token"}]))),
+        now=T0, log_tail_lines=5)
+    assert failed.phase is TuningJobPhase.FAILED and failed.job_name is None
+    assert failed.error is not None and failed.error.reason == "OutputNotWritable"
+    assert failed.error.message == "preflight: it is a read token"
+    condition = get_condition(failed.conditions, "PreflightPassed")
+    assert condition is not None and (condition.status, condition.reason) == ("False", "OutputNotWritable")
+    assert not is_true(failed.conditions, "JobCreated")
+    assert [(e.type, e.reason) for e in status_events(None, failed)] == [("Warning", "Failed")]
+    again = derive_status(failed, RunObservation(generation=2), now=T0, log_tail_lines=5)
+    assert again.phase is TuningJobPhase.FAILED, "a new generation does not re-run a failed preflight"

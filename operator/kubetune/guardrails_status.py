@@ -12,26 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Final
 
-from kubetune.api import ConditionStatus, Dataset, TrainingMetrics, TrainingProgress, TuningJobSpec, TuningJobStatus
+from kubetune.api import ConditionStatus, Dataset, TrainingMetrics, TrainingProgress, TuningJobSpec
 from kubetune.api.contract import FailureReason, PreflightReport
 from kubetune.api.guardrails import PinnedDataset, PinnedRevisions, Usage, source_name
-from kubetune.conditions import get_condition
+from kubetune.conditions import Reason
 from kubetune.diagnosis import Diagnosis, clip, explain_waiting
-from kubetune.events import EventRecord
 from kubetune.observe import JobObservation, PodObservation, PodTimes, parse_preflight_report
-
-PREFLIGHT_PASSED: Final = "PreflightPassed"
-BATCH_REDUCED: Final = "BatchReduced"
-
-
-class PreflightReason:
-    CHECKING: Final = "Checking"
-    PASSED: Final = "Passed"
-    WONT_FIT: Final = FailureReason.WONT_FIT.value  # passed, with a warning
-    DISABLED: Final = "Disabled"
-    PREFLIGHT_FAILED: Final = "PreflightFailed"  # the Job failed without a report
 
 
 class PreflightStage(Enum):
@@ -71,18 +58,18 @@ def preflight_verdict(obs: PreflightObservation) -> PreflightVerdict:
     """Where the preflight is; a Failed report is final unless it blamed the network and the Job retries."""
     job, pod, report = obs.job, obs.pod, obs.report
     if job is None:
-        return PreflightVerdict(PreflightStage.NOT_STARTED, PreflightReason.CHECKING,
+        return PreflightVerdict(PreflightStage.NOT_STARTED, Reason.CHECKING,
                                 "the preflight Job is being created")
     if report is not None and report.outcome == "Passed":
         return PreflightVerdict(PreflightStage.PASSED, _passed_reason(report), _passed_message(report), report)
     if report is not None and (not report.retryable or job.failure_reason is not None):
         errors = report.errors or report.issues
-        reason = errors[0].reason.value if errors else PreflightReason.PREFLIGHT_FAILED
+        reason = errors[0].reason.value if errors else Reason.PREFLIGHT_FAILED
         what = "; ".join(f"{e.message}" for e in errors) or "the preflight failed"
         return PreflightVerdict(PreflightStage.FAILED, reason, clip(f"preflight: {what}"), report)
     if job.failure_reason is not None:
         detail = f" ({job.failure_message})" if job.failure_message else ""
-        return PreflightVerdict(PreflightStage.FAILED, PreflightReason.PREFLIGHT_FAILED,
+        return PreflightVerdict(PreflightStage.FAILED, Reason.PREFLIGHT_FAILED,
                                 clip(f"the preflight Job {job.name} failed: {job.failure_reason}{detail}; "
                                      f"see kubectl logs job/{job.name}"))
     blocked = explain_waiting(pod)
@@ -91,12 +78,12 @@ def preflight_verdict(obs: PreflightObservation) -> PreflightVerdict:
     message = "preflight: checking the token, base model, output repo, data and GPU memory before a GPU is used"
     if report is not None:  # failed on the network: the Job starts another attempt
         message = clip(f"preflight: retrying after: {'; '.join(e.message for e in report.errors)}")
-    return PreflightVerdict(PreflightStage.CHECKING, PreflightReason.CHECKING, message, report)
+    return PreflightVerdict(PreflightStage.CHECKING, Reason.CHECKING, message, report)
 
 
 def _passed_reason(report: PreflightReport) -> str:
-    return PreflightReason.WONT_FIT if any(w.reason is FailureReason.WONT_FIT for w in report.warnings) \
-        else PreflightReason.PASSED
+    return Reason.WONT_FIT if any(w.reason is FailureReason.WONT_FIT for w in report.warnings) \
+        else Reason.PASSED
 
 
 def _passed_message(report: PreflightReport) -> str:
@@ -167,26 +154,31 @@ def derive_usage(previous: Usage | None, times: PodTimes, *, at: datetime | None
     return None if usage == Usage() else usage
 
 
-# --- Events ---------------------------------------------------------------------------------
 
-def guardrail_events(before: TuningJobStatus, current: TuningJobStatus) -> list[EventRecord]:
-    """Events for the preflight's verdict and for a batch lowered after CUDA ran out of memory.
+# --- the parts derive_status asks for ------------------------------------------------------------
 
-    A failed preflight needs none of its own: the run's Failed event carries its reason.
-    """
-    events: list[EventRecord] = []
-    was = get_condition(before.conditions, PREFLIGHT_PASSED)
-    now = get_condition(current.conditions, PREFLIGHT_PASSED)
-    if now is not None and now.status is ConditionStatus.TRUE and (was is None or was.status is not now.status):
-        if now.reason == PreflightReason.WONT_FIT:
-            events.append(EventRecord("Warning", PreflightReason.WONT_FIT, clip(now.message)))
-        else:
-            events.append(EventRecord("Normal", PREFLIGHT_PASSED, clip(now.message)))
-    old, new = before.progress, current.progress
-    if old is not None and new is not None and old.per_device_batch_size and new.per_device_batch_size \
-            and new.per_device_batch_size < old.per_device_batch_size:
-        events.append(EventRecord("Warning", BATCH_REDUCED, clip(
-            f"CUDA ran out of memory: perDeviceBatchSize {old.per_device_batch_size} -> "
-            f"{new.per_device_batch_size}, gradientAccumulationSteps {old.gradient_accumulation_steps} -> "
-            f"{new.gradient_accumulation_steps} (the same effective batch), resumed from the last checkpoint")))
-    return events
+def preflight_condition(obs: PreflightObservation | None) -> tuple[ConditionStatus, str, str] | None:
+    """PreflightPassed as (status, reason, message); None when there is nothing to say (preflight off)."""
+    if obs is None:
+        return None
+    verdict = preflight_verdict(obs)
+    status = {PreflightStage.PASSED: ConditionStatus.TRUE, PreflightStage.FAILED: ConditionStatus.FALSE}.get(
+        verdict.stage, ConditionStatus.UNKNOWN)
+    return status, verdict.reason, verdict.message
+
+
+def run_pinned(previous: PinnedRevisions | None, *, preflight: PreflightObservation | None, job_started: bool,
+               datasets: list[PinnedDataset], base_model_revision: str | None,
+               image_id: str | None) -> PinnedRevisions | None:
+    """status.pinned once the run starts (its preflight passed, or its Job exists): the preflight's
+    commits, the datasets' revisions, and later the trainer's own report and the image digest."""
+    report = preflight.report if preflight is not None else None
+    passed = report is not None and report.outcome == "Passed"
+    started = job_started or passed
+    return derive_pinned(
+        previous,
+        base_model_revision=(report.base_model_revision if passed and report is not None else None)
+        or base_model_revision,
+        datasets=datasets if started else None,
+        image_id=image_id,
+    )

@@ -24,6 +24,7 @@ from kubetune.api import (
     TuningJobStatus,
 )
 from kubetune.api.common import Condition
+from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.progress import LogSummary, Stage
 from kubetune.api.redact import redact
 from kubetune.builders.names import spec_hash
@@ -31,7 +32,15 @@ from kubetune.conditions import Reason, TuningJobCondition, get_condition, is_tr
 from kubetune.dataset_status import derive_dataset_status
 from kubetune.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
 from kubetune.events import EventRecord, dataset_events, status_events
-from kubetune.observe import JobObservation, PodObservation, parse_termination_message
+from kubetune.guardrails_status import (
+    PreflightObservation,
+    PreflightStage,
+    derive_usage,
+    preflight_condition,
+    preflight_verdict,
+    run_pinned,
+)
+from kubetune.observe import JobObservation, PodObservation, PodTimes, parse_termination_message
 
 TERMINAL_PHASES: Final = frozenset({TuningJobPhase.SUCCEEDED, TuningJobPhase.FAILED})
 LOG_LINE_LIMIT: Final = 500
@@ -116,6 +125,9 @@ class RunObservation:
     log: LogSummary | None = None  # None: the log was not read this time; keep what status has
     spec_changed_after_start: bool = False
     suspend_requested: bool = False  # spec.suspend; tells a user's suspension from a Kueue queue
+    preflight: PreflightObservation | None = None  # None: no preflight (spec.guardrails.preflight false)
+    pinned_datasets: tuple[PinnedDataset, ...] = ()  # each dataset's revision, recorded once the run starts
+    pod_times: PodTimes | None = None  # run time of the training Job's Pods, for status.usage
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,12 @@ def _verdict_without_job(previous: TuningJobStatus, obs: RunObservation) -> _Ver
     if not obs.datasets.ready:
         waiting = obs.datasets.diagnosis()
         return _Verdict(TuningJobPhase.WAITING_FOR_DATA, waiting.message, (False, Reason.NOT_CREATED))
+    if obs.preflight is not None:
+        checked = preflight_verdict(obs.preflight)
+        if checked.failure is not None:  # no training Job is ever created: no GPU was used
+            return _Verdict(TuningJobPhase.FAILED, checked.failure.message, (False, Reason.FAILED), checked.failure)
+        if checked.stage is not PreflightStage.PASSED:
+            return _Verdict(TuningJobPhase.PENDING, checked.message, (False, Reason.NOT_CREATED))
     return _Verdict(TuningJobPhase.PENDING, "the training Job is being created", (False, Reason.NOT_CREATED))
 
 
@@ -241,6 +259,8 @@ def _progress(previous: TuningJobStatus, obs: RunObservation, phase: TuningJobPh
             step=event.step, total_steps=event.total_steps, epoch=event.epoch, percent=event.percent,
             eta_seconds=event.eta_seconds, loss=event.loss, eval_loss=event.eval_loss,
             learning_rate=event.learning_rate, tokens_per_second=event.tokens_per_second,
+            per_device_batch_size=event.per_device_batch_size,
+            gradient_accumulation_steps=event.gradient_accumulation_steps,
         )
     if candidate is None:
         return None
@@ -302,6 +322,13 @@ def _conditions(previous: TuningJobStatus, obs: RunObservation, verdict: _Verdic
         waiting = obs.datasets.diagnosis()
         out.append(cond(C.DATASETS_READY, False, waiting.reason, waiting.message))
 
+    preflight = preflight_condition(obs.preflight) if job is None else None
+    kept = get_condition(previous.conditions, C.PREFLIGHT_PASSED)
+    if preflight is not None:
+        out.append(cond(C.PREFLIGHT_PASSED, *preflight))
+    elif kept is not None:  # the run went on (or the preflight Job is gone): the verdict stands
+        out.append(cond(C.PREFLIGHT_PASSED, kept.status, kept.reason, kept.message))
+
     if job is not None:
         out.append(cond(C.JOB_CREATED, True, Reason.CREATED, f"Job {job.name}"))
     elif verdict.failure is not None and verdict.failure.reason == Reason.JOB_DELETED:
@@ -345,6 +372,15 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
     result = _trainer_result(obs)
     verdict = _verdict(previous, obs, result)
     terminal = verdict.phase in TERMINAL_PHASES
+    progress = _progress(previous, obs, verdict.phase, now)
+    running = obs.pod is not None and obs.pod.running and obs.log is not None
+    usage = derive_usage(previous.usage, obs.pod_times or PodTimes(), at=now if running else None,
+                         progress=progress, metrics=result.metrics if result is not None else None,
+                         tokens=obs.log.progress.tokens if obs.log is not None and obs.log.progress else None)
+    pinned = run_pinned(previous.pinned, preflight=obs.preflight, job_started=obs.job is not None,
+                        datasets=list(obs.pinned_datasets), image_id=obs.pod.image_id if obs.pod else None,
+                        base_model_revision=result.model.base_model_revision
+                        if result is not None and result.model is not None else None)
     return TuningJobStatus(
         phase=verdict.phase,
         conditions=_conditions(previous, obs, verdict, result, now),
@@ -352,7 +388,7 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         job_name=obs.job.name if obs.job is not None else previous.job_name,
         start_time=_start_time(previous, obs.pod),
         completion_time=_completion_time(previous, obs, now) if terminal else None,
-        progress=_progress(previous, obs, verdict.phase, now),
+        progress=progress,
         metrics=(result.metrics if result is not None and result.metrics is not None else previous.metrics),
         result=(result.model if result is not None and result.status == "Succeeded" and result.model is not None
                 else previous.result),
@@ -360,6 +396,8 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         error=(JobError(reason=verdict.failure.reason, message=verdict.failure.message)
                if verdict.failure is not None else None),
         message=verdict.message,
+        usage=usage,
+        pinned=pinned,
     )
 
 
@@ -391,4 +429,6 @@ def derive_status(previous: TuningJobStatus | None, obs: RunObservation, *, now:
                                  "observed_generation": obs.generation}
     if same_run and before.metrics is None and fresh.metrics is not None:
         update["metrics"] = fresh.metrics
+    if same_run and fresh.usage != before.usage:  # the Pod's finish time, seen late
+        update["usage"] = fresh.usage
     return before.model_copy(update=update)
