@@ -4,6 +4,7 @@
     kubetune_datasets{phase}                           Datasets, by phase
     kubetune_reconcile_duration_seconds{kind}          time spent in one reconcile pass
     kubetune_failures_total{kind, reason}              runs and validations that ended in failure
+    kubetune_workqueue_depth                           TuningJobs and Datasets waiting for a worker
     kubetune_tuningjob_progress_percent{namespace, name}
     kubetune_tuningjob_loss{namespace, name}
     kubetune_tuningjob_tokens_per_second{namespace, name}
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter as Tally
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -47,6 +49,8 @@ class OperatorMetrics:
         self.loss = Gauge("kubetune_tuningjob_loss", "Latest training loss.", labels, registry=self.registry)
         self.tokens_per_second = Gauge("kubetune_tuningjob_tokens_per_second", "Training throughput.",
                                        labels, registry=self.registry)
+        self.queue_depth = Gauge("kubetune_workqueue_depth", "TuningJobs and Datasets waiting for a worker.",
+                                 registry=self.registry)
         for tj_phase in TuningJobPhase:
             self.tuningjobs.labels(tj_phase.value).set(0)
         for ds_phase in DatasetPhase:
@@ -56,6 +60,10 @@ class OperatorMetrics:
         """Expose /metrics on `port` (0: do not serve)."""
         if port:
             start_http_server(port, registry=self.registry)
+
+    def watch_queue(self, depth: Callable[[], float]) -> None:
+        """Read the work queue's depth whenever /metrics is scraped."""
+        self.queue_depth.set_function(depth)
 
     def observe_tuningjob(self, namespace: str, name: str, phase: str | None,
                           progress: TrainingProgress | None) -> None:
