@@ -6,7 +6,7 @@ import kopf
 
 from kubetune.handlers.main import build_registry
 from kubetune.handlers.startup import CHANGE_TRACKED_KINDS, ChangeTrackedDiffBaseStorage, configure_kopf
-from support.kube_emulator import WIRING_SETTINGS
+from support.kube_cluster import WIRING_SETTINGS
 
 KINDS = {"datasets": "Dataset", "tuningjobs": "TuningJob", "jobs": "Job", "pods": "Pod"}
 
