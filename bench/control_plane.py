@@ -139,7 +139,7 @@ class EmulatedApi:
         """
         import aiohttp
 
-        from support.kube_emulator import resource_path
+        from support.kube_client import resource_path
 
         async def post(session: aiohttp.ClientSession, obj: dict[str, Any]) -> None:
             url = self.cluster.url + resource_path(TUNINGJOBS, obj["metadata"]["namespace"])
@@ -172,7 +172,7 @@ class EmulatedApi:
 @contextmanager
 def emulated_api(folder: Path, *, keep_request_log: bool) -> Iterator[EmulatedApi]:
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from support.kube_emulator import emulated_cluster
+    from support.kube_cluster import emulated_cluster
 
     with emulated_cluster() as cluster:
         # As the operator does at start (kubetune.handlers.main): the emulator stands in for an

@@ -6,7 +6,7 @@ import kopf
 
 from kubetune.handlers.main import build_registry
 from kubetune.handlers.startup import NoDiffBaseStorage, configure_kopf
-from support.kube_emulator import WIRING_SETTINGS
+from support.kube_cluster import WIRING_SETTINGS
 
 
 def test_every_handler_is_a_watch_handler_so_kopf_writes_nothing_on_objects() -> None:
