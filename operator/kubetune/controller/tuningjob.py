@@ -15,6 +15,7 @@ waiting for data (a Dataset may turn up by a way that sends it no nudge).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -35,7 +36,7 @@ from kubetune.builders import (
     resolve_trainer_config,
     training_job_name,
 )
-from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey
+from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey, version_of
 from kubetune.controller.reconciler import ControllerContext, create_children, job_is_over, pods_now, publish
 from kubetune.kube import TUNINGJOBS
 from kubetune.status import (
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 # plain ones, small enough to stay cheap; and only the last hour of it.
 LOG_READ_LINES: Final = 400
 LOG_SINCE_SECONDS: Final = 3600
+# A refresh pass comes when the interval is up, give or take the timer: read then.
+LOG_REREAD_SHARE: Final = 0.9
 # The phases refreshed every interval without an event (see the module docstring).
 POLLED_PHASES: Final = frozenset({TuningJobPhase.RUNNING, TuningJobPhase.PUBLISHING, TuningJobPhase.WAITING_FOR_DATA})
 # The phases of a run that has no Job yet and may get one once its data is there.
@@ -120,6 +123,8 @@ class TuningJobReconciler:
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
+        # Per run whose trainer runs: (Pod name, its resourceVersion, when) at the last log read.
+        self._log_reads: dict[tuple[str, str], tuple[str, str | None, float]] = {}
 
     def needs_children(self, body: Mapping[str, Any]) -> bool:
         status = body.get("status") or {}
@@ -127,6 +132,7 @@ class TuningJobReconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.ctx.metrics.forget_tuningjob(namespace, name)
+        self._log_reads.pop((namespace, name), None)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.ctx.cache.get(TUNINGJOB, namespace, name)
@@ -171,10 +177,11 @@ class TuningJobReconciler:
         pod_obs = observe_pods(pods, TRAINER_CONTAINER)
         pod_pending = pod_obs is None or pod_obs.terminated is None
         if job_obs is not None and job_is_over(job_obs) and not finished and pod_pending:
-            pod_obs = observe_pods(pods_now(ctx, namespace, job_obs.name, LABEL_TUNINGJOB, name), TRAINER_CONTAINER)
+            pods = pods_now(ctx, namespace, job_obs.name, LABEL_TUNINGJOB, name)
+            pod_obs = observe_pods(pods, TRAINER_CONTAINER)
         log = None
         if pod_obs is not None and not finished and (pod_obs.running or pod_obs.terminated is not None):
-            log = self._read_log(namespace, pod_obs.name)
+            log = self._read_log_if_due(namespace, name, pod_obs.name, pods)
 
         # An edit that does not even validate is a change too, once a Job runs the old spec.
         changed = spec_changed_after_start(job_obs, tj.spec) if tj is not None else job_obs is not None
@@ -195,6 +202,8 @@ class TuningJobReconciler:
             ctx.metrics.count_failure(TUNINGJOB, current.error.reason if current.error is not None else "Unknown")
         ctx.metrics.observe_tuningjob(namespace, name, current.phase.value if current.phase else None,
                                       current.progress)
+        if current.phase in TERMINAL_PHASES:
+            self._log_reads.pop((namespace, name), None)
         return current
 
     def _may_start(self, previous: TuningJobStatus | None, generation: int | None,
@@ -228,9 +237,20 @@ class TuningJobReconciler:
         logger.info("%s Job %s", "suspended" if wanted else "resumed", job["metadata"]["name"])
         return patched
 
-    def _read_log(self, namespace: str, pod_name: str) -> LogSummary | None:
+    def _read_log_if_due(self, namespace: str, name: str, pod_name: str, pods: list[Obj]) -> LogSummary | None:
+        """The trainer's log tail, read when its Pod changed or a refresh interval has passed since
+        the last read; None otherwise (the status keeps what the last read gave). A Job status
+        update tells nothing about the log."""
+        pod_version = next((version_of(p) for p in pods if p["metadata"]["name"] == pod_name), None)
+        last = self._log_reads.get((namespace, name))
+        now = time.monotonic()
+        due = (last is None or last[:2] != (pod_name, pod_version)
+               or now - last[2] >= LOG_REREAD_SHARE * self.ctx.settings.status_refresh_seconds)
+        if not due:
+            return None
         lines = self.ctx.kube.read_log_tail(namespace, pod_name, container=TRAINER_CONTAINER,
                                             tail_lines=LOG_READ_LINES, since_seconds=LOG_SINCE_SECONDS)
+        self._log_reads[(namespace, name)] = (pod_name, pod_version, now)
         return summarize(lines) if lines is not None else None
 
     def waiting_for(self, namespace: str, dataset: str) -> list[ObjectKey]:
