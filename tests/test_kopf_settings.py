@@ -5,7 +5,7 @@ from __future__ import annotations
 import kopf
 
 from kubetune.handlers.main import build_registry
-from kubetune.handlers.startup import NoDiffBaseStorage, configure_kopf
+from kubetune.handlers.startup import NoDiffBaseStorage, NoProgressStorage, configure_kopf
 from support.kube_cluster import WIRING_SETTINGS
 
 
@@ -32,5 +32,8 @@ def test_no_diff_base_is_built_or_read() -> None:
                          "spec": {"format": "alpaca"}, "status": {"phase": "Ready"}})
     assert storage.build(body=dataset) == {}
     assert storage.fetch(body=dataset) is None  # an older operator's record is ignored, not trusted
+    progress = settings.persistence.progress_storage
+    assert isinstance(progress, NoProgressStorage)
+    assert progress.fetch(key=kopf.HandlerId("any"), body=dataset) is None
     # Were kopf ever to keep a record, it would be under our group, where `kubectl get -o yaml` shows whose.
     assert settings.persistence.finalizer.startswith("kubetune.io/")

@@ -38,6 +38,10 @@ def run_operator(verbose: bool) -> int:
     kopf.configure(verbose=verbose or settings.log_level == "DEBUG")
     if not verbose:
         logging.getLogger().setLevel(settings.log_level)
+    if not verbose and settings.log_level != "DEBUG":
+        # kopf logs "Handler ... succeeded" at INFO for every watch event it hands over: in a burst,
+        # a line per Pod or Job change, most of the logging cost of the operator.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
     metrics.serve(settings.metrics_port)
     registry = build_registry(settings, metrics)

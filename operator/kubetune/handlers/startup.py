@@ -37,9 +37,31 @@ class NoDiffBaseStorage(kopf.DiffBaseStorage):
         return None
 
 
+class NoProgressStorage(kopf.ProgressStorage):
+    """kopf's record of its change handlers' progress: there are none, so nothing to keep.
+
+    kopf still "clears" every event's (empty) essence of progress marks, with a deep copy.
+    """
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
+
+
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """kopf keeps no record on our objects; were it ever to, it would be under our own group."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    """kopf keeps no record on our objects; its finalizer, were one ever set, is under our group."""
+    settings.persistence.progress_storage = NoProgressStorage()
     settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.persistence.finalizer = FINALIZER
     # The Events about our objects are the controller's; kopf's log lines stay in the operator's log.
