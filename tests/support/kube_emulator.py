@@ -33,6 +33,7 @@ through `kube_cluster`, which also runs the emulated Job controller beside it.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import copy
 import uuid
@@ -64,6 +65,8 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     served: list[tuple[str, str, dict[str, str], str]]
     object_resources: set[Any]
     failures: list[tuple[str, str, int]]
+    # Watch events sent, by (client User-Agent, object kind, event type).
+    delivered: collections.Counter[tuple[str, str, str]]
     keep_request_log = False  # True: kmock's own log and matching (the benchmark can ask for it)
 
     def __attrs_post_init__(self) -> None:
@@ -72,6 +75,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         self.served = []
         self.object_resources = set()
         self.failures = []
+        self.delivered = collections.Counter()
         self.resource_version = 0
         self.resources.load_bundled()
         for key, (kind, singular, shortnames) in CRDS.items():
@@ -171,10 +175,13 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         # duplicates make kopf patch a stale version and stall on the 422 until the next event.
         since = request.params.get("resourceVersion", "")
         floor = int(since) if since.isdigit() else None
+        agent = request.headers.get("User-Agent", "")
         async for event in super()._serve_watch(request):
-            if floor is not None and isinstance(event, dict) and event.get("type") == "ADDED" and \
-                    int(event["object"].get("metadata", {}).get("resourceVersion") or 0) <= floor:
-                continue
+            if isinstance(event, dict):
+                if floor is not None and event.get("type") == "ADDED" and \
+                        int(event["object"].get("metadata", {}).get("resourceVersion") or 0) <= floor:
+                    continue
+                self.delivered[(agent, str(event["object"].get("kind")), str(event.get("type")))] += 1
             yield event
 
     async def _serve_list(self, request: rendering.Request) -> Any:
