@@ -68,6 +68,20 @@ def test_urgent_keys_go_ahead_and_an_upgrade_moves_a_waiting_key() -> None:
     assert drain(queue) == ["new", "refresh-2", "refresh-1"]
 
 
+def test_urgent_waiting_counts_the_urgent_lane_only() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("refresh")
+    queue.add("new-1", urgent=True)
+    queue.add("new-2", urgent=True)
+    queue.add("new-1", urgent=True)
+    assert queue.urgent_waiting() == 2
+    queue.add("refresh", urgent=True)
+    assert queue.urgent_waiting() == 3
+    assert queue.get(timeout=0) == "new-1" and queue.urgent_waiting() == 2
+    drain(queue)
+    assert queue.urgent_waiting() == 0
+
+
 def test_a_dirty_key_keeps_its_urgency() -> None:
     queue: WorkQueue[str] = WorkQueue()
     queue.add("a")

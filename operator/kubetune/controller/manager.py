@@ -59,10 +59,10 @@ def settled(kind: str, body: Mapping[str, Any]) -> bool:
 class Controller:
     def __init__(self, settings: Settings, kube: KubeClient, metrics: OperatorMetrics) -> None:
         self.settings = settings
+        queue: WorkQueue[ObjectKey] = WorkQueue(retry_base=min(1.0, max(0.1, float(settings.status_refresh_seconds))))
         self.ctx = ControllerContext(
-            settings=settings, kube=kube, cache=InformerCache(),
-            queue=WorkQueue(retry_base=min(1.0, max(0.1, float(settings.status_refresh_seconds)))),
-            recorder=EventRecorder(kube), metrics=metrics)
+            settings=settings, kube=kube, cache=InformerCache(), queue=queue,
+            recorder=EventRecorder(kube, hold=lambda: queue.urgent_waiting() > 0), metrics=metrics)
         tuningjobs = TuningJobReconciler(self.ctx)
         self.reconcilers: dict[str, Reconciler] = {
             TUNINGJOB: tuningjobs,

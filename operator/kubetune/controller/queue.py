@@ -36,6 +36,7 @@ class WorkQueue(Generic[K]):
         # Keys waiting in a lane -> that lane. A lane may hold stale entries of a key that moved
         # to the other lane or was taken already; they are skipped when popped.
         self._queued: dict[K, int] = {}
+        self._urgent = 0  # keys waiting in the urgent lane
         self._processing: set[K] = set()
         # Keys added while being processed -> the lane they go back to when the pass is done.
         self._dirty: dict[K, int] = {}
@@ -64,6 +65,8 @@ class WorkQueue(Generic[K]):
         if queued is not None and queued <= lane:
             return
         self._queued[key] = lane
+        if lane == URGENT:
+            self._urgent += 1
         self._lanes[lane].append(key)
         self._ready.notify()
 
@@ -134,6 +137,8 @@ class WorkQueue(Generic[K]):
                 key = entries.popleft()
                 if self._queued.get(key) == lane:
                     del self._queued[key]
+                    if lane == URGENT:
+                        self._urgent -= 1
                     return key
         return None
 
@@ -157,6 +162,11 @@ class WorkQueue(Generic[K]):
         """Keys waiting to be taken now (delayed ones not counted)."""
         with self._lock:
             return len(self._queued)
+
+    def urgent_waiting(self) -> int:
+        """Urgent keys waiting to be taken: work that goes ahead of everything else."""
+        with self._lock:
+            return self._urgent
 
     def delayed(self) -> int:
         with self._lock:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 COMPONENT: Final = "kubetune-operator"
 # The API server caps an Event's note at 1 KiB; keep ours readable within it.
 MESSAGE_LIMIT: Final = 1000
+HOLD_SECONDS: Final = 2.0
+HOLD_STEP_SECONDS: Final = 0.02
 
 
 def event_body(involved: Mapping[str, Any], type: str, reason: str, message: str, *,
@@ -46,8 +49,11 @@ def event_body(involved: Mapping[str, Any], type: str, reason: str, message: str
 
 
 class EventRecorder:
-    def __init__(self, kube: KubeClient) -> None:
+    def __init__(self, kube: KubeClient, hold: Callable[[], bool] = lambda: False) -> None:
+        """`hold()`: whether more pressing work is waiting (new runs whose Jobs are not created
+        yet): Events then wait, for up to HOLD_SECONDS each, rather than compete with it."""
         self._kube = kube
+        self._hold = hold
         self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -68,6 +74,9 @@ class EventRecorder:
 
     def _run(self) -> None:
         while (event := self._queue.get()) is not None:
+            held_until = time.monotonic() + HOLD_SECONDS
+            while self._hold() and time.monotonic() < held_until:
+                time.sleep(HOLD_STEP_SECONDS)
             try:
                 self._kube.create_event(event)
             except Exception as exc:  # an Event lost must not stop the ones after it

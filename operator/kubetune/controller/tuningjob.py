@@ -143,9 +143,11 @@ class TuningJobReconciler:
             return None
         with self.ctx.metrics.reconcile_duration.labels(TUNINGJOB).time():
             status = self._reconcile(body)
-        return float(self.ctx.settings.status_refresh_seconds) if status.phase in POLLED_PHASES else None
+        polled = status is not None and status.phase in POLLED_PHASES
+        return float(self.ctx.settings.status_refresh_seconds) if polled else None
 
-    def _reconcile(self, body: Obj) -> TuningJobStatus:
+    def _reconcile(self, body: Obj) -> TuningJobStatus | None:
+        """One pass; the status the run now has (None: its publication was left to a later pass)."""
         ctx = self.ctx
         meta = body["metadata"]
         namespace, name = meta.get("namespace") or "default", meta["name"]
@@ -169,6 +171,12 @@ class TuningJobReconciler:
                 job = self._create_job(tj, body, datasets)
             except ResolveError as exc:
                 spec_error = f"{exc.reason}: {exc.message}"
+            else:
+                if ctx.queue.urgent_waiting():
+                    # Other new runs wait for their Jobs: theirs first, this one's status after
+                    # (a pass of its own, from the cache, once no new run waits).
+                    ctx.queue.add((TUNINGJOB, namespace, name))
+                    return None
         if tj is not None and job is not None and not finished:
             job = self._sync_suspend(tj, job)
 
