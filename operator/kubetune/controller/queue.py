@@ -80,7 +80,8 @@ class WorkQueue(Generic[K]):
                 return
             self._due[key] = due
             heapq.heappush(self._delayed, (due, next(self._sequence), key))
-            self._ready.notify()
+            if self._delayed[0][2] == key:  # now the first due: a sleeping worker must wake sooner
+                self._ready.notify()
 
     def retry(self, key: K) -> float:
         """Queue `key` again after a backoff that doubles with each failure in a row; the delay."""
