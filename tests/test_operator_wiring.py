@@ -421,7 +421,7 @@ def test_a_restart_between_config_map_and_job_creation_finishes_the_work(cluster
 
 
 def test_an_api_error_mid_pass_is_retried_without_creating_twice(cluster: Cluster) -> None:
-    with cluster.operator(SETTINGS):  # a 1 s refresh interval: the retry comes from the poller
+    with cluster.operator(SETTINGS):  # the retry comes from the work queue, after a 1 s backoff
         ready_dataset(cluster)
         posts = len(cluster.requests("POST", "/jobs"))
         cluster.fail_next("POST", "/jobs")
