@@ -155,6 +155,14 @@ def test_shut_down_wakes_waiting_workers_and_stops_adds() -> None:
     assert queue.get(timeout=0) is None
 
 
+def test_once_shut_down_nothing_waiting_counts_as_urgent() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("left-behind", urgent=True)
+    assert queue.urgent_waiting() == 1
+    queue.shut_down()
+    assert queue.urgent_waiting() == 0  # the Event poster must not hold back for work that will not run
+
+
 def test_many_workers_never_hold_one_key_at_once() -> None:
     queue: WorkQueue[int] = WorkQueue()
     guard = threading.Lock()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -119,11 +120,12 @@ class Controller:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let the passes in flight finish (for up to `timeout`), post the Events recorded, stop."""
+        deadline = time.monotonic() + timeout
         self.ctx.queue.shut_down()
         for worker in self._workers:
-            worker.join(timeout)
+            worker.join(max(0.0, deadline - time.monotonic()))
         self._workers = []
-        self.ctx.recorder.stop(timeout)
+        self.ctx.recorder.stop(max(0.5, deadline - time.monotonic()))
 
     def _work(self) -> None:
         queue = self.ctx.queue

@@ -165,9 +165,9 @@ class WorkQueue(Generic[K]):
             return len(self._queued)
 
     def urgent_waiting(self) -> int:
-        """Urgent keys waiting to be taken: work that goes ahead of everything else."""
+        """Urgent keys waiting to be taken: work that goes ahead of everything else (none once shut down)."""
         with self._lock:
-            return self._urgent
+            return 0 if self._shut_down else self._urgent
 
     def delayed(self) -> int:
         with self._lock:
