@@ -24,14 +24,6 @@ from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summari
 from kubetune.builders import ResolveError, build_training_job, config_json, resolve_trainer_config
 from kubetune.builders.preflight import build_preflight_job, pin_revisions, with_gpu_memory
 from kubetune.builders.resolve import writable_claims
-from kubetune.events import EventRecord
-from kubetune.guardrails_status import (
-    PreflightObservation,
-    PreflightStage,
-    PreflightVerdict,
-    pinned_datasets,
-    preflight_verdict,
-)
 from kubetune.local.datasets import DatasetValidator
 from kubetune.local.describe import TimedEvent, describe_tuning_job
 from kubetune.local.display import ProgressDisplay
@@ -49,7 +41,6 @@ from kubetune.local.workspace import (
     process_args,
     process_env,
 )
-from kubetune.observe import PodTimes, parse_termination_message
 from kubetune.settings import Settings
 from kubetune.status import (
     DatasetsObservation,
@@ -59,6 +50,15 @@ from kubetune.status import (
     referenced_datasets,
     status_events,
 )
+from kubetune.status.events import EventRecord
+from kubetune.status.guardrails import (
+    PreflightObservation,
+    PreflightStage,
+    PreflightVerdict,
+    pinned_datasets,
+    preflight_verdict,
+)
+from kubetune.status.observe import PodTimes, parse_termination_message
 from kubetune.usererror import UserError
 
 # Lines of trainer output kept for status (the log file has them all).

@@ -16,9 +16,9 @@ from enum import Enum
 from kubetune.api import ConditionStatus, Dataset, TrainingMetrics, TrainingProgress, TuningJobSpec
 from kubetune.api.contract import FailureReason, PreflightReport
 from kubetune.api.guardrails import PinnedDataset, PinnedRevisions, Usage, source_name
-from kubetune.conditions import Reason
-from kubetune.diagnosis import Diagnosis, clip, explain_waiting
-from kubetune.observe import JobObservation, PodObservation, PodTimes, parse_preflight_report
+from kubetune.status.conditions import Reason
+from kubetune.status.diagnosis import Diagnosis, clip, explain_waiting
+from kubetune.status.observe import JobObservation, PodObservation, PodTimes, parse_preflight_report
 
 
 class PreflightStage(Enum):

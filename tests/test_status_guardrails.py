@@ -8,7 +8,7 @@ from typing import Any
 from kubetune.api import Dataset, TrainingMetrics, TrainingProgress, TuningJob
 from kubetune.api.contract import PreflightReport
 from kubetune.api.guardrails import PinnedDataset, PinnedRevisions, Usage
-from kubetune.guardrails_status import (
+from kubetune.status.guardrails import (
     PreflightObservation,
     PreflightStage,
     derive_pinned,
@@ -16,7 +16,7 @@ from kubetune.guardrails_status import (
     pinned_datasets,
     preflight_verdict,
 )
-from kubetune.observe import JobObservation, PodObservation, PodTimes, TerminatedState, pod_times
+from kubetune.status.observe import JobObservation, PodObservation, PodTimes, TerminatedState, pod_times
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -123,7 +123,7 @@ def test_pod_times_sum_every_attempt_and_the_pod_tells_its_image_digest() -> Non
             pod("b", started=T0 + timedelta(minutes=11))]
     times = pod_times(pods, "trainer")
     assert times == PodTimes(finished_seconds=600.0, running_since=T0 + timedelta(minutes=11), gpus=2)
-    from kubetune.observe import observe_pods
+    from kubetune.status.observe import observe_pods
 
     newest = observe_pods(pods, "trainer")
     assert newest is not None and newest.image_id == "docker.io/kubetune/trainer@sha256:" + "a" * 64
@@ -178,7 +178,7 @@ def test_usage_metrics_count_growth_once_and_a_restart_sets_a_baseline() -> None
 
 def test_events_for_a_passed_preflight_a_wont_fit_warning_and_a_lowered_batch() -> None:
     from kubetune.api import Condition, TuningJobStatus
-    from kubetune.events import status_events
+    from kubetune.status.events import status_events
 
     def guardrail_events(before: TuningJobStatus, current: TuningJobStatus) -> list[Any]:
         return [e for e in status_events(before, current) if e.reason in ("PreflightPassed", "WontFit",
@@ -208,9 +208,9 @@ def test_events_for_a_passed_preflight_a_wont_fit_warning_and_a_lowered_batch() 
 def test_a_run_through_preflight_training_and_its_end_in_status() -> None:
     from kubetune.api import TuningJobPhase
     from kubetune.api.progress import summarize
-    from kubetune.conditions import get_condition
-    from kubetune.events import status_events
     from kubetune.status import RunObservation, derive_status
+    from kubetune.status.conditions import get_condition
+    from kubetune.status.events import status_events
 
     pins = (PinnedDataset(name="alpaca", revision="d" * 40),)
 
@@ -246,9 +246,9 @@ def test_a_run_through_preflight_training_and_its_end_in_status() -> None:
 
 def test_a_failed_preflight_fails_the_run_without_a_job() -> None:
     from kubetune.api import TuningJobPhase
-    from kubetune.conditions import get_condition, is_true
-    from kubetune.events import status_events
     from kubetune.status import RunObservation, derive_status
+    from kubetune.status.conditions import get_condition, is_true
+    from kubetune.status.events import status_events
 
     failed = derive_status(None, RunObservation(generation=1, preflight=observed(report("Failed", retryable=False,
         issues=[{"reason": "OutputNotWritable", "severity": "Error", "message": "it is a read token"}]))),
