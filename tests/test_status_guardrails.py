@@ -262,3 +262,11 @@ def test_a_failed_preflight_fails_the_run_without_a_job() -> None:
     assert [(e.type, e.reason) for e in status_events(None, failed)] == [("Warning", "Failed")]
     again = derive_status(failed, RunObservation(generation=2), now=T0, log_tail_lines=5)
     assert again.phase is TuningJobPhase.FAILED, "a new generation does not re-run a failed preflight"
+
+
+def test_a_preflight_job_that_completed_without_a_report_fails() -> None:
+    verdict = preflight_verdict(PreflightObservation(
+        job=JobObservation(name="tj-preflight", complete=True),
+        pod=PodObservation(name="p", terminated=TerminatedState(exit_code=0, message="usage: kubetune-trainer"))))
+    assert verdict.stage is PreflightStage.FAILED and verdict.reason == "PreflightFailed"
+    assert "ended without a report" in verdict.message and "spec.guardrails.preflight: false" in verdict.message

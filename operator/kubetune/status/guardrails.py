@@ -67,11 +67,12 @@ def preflight_verdict(obs: PreflightObservation) -> PreflightVerdict:
         reason = errors[0].reason.value if errors else Reason.PREFLIGHT_FAILED
         what = "; ".join(f"{e.message}" for e in errors) or "the preflight failed"
         return PreflightVerdict(PreflightStage.FAILED, reason, clip(f"preflight: {what}"), report)
-    if job.failure_reason is not None:
+    if job.failure_reason is not None or (job.complete and pod is not None and pod.terminated is not None):
+        what = f"failed: {job.failure_reason}" if job.failure_reason is not None else "ended without a report"
         detail = f" ({job.failure_message})" if job.failure_message else ""
-        return PreflightVerdict(PreflightStage.FAILED, Reason.PREFLIGHT_FAILED,
-                                clip(f"the preflight Job {job.name} failed: {job.failure_reason}{detail}; "
-                                     f"see kubectl logs job/{job.name}"))
+        return PreflightVerdict(PreflightStage.FAILED, Reason.PREFLIGHT_FAILED, clip(
+            f"the preflight Job {job.name} {what}{detail}; see kubectl logs job/{job.name}. A trainer image older "
+            "than the operator has no preflight: use a matching image, or set spec.guardrails.preflight: false"))
     blocked = explain_waiting(pod)
     if blocked is not None:
         return PreflightVerdict(PreflightStage.CHECKING, blocked.reason, clip(f"preflight: {blocked.message}"))

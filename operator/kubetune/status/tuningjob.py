@@ -314,7 +314,7 @@ def _conditions(previous: TuningJobStatus, obs: RunObservation, verdict: _Verdic
         waiting = obs.datasets.diagnosis()
         out.append(cond(C.DATASETS_READY, False, waiting.reason, waiting.message))
 
-    preflight = preflight_condition(obs.preflight) if job is None else None
+    preflight = preflight_condition(obs.preflight)
     kept = get_condition(previous.conditions, C.PREFLIGHT_PASSED)
     if preflight is not None:
         out.append(cond(C.PREFLIGHT_PASSED, *preflight))
@@ -365,8 +365,10 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
     verdict = _verdict(previous, obs, result)
     terminal = verdict.phase in TERMINAL_PHASES
     progress = _progress(previous, obs, verdict.phase, now)
-    running = obs.pod is not None and obs.pod.running and obs.log is not None
-    usage = derive_usage(previous.usage, obs.pod_times or PodTimes(), at=now if running else None,
+    # A running Pod counts up to the latest progress, not to now: a pass that reads nothing new writes nothing.
+    running = obs.pod is not None and obs.pod.running and progress is not None
+    usage = derive_usage(previous.usage, obs.pod_times or PodTimes(),
+                         at=progress.updated_at if running and progress is not None else None,
                          progress=progress, metrics=result.metrics if result is not None else None,
                          tokens=obs.log.progress.tokens if obs.log is not None and obs.log.progress else None)
     pinned = run_pinned(previous.pinned, preflight=obs.preflight, job_started=obs.job is not None,
