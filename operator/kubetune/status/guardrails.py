@@ -14,8 +14,9 @@ from datetime import datetime
 from enum import Enum
 
 from kubetune.api import ConditionStatus, Dataset, TrainingMetrics, TrainingProgress, TuningJobSpec
-from kubetune.api.contract import FailureReason, PreflightReport
+from kubetune.api.contract import FailureReason, PreflightReport, TrainerResult
 from kubetune.api.guardrails import PinnedDataset, PinnedRevisions, Usage, source_name
+from kubetune.api.progress import LogSummary
 from kubetune.status.conditions import Reason
 from kubetune.status.diagnosis import Diagnosis, clip, explain_waiting
 from kubetune.status.observe import JobObservation, PodObservation, PodTimes, parse_preflight_report
@@ -169,17 +170,26 @@ def preflight_condition(obs: PreflightObservation | None) -> tuple[ConditionStat
 
 
 def run_pinned(previous: PinnedRevisions | None, *, preflight: PreflightObservation | None, job_started: bool,
-               datasets: list[PinnedDataset], base_model_revision: str | None,
-               image_id: str | None) -> PinnedRevisions | None:
+               datasets: list[PinnedDataset], pod: PodObservation | None,
+               result: TrainerResult | None) -> PinnedRevisions | None:
     """status.pinned once the run starts (its preflight passed, or its Job exists): the preflight's
     commits, the datasets' revisions, and later the trainer's own report and the image digest."""
     report = preflight.report if preflight is not None else None
     passed = report is not None and report.outcome == "Passed"
-    started = job_started or passed
+    trained_on = result.model.base_model_revision if result is not None and result.model is not None else None
     return derive_pinned(
         previous,
-        base_model_revision=(report.base_model_revision if passed and report is not None else None)
-        or base_model_revision,
-        datasets=datasets if started else None,
-        image_id=image_id,
+        base_model_revision=(report.base_model_revision if passed and report is not None else None) or trained_on,
+        datasets=datasets if job_started or passed else None,
+        image_id=pod.image_id if pod is not None else None,
     )
+
+
+def run_usage(previous: Usage | None, times: PodTimes, pod: PodObservation | None, log: LogSummary | None,
+              progress: TrainingProgress | None, result: TrainerResult | None) -> Usage | None:
+    """status.usage for this observation. A running Pod counts up to the latest progress, not to
+    now: a pass that reads nothing new writes nothing new."""
+    running = pod is not None and pod.running and progress is not None
+    return derive_usage(previous, times, at=progress.updated_at if running and progress is not None else None,
+                        progress=progress, metrics=result.metrics if result is not None else None,
+                        tokens=log.progress.tokens if log is not None and log.progress is not None else None)

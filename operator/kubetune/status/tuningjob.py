@@ -33,10 +33,10 @@ from kubetune.status.diagnosis import Diagnosis, clip, explain_failure, explain_
 from kubetune.status.guardrails import (
     PreflightObservation,
     PreflightStage,
-    derive_usage,
     preflight_condition,
     preflight_verdict,
     run_pinned,
+    run_usage,
 )
 from kubetune.status.observe import JobObservation, PodObservation, PodTimes, parse_termination_message
 
@@ -365,16 +365,9 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
     verdict = _verdict(previous, obs, result)
     terminal = verdict.phase in TERMINAL_PHASES
     progress = _progress(previous, obs, verdict.phase, now)
-    # A running Pod counts up to the latest progress, not to now: a pass that reads nothing new writes nothing.
-    running = obs.pod is not None and obs.pod.running and progress is not None
-    usage = derive_usage(previous.usage, obs.pod_times or PodTimes(),
-                         at=progress.updated_at if running and progress is not None else None,
-                         progress=progress, metrics=result.metrics if result is not None else None,
-                         tokens=obs.log.progress.tokens if obs.log is not None and obs.log.progress else None)
+    usage = run_usage(previous.usage, obs.pod_times or PodTimes(), obs.pod, obs.log, progress, result)
     pinned = run_pinned(previous.pinned, preflight=obs.preflight, job_started=obs.job is not None,
-                        datasets=list(obs.pinned_datasets), image_id=obs.pod.image_id if obs.pod else None,
-                        base_model_revision=result.model.base_model_revision
-                        if result is not None and result.model is not None else None)
+                        datasets=list(obs.pinned_datasets), pod=obs.pod, result=result)
     return TuningJobStatus(
         phase=verdict.phase,
         conditions=_conditions(previous, obs, verdict, result, now),
