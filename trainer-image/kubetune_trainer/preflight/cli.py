@@ -42,7 +42,7 @@ def summary(report: PreflightReport, name: str) -> str:
     lines.extend(f"  dataset {d.name}: revision {d.revision}" for d in report.datasets)
     if report.memory is not None:
         m = report.memory
-        gpu = f" of {m.gpu_bytes / 2**30:.1f} GiB" if m.gpu_bytes is not None else ""
+        gpu = f" of {m.gpu_bytes / 2**30:.1f} GiB" if m.gpu_bytes is not None and m.fits is not None else ""
         lines.append(f"  GPU memory (rough estimate): {m.bytes_per_gpu / 2**30:.1f} GiB per GPU{gpu}")
     lines.extend(f"  {i.severity.lower()} ({i.reason}): {i.message}" for i in report.issues)
     return "\n".join(lines)
