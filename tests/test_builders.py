@@ -316,11 +316,6 @@ def test_claim_shared_by_data_and_output_is_mounted_once_writable() -> None:
     assert config.work_dir == "/mnt/pvc/team/out"
 
 
-def test_default_work_dir_without_pvc_output() -> None:
-    _, _, config = render()
-    assert config.work_dir == "/workspace/output" and config.mounts.pvcs == {}
-
-
 def test_config_map_json_validates_back() -> None:
     job, cm, config = render({"queueName": "q", "resources": {"gpus": 0}})
     text = cm["data"][CONFIG_FILE_NAME]

@@ -5,7 +5,9 @@
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
 resolved to an inline source, the work folder, the volume mounts), trains, evaluates the
-base and tuned models, writes <work_dir>/final and pushes it when spec.output.repo is set.
+base and tuned models, writes final/ in the run's folder (<workDir>/runs/<uid>-<runHash>/; a
+new start of the same run resumes from its newest checkpoint, or only publishes a finished
+model), delivers it to output.pvc and pushes it when spec.output.repo is set.
 It prints one `##kubetune {...}` progress line per logging step and a stage line per stage
 (kubetune.api.progress), and writes a TrainerResult JSON (<= 4096 bytes) to the result path
 (default /dev/termination-log). The Hugging Face token comes from HF_TOKEN, a data token
@@ -119,18 +121,25 @@ def _run(config: TrainerConfig, reporter: object, stop: object, hf_token: str | 
     from kubetune_trainer.device import check_method_supported
     from kubetune_trainer.events import Reporter
     from kubetune_trainer.publishing import publish_step
-    from kubetune_trainer.train import Tokens, train_model, work_dir_of
+    from kubetune_trainer.runfolder import open_run_folder
+    from kubetune_trainer.train import Tokens, train_model
 
     assert isinstance(reporter, Reporter) and isinstance(stop, StopRequest)
-    work = work_dir_of(config)
-    finished = read_finished(work)
+    run = open_run_folder(config)
+    reporter.log(f"run folder {run.where(run.work.root)} (attempt {run.attempt})")
+    for earlier in run.earlier_runs:
+        reporter.log(f"not reusing {earlier}: it was made from another spec of this TuningJob; this run starts "
+                     f"clean in {run.identity.folder_name}")
+    finished = read_finished(run.work)
     if finished is not None:
         reporter.stage(Stage.LOADING, "a finished model is in final/: skipping training")
-        reporter.log(f"found a finished model in {work.final} (steps {finished.metrics.steps}): not training again")
+        reporter.log(f"found a finished model in {run.where(run.work.final)} (steps {finished.metrics.steps}): "
+                     "not training again")
     else:
         check_method_supported(config.spec.method.type)
-        finished = train_model(config, work, reporter, stop, Tokens(hf=hf_token, data=data_token))
-    return publish_step(config, work, finished, reporter, hf_token)
+        finished = train_model(config, run.work, reporter, stop, Tokens(hf=hf_token, data=data_token),
+                               attempt=run.attempt)
+    return publish_step(config, run, finished, reporter, hf_token)
 
 
 def _prepare_hub_client(config: TrainerConfig, reporter: object) -> None:

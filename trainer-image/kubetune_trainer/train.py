@@ -1,15 +1,15 @@
 """One training run, start to finish: data, base model, training, evaluation, the final folder.
 
-A run that finds a finished model in <work_dir>/final skips all of this (see cli.py): a
+A run that finds a finished model in its run folder's final/ skips all of this (see cli.py): a
 re-run after a failed push must not train again. A run that finds checkpoints resumes from
-the newest, so a restarted Pod continues the step count.
+the newest complete one, so a restarted Pod continues the step count.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
@@ -30,7 +30,7 @@ class Tokens:
 
 
 def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
-                tokens: Tokens) -> FinishedModel:
+                tokens: Tokens, *, attempt: int = 1) -> FinishedModel:
     from kubetune_trainer.dataprep import tokenize_for_classification, tokenize_for_generation
     from kubetune_trainer.device import plan_device
     from kubetune_trainer.modelload import load_model, load_tokenizer, resolve_base_model
@@ -84,7 +84,7 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     from kubetune_trainer.session import run_training
 
     outcome = run_training(config, work, reporter, stop, model=model, tokenizer=tokenizer, plan=plan,
-                           train_data=train_data, eval_data=eval_data, multi_label=multi_label)
+                           train_data=train_data, eval_data=eval_data, multi_label=multi_label, attempt=attempt)
     metrics = TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
         eval_accuracy=outcome.tuned.accuracy, base_eval_accuracy=outcome.base.accuracy,
@@ -94,8 +94,13 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     reporter.stage(Stage.SAVING, "writing the final model")
     from kubetune_trainer.finalize import save_final
 
-    return save_final(config, work, reporter, model=outcome.model, tokenizer=tokenizer, resolved=resolved,
-                      metrics=metrics, labels=labels if classification else [], plan=plan)
+    finished = save_final(config, work, reporter, model=outcome.model, tokenizer=tokenizer, resolved=resolved,
+                          metrics=metrics, labels=labels if classification else [], plan=plan)
+    # final/ now stands for the run (a new attempt only publishes it); checkpoints with optimizer
+    # state are the largest thing on the volume and no longer needed.
+    shutil.rmtree(work.checkpoints, ignore_errors=True)
+    reporter.log("checkpoints removed: the finished model is in final/")
+    return finished
 
 
 def _labels_in(mix: DataMix) -> list[str]:
@@ -129,12 +134,6 @@ def _texts(mix: DataMix) -> list[str]:
         else:
             texts.append(example.text)
     return texts
-
-
-def work_dir_of(config: TrainerConfig) -> WorkDir:
-    work = WorkDir(Path(config.work_dir))
-    work.root.mkdir(parents=True, exist_ok=True)
-    return work
 
 
 def _quiet_libraries() -> None:

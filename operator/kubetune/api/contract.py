@@ -21,6 +21,7 @@ from kubetune.api.dataset import (
     DataSource,
     ValidationSummary,
 )
+from kubetune.api.run import RunIdentity
 from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -53,7 +54,7 @@ class ExitCode:
     OK = 0
     RETRYABLE = 1  # network, push, interruption: a new attempt may succeed
     PERMANENT = 2  # bad config, bad data, auth, unsupported device: retrying cannot help
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # stopped by SIGTERM/SIGINT after saving a checkpoint: the Job retries it uncounted
 
 
 class Mounts(KubeModel):
@@ -82,7 +83,16 @@ class TrainerConfig(KubeModel):
     namespace: str = Field(default="default", description="TuningJob namespace.")
     spec: TuningJobSpec = Field(description="The job's spec with Dataset references replaced by their sources.")
     dataset_names: list[str] = Field(default_factory=list, description="Names of the datasets, for the model card.")
-    work_dir: str = Field(default="/workspace/output", description="Checkpoints and the final model go here.")
+    work_dir: str = Field(default="/workspace",
+                          description="The work volume's folder: each run works in <workDir>/runs/<uid>-<runHash>/.")
+    work_location: str | None = Field(
+        default=None, max_length=4096,
+        description="workDir as people find it (pvc:CLAIM/PATH), for messages and results; workDir when unset.",
+    )
+    run: RunIdentity | None = Field(
+        default=None,
+        description="The run's identity; when unset the trainer derives it from namespace, name and the spec.",
+    )
     mounts: Mounts = Field(default_factory=Mounts, description="Where volumes are mounted.")
     allow_private_urls: bool = Field(default=False, description="Allow URLs on private/loopback addresses.")
     result_path: str = Field(default=TERMINATION_LOG, description="Where the TrainerResult is written.")

@@ -102,7 +102,7 @@ def build_training_job(tj: TuningJob, config: TrainerConfig, settings: Settings,
         env=env,
         resources=resources,
         mounts=config.mounts,
-        writable_claims=frozenset(writable_claims(tj)),
+        writable_claims=frozenset(writable_claims(tj, settings)),
         shm_size=spec.resources.shm_size,
         job_labels=job_labels,
         annotations=annotations,
@@ -115,6 +115,9 @@ def build_training_job(tj: TuningJob, config: TrainerConfig, settings: Settings,
         active_deadline_seconds=spec.active_deadline_seconds,
         backoff_limit=spec.backoff_limit,
         ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+        # Room to finish the step and save a checkpoint after SIGTERM (preemption, drain, suspend).
+        termination_grace_period_seconds=(spec.termination_grace_period_seconds
+                                          or settings.trainer_termination_grace_seconds),
     )
     return render_job(plan)
 

@@ -141,12 +141,12 @@ class LocalRun:
             return self._finish(tracker)
 
         try:
-            config = resolve_trainer_config(job, datasets)
+            config = resolve_trainer_config(job, datasets, self.settings)
         except ResolveError as exc:
             tracker.observe(RunObservation(datasets=observed, spec_error=exc.message))
             return self._finish(tracker)
         config = localize_trainer_config(config, self.workspace, self.manifests)
-        writable = writable_claims(job)
+        writable = writable_claims(job, self.settings)
         missing = missing_input_volumes(config.mounts, writable)
         if missing:
             hints = "; ".join(f"claim {claim} maps to {path}, which does not exist: pass --volume {claim}=FOLDER"
