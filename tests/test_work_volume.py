@@ -53,6 +53,8 @@ def test_by_default_each_tuningjob_gets_its_own_claim_owned_by_it() -> None:
     assert mounts_of(job)[f"/mnt/pvc/{name}"]["readOnly"] is False
     assert config.work_dir == f"/mnt/pvc/{name}" and config.work_location == f"pvc:{name}"
     assert config.run == RunIdentity(uid="tj-uid-1", hash=run_hash(config.spec))
+    # The Job says where its run folder is, for status.workDir.
+    assert job["metadata"]["annotations"]["kubetune.io/work-dir"] == f"pvc:{name}/runs/tj-uid-1-{config.run.hash}"
 
 
 def test_claim_size_class_modes_from_the_spec_or_the_settings() -> None:
@@ -77,6 +79,7 @@ def test_an_existing_claim_is_used_not_created() -> None:
     assert r["claim"] is None
     assert r["config"].work_dir == "/mnt/pvc/team-scratch/kubetune/a"
     assert r["config"].work_location == "pvc:team-scratch/kubetune/a"
+    assert r["job"]["metadata"]["annotations"]["kubetune.io/work-dir"].startswith("pvc:team-scratch/kubetune/a/runs/")
     assert volume_at(r["job"], "/mnt/pvc/team-scratch")["persistentVolumeClaim"]["readOnly"] is False
 
 
@@ -100,6 +103,8 @@ def test_ephemeral_keeps_the_work_folder_on_the_pod_disk(ephemeral_by: str) -> N
         r = render(settings=replace(SETTINGS, work_volume_ephemeral=True))
     assert r["claim"] is None and r["config"].work_dir == "/workspace" and r["config"].work_location is None
     assert "emptyDir" in volume_at(r["job"], "/workspace")
+    assert r["job"]["metadata"]["annotations"]["kubetune.io/work-dir"] == \
+        f"emptyDir:/workspace/runs/{r['config'].run.folder_name}"
     assert not [v for v in pod_spec(r["job"])["volumes"] if "persistentVolumeClaim" in v]
     # A volume the spec names wins over the operator's ephemeral default.
     named = render({"workVolume": {"size": "5Gi"}}, settings=replace(SETTINGS, work_volume_ephemeral=True))

@@ -22,9 +22,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
 from kubetune.api.tuningjob import TrainingMetrics
 
-FINISHED_MARKER = "kubetune-finished.json"
+__all__ = ["CHECKPOINT_COMPLETE", "FINISHED_MARKER", "FinishedModel", "WorkDir", "checkpoint_step", "mark_complete",
+           "promote", "read_finished", "write_finished"]
 # Written into a checkpoint after every file of it is on disk: a kill (or a node lost) mid-save
 # leaves a checkpoint without it, which a new attempt must not resume from.
 CHECKPOINT_COMPLETE = "kubetune-complete"
@@ -45,7 +47,7 @@ class WorkDir:
 
     @property
     def final(self) -> Path:
-        return self.root / "final"
+        return self.root / FINAL_DIR
 
     @property
     def merged(self) -> Path:

@@ -21,6 +21,10 @@ from kubetune.api.common import KubeModel
 from kubetune.api.tuningjob import TuningJobSpec
 
 RUNS_DIR: Final = "runs"
+# Inside a run folder: the finished model, and the file written last into it (the trainer and
+# the local mode both tell a finished run by it).
+FINAL_DIR: Final = "final"
+FINISHED_MARKER: Final = "kubetune-finished.json"
 RUN_HASH_LENGTH: Final = 16
 # Spec fields that decide the trained weights; see the module docstring for what is left out.
 _RESULT_FIELDS: Final = ("baseModel", "task", "classification", "method", "datasets", "hyperparameters")

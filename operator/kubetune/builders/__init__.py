@@ -16,6 +16,7 @@ from kubetune.builders.jobs import (
 from kubetune.builders.names import (
     ANNOTATION_GENERATION,
     ANNOTATION_SPEC_HASH,
+    ANNOTATION_WORK_DIR,
     KUEUE_QUEUE_LABEL,
     LABEL_DATASET,
     LABEL_TUNINGJOB,
@@ -40,7 +41,8 @@ from kubetune.builders.resolve import (
 from kubetune.builders.workvolume import WorkVolumePlan, build_work_volume_claim, plan_work_volume
 
 __all__ = [
-    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "CONFIG_DIR", "CONFIG_PATH", "KUEUE_QUEUE_LABEL",
+    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "ANNOTATION_WORK_DIR", "CONFIG_DIR", "CONFIG_PATH",
+    "KUEUE_QUEUE_LABEL",
     "LABEL_DATASET", "LABEL_TUNINGJOB", "TRAINER_CONTAINER", "VALIDATOR_CONTAINER",
     "ResolveError", "WorkVolumePlan", "build_trainer_config_map", "build_training_job", "build_validation_job",
     "build_validator_config_map", "build_work_volume_claim", "config_json", "data_token_ref", "dns_label",
