@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from kubetune.api.common import BYTE_QUANTITY
+from kubetune.usererror import UserError
 
 ENV_PREFIX = "KUBETUNE_"
 
@@ -24,7 +25,8 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from exc
+        raise UserError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}: set it to a number "
+                        f"or unset it (default {default})") from exc
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -33,13 +35,15 @@ def _env_bool(name: str, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"{ENV_PREFIX}{name} must be true or false, got {raw!r}")
+    raise UserError(f"{ENV_PREFIX}{name} must be true or false, got {raw!r}: set it to true or false "
+                    f"or unset it (default {'true' if default else 'false'})")
 
 
 def _env_quantity(name: str, default: str) -> str:
     raw = _env(name, default).strip()
     if not re.match(BYTE_QUANTITY, raw):
-        raise ValueError(f"{ENV_PREFIX}{name} must be a byte quantity such as 50Gi, got {raw!r}")
+        raise UserError(f"{ENV_PREFIX}{name} must be a byte quantity such as 50Gi, got {raw!r}: fix it or unset "
+                        f"it (default {default})")
     return raw
 
 

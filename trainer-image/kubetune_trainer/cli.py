@@ -1,6 +1,6 @@
 """kubetune-trainer: fine-tune a model from a TrainerConfig, or validate a dataset.
 
-    kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE]
+    kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE] [--check]
     kubetune-trainer validate --config /etc/kubetune/config.json [--result-path FILE]
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
@@ -60,16 +60,21 @@ def _train_parser() -> argparse.ArgumentParser:
                         help="TrainerConfig file (JSON or YAML), as the operator renders it into a ConfigMap")
     parser.add_argument("--result-path",
                         help=f"where to write the TrainerResult JSON (default: config.resultPath, {TERMINATION_LOG})")
+    parser.add_argument("--check", action="store_true",
+                        help="only check the config and that this machine can run its method, as a run does first; "
+                             "load and train nothing, and write a result only on failure (kubetune run --dry-run)")
     return parser
 
 
 def train_main(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    if args.check:
+        return _check_main(args)
     from kubetune_trainer.callbacks import StopRequest
     from kubetune_trainer.errors import TrainerFailure
     from kubetune_trainer.events import Reporter
     from kubetune_trainer.result import fit_result, result_json, write_result
 
-    args = _train_parser().parse_args(argv)
     hf_token = os.environ.get(HF_TOKEN_ENV) or None
     data_token = os.environ.get(DATA_TOKEN_ENV) or None
     reporter = Reporter([hf_token, data_token])
@@ -97,6 +102,26 @@ def train_main(argv: list[str]) -> int:
     reporter.log(text)
     write_result(text, result_path)
     return _exit_code(result)
+
+
+def _check_main(args: argparse.Namespace) -> int:
+    """`train --check`: what a run refuses before it loads anything, without importing torch or transformers."""
+    from kubetune_trainer.device import check_method_supported
+    from kubetune_trainer.errors import TrainerFailure
+    from kubetune_trainer.result import result_json, write_result
+
+    result_path = args.result_path or TERMINATION_LOG
+    try:
+        config = _read_config(args.config)
+        result_path = args.result_path or config.result_path
+        check_method_supported(config.spec.method.type)
+    except TrainerFailure as failure:
+        result = _failed(failure)
+        print(_summary(result), flush=True)
+        write_result(result_json(result), result_path)
+        return _exit_code(result)
+    print(f"check passed: this machine can run {config.spec.method.type.value}", flush=True)
+    return ExitCode.OK
 
 
 def _read_config(path: Path) -> TrainerConfig:
