@@ -36,6 +36,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 crds: setup
 	$(BIN)/kubetune crds

@@ -17,9 +17,9 @@ import pytest
 
 from kubetune.api.contract import ExitCode, TrainerConfig, TrainerResult
 from kubetune.api.progress import ProgressEvent, Stage, StageEvent, parse_line
-from kubetune_trainer.checkpoints import CHECKPOINT_COMPLETE, WorkDir, checkpoint_step
 from kubetune_trainer.cli import main
 from kubetune_trainer.runfolder import identity_of
+from kubetune_trainer.workdir import CHECKPOINT_COMPLETE, WorkDir, checkpoint_step
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 

@@ -16,8 +16,8 @@ from pathlib import Path, PurePosixPath
 
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.run import RUNS_DIR, RunIdentity, local_uid, run_hash
-from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.errors import TrainerFailure
+from kubetune_trainer.workdir import WorkDir
 
 RUN_MARKER = "kubetune-run.json"
 

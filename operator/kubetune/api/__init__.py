@@ -15,6 +15,7 @@ from kubetune.api.common import (
     SecretKeyRef,
 )
 from kubetune.api.contract import (
+    CONTRACT_VERSION,
     TERMINATION_MESSAGE_LIMIT,
     ExitCode,
     FailureReason,
@@ -70,7 +71,7 @@ from kubetune.api.tuningjob import (
 from kubetune.api.workvolume import RetainPolicy, WorkVolumeSpec
 
 __all__ = [
-    "API_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
+    "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
     "BaseModelSpec", "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource",
     "DataSource", "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus",
     "DatasetValidation", "DatasetsSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError",

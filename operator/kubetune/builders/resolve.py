@@ -7,7 +7,6 @@ every volume the run touches gets a mount folder, so the trainer needs no API ac
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from kubetune.api import (
@@ -24,6 +23,7 @@ from kubetune.api import (
     run_hash,
 )
 from kubetune.api.run import local_uid
+from kubetune.api.volumes import VolumePathError, parse_pvc_path
 from kubetune.builders.workvolume import plan_work_volume
 from kubetune.settings import Settings
 
@@ -31,7 +31,6 @@ PVC_ROOT: Final = "/mnt/pvc"
 CONFIG_MAP_ROOT: Final = "/mnt/configmaps"
 # The Pod's own scratch disk (emptyDir): the work folder when the work volume is ephemeral.
 WORKSPACE_DIR: Final = "/workspace"
-PVC_PATH_PREFIX: Final = "pvc:"
 
 
 class ResolveError(ValueError):
@@ -41,24 +40,6 @@ class ResolveError(ValueError):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-@dataclass(frozen=True)
-class PvcPath:
-    claim_name: str
-    path: str
-
-
-def parse_pvc_path(path: str) -> PvcPath | None:
-    """`pvc:CLAIM/PATH` (spaces after the colon allowed) as a claim and a path; None for other paths."""
-    if not path.startswith(PVC_PATH_PREFIX):
-        return None
-    claim, _, inner = path[len(PVC_PATH_PREFIX):].strip().lstrip("/").partition("/")
-    if not claim:
-        raise ResolveError("InvalidSpec", f"baseModel.path {path!r} names no claim: use pvc:CLAIM/PATH")
-    if ".." in inner.split("/"):
-        raise ResolveError("InvalidSpec", f"baseModel.path {path!r} must stay inside the volume: remove '..'")
-    return PvcPath(claim, inner)
 
 
 def pvc_mount_dir(claim_name: str) -> str:
@@ -140,7 +121,10 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset],
     output_claims = sorted(writable_claims(tj, settings))
     model_claims: list[str] = []
     if spec.base_model.path is not None:
-        model_path = parse_pvc_path(spec.base_model.path)
+        try:
+            model_path = parse_pvc_path(spec.base_model.path, field="baseModel.path")
+        except VolumePathError as error:
+            raise ResolveError("InvalidSpec", str(error)) from None
         if model_path is not None:
             model_claims.append(model_path.claim_name)
     sources = [e.source for e in (*train, *validation) if e.source is not None]

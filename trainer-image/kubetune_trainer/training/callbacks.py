@@ -1,40 +1,18 @@
-"""Trainer callbacks: progress lines at every logging step, a clean stop on SIGTERM/SIGINT, and
-checkpoints marked complete once they are on disk."""
+"""Trainer callbacks: progress lines at every logging step, a clean stop when a StopRequest is set,
+and checkpoints marked complete once they are on disk."""
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from transformers import TrainerCallback
 
 from kubetune.api.progress import ProgressEvent
-from kubetune_trainer.checkpoints import mark_complete
 from kubetune_trainer.events import Reporter
-
-
-class StopRequest:
-    """Set by SIGTERM/SIGINT. Before training starts the signal raises at once (nothing to save);
-    during training the current step finishes, a checkpoint is saved and training stops."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self.training = False
-
-    def install(self) -> None:
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def uninstall(self) -> None:
-        for sig, handler in getattr(self, "_previous", {}).items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = signal.Signals(signum).name
-        if not self.training:
-            raise KeyboardInterrupt(self.requested)
+from kubetune_trainer.stop import StopRequest
+from kubetune_trainer.workdir import mark_complete
 
 
 class CheckpointMarker(TrainerCallback):

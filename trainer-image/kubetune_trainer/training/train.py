@@ -1,13 +1,13 @@
-"""One training run, start to finish: data, base model, training, evaluation, the final folder.
+"""The training stage: the datasets read and prepared, the base model loaded, trained and evaluated.
 
-A run that finds a finished model in its run folder's final/ skips all of this (see cli.py): a
-re-run after a failed push must not train again. A run that finds checkpoints resumes from
-the newest complete one, so a restarted Pod continues the step count.
+pipeline.py runs it only when the run folder's final/ holds no finished model (a re-run after
+a failed push must not train again) and hands the TrainedModel to output/finalize.py. A run
+that finds checkpoints resumes from the newest complete one, so a restarted Pod (the same run
+folder, runfolder.py) continues the step count.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,12 +15,16 @@ from typing import Any
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Task, TrainingMetrics
-from kubetune_trainer.callbacks import StopRequest
-from kubetune_trainer.checkpoints import FinishedModel, WorkDir
-from kubetune_trainer.datamix import DataMix, load_mix
+from kubetune_trainer.data.datamix import DataMix, load_mix
+from kubetune_trainer.data.dataprep import tokenize_for_classification, tokenize_for_generation
+from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Example
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
-from kubetune_trainer.formats import ChatExample, ClassificationExample, Example
+from kubetune_trainer.stop import StopRequest
+from kubetune_trainer.training.device import DevicePlan, plan_device
+from kubetune_trainer.training.modelload import ResolvedModel, load_model, load_tokenizer, resolve_base_model
+from kubetune_trainer.training.session import run_training
+from kubetune_trainer.workdir import WorkDir
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,20 @@ class Tokens:
     data: str | None  # private data (falls back to hf)
 
 
-def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
-                tokens: Tokens, *, attempt: int = 1) -> FinishedModel:
-    from kubetune_trainer.dataprep import tokenize_for_classification, tokenize_for_generation
-    from kubetune_trainer.device import plan_device
-    from kubetune_trainer.modelload import load_model, load_tokenizer, resolve_base_model
+@dataclass(frozen=True)
+class TrainedModel:
+    """What the output stage needs to write the final folder."""
 
+    model: Any
+    tokenizer: Any
+    resolved: ResolvedModel
+    metrics: TrainingMetrics
+    labels: list[str]  # classification labels, in head order; empty for text generation
+    plan: DevicePlan
+
+
+def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
+                tokens: Tokens, *, attempt: int = 1) -> TrainedModel:
     _quiet_libraries()
     spec, hp = config.spec, config.spec.hyperparameters
     classification = spec.task is Task.TEXT_CLASSIFICATION
@@ -81,8 +93,6 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
 
     model = load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
                        pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
-    from kubetune_trainer.session import run_training
-
     outcome = run_training(config, work, reporter, stop, model=model, tokenizer=tokenizer, plan=plan,
                            train_data=train_data, eval_data=eval_data, multi_label=multi_label, attempt=attempt)
     metrics = TrainingMetrics(
@@ -91,16 +101,8 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
         trained_tokens=outcome.trained_tokens, train_rows=len(train_data), steps=outcome.steps,
         runtime_seconds=round(outcome.runtime_seconds, 1),
     )
-    reporter.stage(Stage.SAVING, "writing the final model")
-    from kubetune_trainer.finalize import save_final
-
-    finished = save_final(config, work, reporter, model=outcome.model, tokenizer=tokenizer, resolved=resolved,
-                          metrics=metrics, labels=labels if classification else [], plan=plan)
-    # final/ now stands for the run (a new attempt only publishes it); checkpoints with optimizer
-    # state are the largest thing on the volume and no longer needed.
-    shutil.rmtree(work.checkpoints, ignore_errors=True)
-    reporter.log("checkpoints removed: the finished model is in final/")
-    return finished
+    return TrainedModel(model=outcome.model, tokenizer=tokenizer, resolved=resolved, metrics=metrics,
+                        labels=labels if classification else [], plan=plan)
 
 
 def _labels_in(mix: DataMix) -> list[str]:

@@ -16,9 +16,9 @@ import shutil
 from pathlib import Path
 
 from kubetune.api.contract import TrainerConfig
-from kubetune_trainer.checkpoints import FinishedModel
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.runfolder import RunFolder
+from kubetune_trainer.workdir import FinishedModel
 
 DELIVERED_MARKER = "kubetune-delivered.json"
 
