@@ -88,7 +88,7 @@ def test_a_pvc_path_with_a_space_is_found_where_the_operator_mounted_it(tmp_path
         "spec": {"baseModel": {"path": "pvc: models/org/tiny"}, "output": {"repo": "o/m"},
                  "datasets": {"train": [{"source": {"hf": {"repo": "o/d"}}}]}}})
     config = resolve_trainer_config(tj, {})
-    assert set(config.mounts.pvcs) == {"models"}
+    assert set(config.mounts.pvcs) == {"models", "j-work"}  # the model's claim and the work volume
     folder = tmp_path / "models" / "org" / "tiny"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
