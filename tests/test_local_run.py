@@ -290,6 +290,7 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert (runs[0] / "final" / "model.safetensors").samefile(final / "model.safetensors")
     assert not (runs[0] / "checkpoints").exists()
     assert f"run folder: {runs[0]}" in out
+    assert describe_value(out, "Work Dir") == str(runs[0])
 
     # The model loads with plain transformers and answers in the learned template.
     script = tmp_path / "generate.py"
@@ -329,6 +330,10 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) 
     assert again.returncode == 0, again.stdout[-3000:]
     assert "resuming from checkpoint-" in again.stdout
     assert describe_value(again.stdout, "Phase") == "Succeeded"
+    # The status and the Events say which checkpoint the second run resumed from.
+    resumed_from = int(describe_value(again.stdout, "Resumed From Step"))
+    assert resumed_from > 0 and describe_value(again.stdout, "Attempt") == "2"
+    assert f"Resumed from checkpoint step {resumed_from} (attempt 2)" in again.stdout
     log = (tmp_path / "out" / "default" / "quickstart" / "trainer.log").read_text()
     assert "==== new run at" in log  # one log file tells both runs
 

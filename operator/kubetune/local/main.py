@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -254,6 +255,8 @@ class LocalRun:
         started = _now()
         pod_name = f"{job_name}-local"
         running_job, running_pod = running_observation(job_name, pod_name, started)
+        # status.workDir, as the operator reads it from the Job: here the local run folder.
+        running_job = replace(running_job, work_dir=str(run_folder(config)))
         tracker.observe(RunObservation(job=running_job, pod=running_pod))
 
         def on_line(line: str) -> None:
@@ -273,6 +276,7 @@ class LocalRun:
         outcome = process.run(append_log=True)
         self.display.close()
         done_job, done_pod = finished_observation(job_name, pod_name, outcome)
+        done_job = replace(done_job, work_dir=running_job.work_dir)
         tracker.observe(RunObservation(job=done_job, pod=done_pod, log=summarize(lines)))
         code = self._finish(tracker)
         folder = run_folder(config)
