@@ -318,11 +318,6 @@ def test_claim_shared_by_data_and_output_is_mounted_once_writable() -> None:
     assert config.work_dir == "/mnt/pvc/team/out"
 
 
-def test_default_work_dir_without_pvc_output() -> None:
-    _, _, config = render()
-    assert config.work_dir == "/workspace/output" and config.mounts.pvcs == {}
-
-
 def test_config_map_json_validates_back() -> None:
     job, cm, config = render({"queueName": "q", "resources": {"gpus": 0}})
     text = cm["data"][CONFIG_FILE_NAME]
@@ -431,7 +426,9 @@ def test_the_configs_carry_the_contract_version() -> None:
 def test_a_pvc_model_path_with_a_space_mounts_the_claim_the_trainer_reads() -> None:
     # Regression: "pvc: models/x" was mounted as claim "models" but read by the trainer as " models".
     job, _, config = render({"baseModel": {"repo": None, "path": "pvc: models/org/tiny"}})
-    assert config.mounts.pvcs == {"models": "/mnt/pvc/models"}
+    # The model's claim, and the run's work volume (a claim kubetune creates).
+    assert config.mounts.pvcs == {"models": "/mnt/pvc/models",
+                                  "ministral-support-work": "/mnt/pvc/ministral-support-work"}
     assert volume_at(job, "/mnt/pvc/models")["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     assert config.spec.base_model.path is not None
     pvc = parse_pvc_path(config.spec.base_model.path)

@@ -284,7 +284,13 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert f"full trainer log: {job_dir / 'trainer.log'}" in out
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md"):
         assert (final / name).is_file(), name
-    assert any((final.parent / "checkpoints").glob("checkpoint-*"))
+    # The run trained in its own folder beside the output; its checkpoints went once final/ was written.
+    runs = list((final.parent / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("local-default.quickstart-")
+    assert (runs[0] / "final" / "model.safetensors").samefile(final / "model.safetensors")
+    assert not (runs[0] / "checkpoints").exists()
+    assert f"run folder: {runs[0]}" in out
+    assert describe_value(out, "Work Dir") == str(runs[0])
 
     # The model loads with plain transformers and answers in the learned template.
     script = tmp_path / "generate.py"
@@ -316,11 +322,53 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) 
     assert describe_value(first, "Phase") == "Failed" and "Interrupted" in first
     assert "run the same command again to resume" in first
     work = tmp_path / "out" / "volumes" / "quickstart-models" / "quickstart"
-    assert any((work / "checkpoints").glob("checkpoint-*")) and not (work / "final").exists()
+    [folder] = (work / "runs").iterdir()
+    assert any((folder / "checkpoints").glob("checkpoint-*")) and not (work / "final").exists()
+    assert "add --restart to start over" in first
 
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
     assert "resuming from checkpoint-" in again.stdout
     assert describe_value(again.stdout, "Phase") == "Succeeded"
+    # The status and the Events say which checkpoint the second run resumed from.
+    resumed_from = int(describe_value(again.stdout, "Resumed From Step"))
+    assert resumed_from > 0 and describe_value(again.stdout, "Attempt") == "2"
+    assert f"Resumed from checkpoint step {resumed_from} (attempt 2)" in again.stdout
     log = (tmp_path / "out" / "default" / "quickstart" / "trainer.log").read_text()
     assert "==== new run at" in log  # one log file tells both runs
+
+
+@pytest.mark.slow
+def test_the_same_manifest_reuses_its_run_an_edited_one_starts_clean_and_restart_starts_over(tmp_path: Path) -> None:
+    short = QUICKSTART.read_text().replace("epochs: 12", "epochs: 12\n    maxSteps: 10")
+    manifest = tmp_path / "short.yaml"
+    manifest.write_text(short)
+    args = ("run", "-f", str(manifest), "--volume", f"quickstart-data={DATA}", "--workdir", "out", "--plain")
+    first = kubetune(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "step 10/10" in first.stdout
+    runs = tmp_path / "out" / "volumes" / "quickstart-models" / "quickstart" / "runs"
+    [first_run] = runs.iterdir()
+    model = first_run / "final" / "model.safetensors"
+    trained = model.read_bytes()
+
+    again = kubetune(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert f"this run finished before ({first_run}): publishing its model without training" in again.stdout
+    assert not re.search(r"^step \d+/", again.stdout, re.M), "no training step"
+    assert describe_value(again.stdout, "Phase") == "Succeeded"
+    assert model.read_bytes() == trained
+
+    manifest.write_text(short.replace("learningRate: 0.002", "learningRate: 0.001"))
+    edited = kubetune(*args, cwd=tmp_path)
+    assert edited.returncode == 0, edited.stdout[-3000:]
+    assert "step 5/10" in edited.stdout, "trained from step 0, not from the other spec's model"
+    [second_run] = [p for p in runs.iterdir() if p != first_run]
+    events = edited.stdout[edited.stdout.index("\nEvents:\n"):]
+    assert "SpecChanged" in events and f"since run {first_run.name}" in events
+    assert model.read_bytes() == trained, "the earlier run is kept"
+
+    restarted = kubetune(*args, "--restart", cwd=tmp_path)
+    assert restarted.returncode == 0, restarted.stdout[-3000:]
+    assert f"--restart: removed the run folder {second_run}" in restarted.stdout
+    assert "step 5/10" in restarted.stdout and "finished before" not in restarted.stdout

@@ -6,7 +6,9 @@
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
 resolved to an inline source, the work folder, the volume mounts), trains, evaluates the
-base and tuned models, writes <work_dir>/final and pushes it when spec.output.repo is set.
+base and tuned models, writes final/ in the run's folder (<workDir>/runs/<uid>-<runHash>/; a
+new start of the same run resumes from its newest checkpoint, or only publishes a finished
+model), delivers it to output.pvc and pushes it when spec.output.repo is set.
 It prints one `##kubetune {...}` progress line per logging step and a stage line per stage
 (kubetune.api.progress), and writes a TrainerResult JSON (<= 4096 bytes) to the result path
 (default /dev/termination-log). The Hugging Face token comes from HF_TOKEN, a data token

@@ -1,25 +1,35 @@
-"""The work folder's layout, the newest checkpoint, and the marker of a finished model.
+"""The run folder's layout, the newest checkpoint, and the marker of a finished model.
 
-    <work_dir>/checkpoints/checkpoint-N/   Trainer checkpoints (resume from the newest)
-    <work_dir>/runs/                       TensorBoard events while training
-    <work_dir>/base_eval.json              the base model's evaluation (kept across restarts)
-    <work_dir>/scratch-base/               the scratch base model, when baseModel.scratch
-    <work_dir>/final/                      the finished model: adapter or weights, tokenizer,
+The run folder is <workDir>/runs/<uid>-<runHash>/ (runfolder.py); inside it:
+
+    checkpoints/checkpoint-N/              Trainer checkpoints (resume from the newest complete one;
+                                           removed once final/ is written)
+    runs/                                  TensorBoard events while training
+    base_eval.json                         the base model's evaluation (kept across restarts)
+    scratch-base/                          the scratch base model, when baseModel.scratch
+    final/                                 the finished model: adapter or weights, tokenizer,
                                            README.md, runs/, and FINISHED_MARKER
-    <work_dir>/merged/                     base + adapter merged, when output.merge
+    merged/                                base + adapter merged, when output.merge
+    kubetune-run.json                      whose folder this is, and how many attempts it saw
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
 from kubetune.api.tuningjob import TrainingMetrics
 
-FINISHED_MARKER = "kubetune-finished.json"
+__all__ = ["CHECKPOINT_COMPLETE", "FINISHED_MARKER", "FinishedModel", "WorkDir", "checkpoint_step", "mark_complete",
+           "promote", "read_finished", "write_finished"]
+# Written into a checkpoint after every file of it is on disk: a kill (or a node lost) mid-save
+# leaves a checkpoint without it, which a new attempt must not resume from.
+CHECKPOINT_COMPLETE = "kubetune-complete"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -37,7 +47,7 @@ class WorkDir:
 
     @property
     def final(self) -> Path:
-        return self.root / "final"
+        return self.root / FINAL_DIR
 
     @property
     def merged(self) -> Path:
@@ -47,13 +57,49 @@ class WorkDir:
     def base_eval(self) -> Path:
         return self.root / "base_eval.json"
 
-    def newest_checkpoint(self) -> Path | None:
-        """The checkpoint with the highest step that was written completely (has trainer_state.json)."""
+    def _checkpoints(self) -> list[tuple[int, Path]]:
         if not self.checkpoints.is_dir():
-            return None
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir()
-                 if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
-        return max(found)[1] if found else None
+            return []
+        return sorted((int(m.group(1)), p) for p in self.checkpoints.iterdir() if (m := _CHECKPOINT.match(p.name)))
+
+    def newest_checkpoint(self) -> Path | None:
+        """The checkpoint with the highest step that was written completely (carries CHECKPOINT_COMPLETE)."""
+        complete = [p for _, p in self._checkpoints() if (p / CHECKPOINT_COMPLETE).is_file()]
+        return complete[-1] if complete else None
+
+    def discard_incomplete_checkpoints(self) -> list[str]:
+        """Remove checkpoints a kill interrupted mid-save (the Trainer would count them as saved)."""
+        torn = [p for _, p in self._checkpoints() if not (p / CHECKPOINT_COMPLETE).is_file()]
+        for path in torn:
+            shutil.rmtree(path, ignore_errors=True)
+        return [p.name for p in torn]
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    match = _CHECKPOINT.match(checkpoint.name)
+    if match is None:
+        raise ValueError(f"{checkpoint} is not a checkpoint folder")
+    return int(match.group(1))
+
+
+def mark_complete(checkpoint: Path) -> None:
+    """Flush every file of a saved checkpoint to disk, then mark it complete (see CHECKPOINT_COMPLETE)."""
+    for path in sorted(checkpoint.rglob("*")):
+        if path.is_file():
+            _fsync(path)
+    (checkpoint / CHECKPOINT_COMPLETE).write_text("", encoding="utf-8")
+    _fsync(checkpoint / CHECKPOINT_COMPLETE)
+    _fsync(checkpoint)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the files themselves were flushed
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

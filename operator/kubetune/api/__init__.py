@@ -42,6 +42,7 @@ from kubetune.api.dataset import (
     UrlSource,
     ValidationSummary,
 )
+from kubetune.api.run import RunIdentity, run_hash
 from kubetune.api.tuningjob import (
     BaseModelSpec,
     ClassificationSpec,
@@ -67,6 +68,7 @@ from kubetune.api.tuningjob import (
     TuningJobStatus,
     TuningMethod,
 )
+from kubetune.api.workvolume import RetainPolicy, WorkVolumeSpec
 
 __all__ = [
     "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
@@ -74,8 +76,9 @@ __all__ = [
     "DataSource", "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus",
     "DatasetValidation", "DatasetsSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError",
     "KubeModel", "LRScheduler", "LoraSpec", "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "OutputSpec",
-    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RowError", "ScratchModel", "SecretKeyRef",
+    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RetainPolicy", "RowError", "RunIdentity",
+    "ScratchModel", "SecretKeyRef",
     "Task", "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
     "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport",
-    "ValidationSummary", "ValidatorConfig",
+    "ValidationSummary", "ValidatorConfig", "WorkVolumeSpec", "run_hash",
 ]

@@ -20,6 +20,7 @@ from kubetune.api.common import (
 )
 from kubetune.api.dataset import ColumnMapping, DatasetFormat, DataSource, PvcSource
 from kubetune.api.volumes import VolumePathError, parse_pvc_path
+from kubetune.api.workvolume import WorkVolumeSpec
 
 
 class TuningMethod(StrEnum):
@@ -237,8 +238,11 @@ class OutputSpec(KubeModel):
     merge: bool = Field(default=False, description="Also push the base model merged with the adapter.")
     endpoint: str | None = Field(default=None, pattern=r"^https?://", max_length=2048,
                                  description="Hub endpoint for a self-hosted hub; the public hub when unset.")
-    pvc: PvcSource | None = Field(default=None,
-                                  description="A folder on a volume for the model and the checkpoints.")
+    pvc: PvcSource | None = Field(
+        default=None,
+        description="A folder on a volume that receives the finished model in final/ (and merged/); unless "
+                    "workVolume says otherwise, the run's checkpoints live on this claim too, under path/runs/.",
+    )
 
     @model_validator(mode="after")
     def _somewhere(self) -> OutputSpec:
@@ -300,6 +304,16 @@ class TuningJobSpec(KubeModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000, description="Delete the finished Job (not the TuningJob) after this."
     )
+    work_volume: WorkVolumeSpec = Field(
+        default_factory=WorkVolumeSpec,
+        description="Where checkpoints and the finished model are kept so a new Pod (retry, eviction, "
+                    "preemption, suspend and resume) continues from the last checkpoint.",
+    )
+    termination_grace_period_seconds: int | None = Field(
+        default=None, ge=30, le=86_400,
+        description="Seconds a stopped trainer Pod gets to save a checkpoint before it is killed; the "
+                    "operator's default when unset.",
+    )
 
     @model_validator(mode="after")
     def _classification_has_labels(self) -> TuningJobSpec:
@@ -331,6 +345,11 @@ class TrainingProgress(KubeModel):
     eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
     learning_rate: float | None = Field(default=None, ge=0, description="Current learning rate.")
     tokens_per_second: float | None = Field(default=None, ge=0, description="Training throughput.")
+    resumed_from_step: int | None = Field(default=None, ge=0,
+                                          description="The checkpoint step this attempt resumed from; "
+                                                      "unset when it started from step 0.")
+    attempt: int | None = Field(default=None, ge=1,
+                                description="Which start of the trainer on this work folder this is (1: the first).")
     updated_at: datetime | None = Field(default=None, description="When this was read.")
 
 
@@ -355,7 +374,8 @@ class ModelResult(KubeModel):
     repo: str | None = Field(default=None, max_length=200, description="Hub repo.")
     revision: str | None = Field(default=None, max_length=200, description="Commit sha of the push.")
     url: str | None = Field(default=None, max_length=4096, description="Where to see it.")
-    path: str | None = Field(default=None, max_length=4096, description="Folder holding the weights.")
+    path: str | None = Field(default=None, max_length=4096,
+                             description="Folder holding the weights: pvc:CLAIM/PATH, or a local folder.")
     base_model_revision: str | None = Field(default=None, max_length=200,
                                             description="Commit sha of the base model used.")
 
@@ -375,6 +395,9 @@ class TuningJobStatus(KubeModel):
     observed_generation: int | None = Field(default=None, ge=0,
                                             description="metadata.generation the status describes.")
     job_name: str | None = Field(default=None, max_length=253, description="The training Job.")
+    work_dir: str | None = Field(default=None, max_length=4096,
+                                 description="Where this run's checkpoints and finished model are kept "
+                                             "(pvc:CLAIM/PATH, or the Pod's own disk).")
     start_time: datetime | None = Field(default=None, description="When the trainer started.")
     completion_time: datetime | None = Field(default=None, description="When the run finished.")
     progress: TrainingProgress | None = Field(default=None, description="Latest progress.")

@@ -76,7 +76,7 @@ def _header(kind: str, api_version: str, name: str, namespace: str, labels: dict
 
 # Status sections in the order a reader wants them: where it is, why, then the figures.
 _STATUS_ORDER = ("phase", "message", "error", "conditions", "progress", "metrics", "result", "startTime",
-                 "completionTime", "jobName", "observedGeneration", "logTail")
+                 "completionTime", "jobName", "workDir", "observedGeneration", "logTail")
 
 
 def _status_lines(status: dict[str, Any], now: datetime) -> list[str]:

@@ -16,6 +16,7 @@ from kubetune.api import (
     ConditionStatus,
     Dataset,
     DatasetPhase,
+    FailureReason,
     JobError,
     TrainerResult,
     TrainingProgress,
@@ -211,6 +212,11 @@ def _verdict(previous: TuningJobStatus, obs: RunObservation, result: TrainerResu
             return _Verdict(TuningJobPhase.RUNNING, "the trainer finished; waiting for the Job to complete",
                             (False, Reason.COMPLETED))
         attempt = _failure(obs, result, previous)
+        if result is not None and result.reason is FailureReason.INTERRUPTED:
+            # SIGTERM: preemption, eviction, a drained node, a deleted Pod. The Job retries it uncounted.
+            return _Verdict(TuningJobPhase.STARTING, clip(f"the trainer was stopped and saved a checkpoint "
+                                                          f"({attempt.message}); a new Pod resumes from it"),
+                            (False, Reason.RETRYING))
         return _Verdict(TuningJobPhase.STARTING, clip(f"attempt {max(job.failed, 1)} failed ({attempt.reason}): "
                                                       f"{attempt.message}; a new Pod will be started"),
                         (False, Reason.RETRYING))
@@ -233,6 +239,7 @@ def _progress(previous: TuningJobStatus, obs: RunObservation, phase: TuningJobPh
             step=event.step, total_steps=event.total_steps, epoch=event.epoch, percent=event.percent,
             eta_seconds=event.eta_seconds, loss=event.loss, eval_loss=event.eval_loss,
             learning_rate=event.learning_rate, tokens_per_second=event.tokens_per_second,
+            resumed_from_step=event.resumed_from_step, attempt=event.attempt,
         )
     if candidate is None:
         return None
@@ -342,6 +349,7 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         conditions=_conditions(previous, obs, verdict, result, now),
         observed_generation=obs.generation,
         job_name=obs.job.name if obs.job is not None else previous.job_name,
+        work_dir=obs.job.work_dir if obs.job is not None and obs.job.work_dir else previous.work_dir,
         start_time=_start_time(previous, obs.pod),
         completion_time=_completion_time(previous, obs, now) if terminal else None,
         progress=_progress(previous, obs, verdict.phase, now),

@@ -12,7 +12,7 @@ from kubetune_trainer.data.dataprep import TokenizedData
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
-from kubetune_trainer.training.callbacks import ProgressCallback
+from kubetune_trainer.training.callbacks import CheckpointMarker, ProgressCallback
 from kubetune_trainer.training.collate import PackRows, PadToLongest
 from kubetune_trainer.training.device import DevicePlan
 from kubetune_trainer.training.trainloop import (
@@ -24,7 +24,7 @@ from kubetune_trainer.training.trainloop import (
     save_base_eval,
     training_arguments,
 )
-from kubetune_trainer.workdir import WorkDir
+from kubetune_trainer.workdir import WorkDir, checkpoint_step
 
 
 @dataclass
@@ -40,7 +40,7 @@ class TrainingOutcome:
 
 def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *, model: Any,
                  tokenizer: Any, plan: DevicePlan, train_data: TokenizedData, eval_data: TokenizedData | None,
-                 multi_label: bool) -> TrainingOutcome:
+                 multi_label: bool, attempt: int = 1) -> TrainingOutcome:
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
@@ -59,17 +59,22 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
     args = training_arguments(hp, output_dir=work.checkpoints, plan=plan, has_eval=eval_data is not None,
                               classification=classification)
     work.runs.mkdir(parents=True, exist_ok=True)
+    torn = work.discard_incomplete_checkpoints()
+    if torn:
+        reporter.log(f"removed {', '.join(torn)}: the previous attempt was stopped while saving it")
+    checkpoint = work.newest_checkpoint()
+    resumed_from = checkpoint_step(checkpoint) if checkpoint is not None else None
+    progress = ProgressCallback(reporter, stop, resumed_from_step=resumed_from, attempt=attempt)
     trainer = LengthGroupedTrainer(
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=classification_accuracy(multi_label) if classification else None,
-        callbacks=[ProgressCallback(reporter, stop), TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
+        callbacks=[progress, CheckpointMarker(), TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
     )
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate the progress lines
     # Evaluation always pads (packing changes nothing to the loss, and classification never packs).
     eval_collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
 
-    checkpoint = work.newest_checkpoint()
     base = load_base_eval(work.base_eval) if checkpoint is not None else None
     try:
         if base is None:
@@ -78,8 +83,9 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
             save_base_eval(work.base_eval, base)
             reporter.log(f"base model: eval loss {_show(base.loss)}" + _accuracy(base))
         if checkpoint is not None:
-            reporter.log(f"resuming from {checkpoint.name}")
-        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name}" if checkpoint else "training")
+            reporter.log(f"attempt {attempt}: resuming from {checkpoint.name}")
+        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name} (checkpoint step {resumed_from})"
+                       if checkpoint is not None else "training from step 0")
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if stop.requested:
             raise TrainerFailure(

@@ -1,8 +1,9 @@
 """The training stage: the datasets read and prepared, the base model loaded, trained and evaluated.
 
-pipeline.py runs it only when <work_dir>/final holds no finished model (a re-run after a
-failed push must not train again) and hands the TrainedModel to output/finalize.py. A run
-that finds checkpoints resumes from the newest, so a restarted Pod continues the step count.
+pipeline.py runs it only when the run folder's final/ holds no finished model (a re-run after
+a failed push must not train again) and hands the TrainedModel to output/finalize.py. A run
+that finds checkpoints resumes from the newest complete one, so a restarted Pod (the same run
+folder, runfolder.py) continues the step count.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class TrainedModel:
 
 
 def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
-                tokens: Tokens) -> TrainedModel:
+                tokens: Tokens, *, attempt: int = 1) -> TrainedModel:
     _quiet_libraries()
     spec, hp = config.spec, config.spec.hyperparameters
     classification = spec.task is Task.TEXT_CLASSIFICATION
@@ -93,7 +94,7 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     model = load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
                        pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
     outcome = run_training(config, work, reporter, stop, model=model, tokenizer=tokenizer, plan=plan,
-                           train_data=train_data, eval_data=eval_data, multi_label=multi_label)
+                           train_data=train_data, eval_data=eval_data, multi_label=multi_label, attempt=attempt)
     metrics = TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
         eval_accuracy=outcome.tuned.accuracy, base_eval_accuracy=outcome.base.accuracy,
