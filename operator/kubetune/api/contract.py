@@ -21,7 +21,7 @@ from kubetune.api.dataset import (
     DataSource,
     ValidationSummary,
 )
-from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
+from kubetune.api.tuningjob import ModelResult, SampleGeneration, TrainingMetrics, TuningJobSpec
 
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -114,6 +114,8 @@ class TrainerResult(KubeModel):
     retryable: bool | None = Field(default=None, description="Whether a new attempt may succeed.")
     model: ModelResult | None = Field(default=None, description="Where the model is.")
     metrics: TrainingMetrics | None = Field(default=None, description="Final figures.")
+    samples: list[SampleGeneration] = Field(default_factory=list, max_length=10,
+                                            description="Base vs tuned answers to a few validation prompts.")
 
 
 class ValidationReport(ValidationSummary):
