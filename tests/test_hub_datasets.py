@@ -168,5 +168,5 @@ def test_the_process_wide_hub_settings_are_restored(hub_server: HubServer, tmp_p
     upload(hub_server, "team/settings", {"train.jsonl": jsonl(pairs("x", 1))})
     _, rows = read(hub_server, tmp_path, "team/settings")
     assert len(rows) == 1
-    assert (datasets.config.HF_ENDPOINT, hub_constants.ENDPOINT, hub_constants.HF_HUB_CACHE) == before
+    assert before == (datasets.config.HF_ENDPOINT, hub_constants.ENDPOINT, hub_constants.HF_HUB_CACHE)
     assert hub_server.request_count("unknown") == 0  # only routes the test Hub knows were asked

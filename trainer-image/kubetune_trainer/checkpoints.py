@@ -3,6 +3,9 @@
     <work_dir>/checkpoints/checkpoint-N/   Trainer checkpoints (resume from the newest)
     <work_dir>/runs/                       TensorBoard events while training
     <work_dir>/base_eval.json              the base model's evaluation (kept across restarts)
+    <work_dir>/base-samples.json           the base model's sample answers (kept across restarts)
+    <work_dir>/base-preference-scores.json dpo: the base model's scores of the validation pairs
+    <work_dir>/samples.json                sample prompts with the base and tuned answers, in full
     <work_dir>/scratch-base/               the scratch base model, when baseModel.scratch
     <work_dir>/final/                      the finished model: adapter or weights, tokenizer,
                                            README.md, runs/, and FINISHED_MARKER
@@ -17,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubetune.api.tuningjob import TrainingMetrics
+from kubetune.api.tuningjob import SampleGeneration, TrainingMetrics
 
 FINISHED_MARKER = "kubetune-finished.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -61,6 +64,7 @@ class FinishedModel:
     metrics: TrainingMetrics
     base_model_revision: str | None
     merged: bool
+    samples: tuple[SampleGeneration, ...] = ()  # truncated, for the TrainerResult
 
 
 def read_finished(work: WorkDir) -> FinishedModel | None:
@@ -71,7 +75,8 @@ def read_finished(work: WorkDir) -> FinishedModel | None:
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
         return FinishedModel(metrics=TrainingMetrics.model_validate(data["metrics"]),
-                             base_model_revision=data.get("baseModelRevision"), merged=bool(data.get("merged")))
+                             base_model_revision=data.get("baseModelRevision"), merged=bool(data.get("merged")),
+                             samples=tuple(SampleGeneration.model_validate(s) for s in data.get("samples", [])))
     except (ValueError, KeyError):
         return None
 
@@ -79,7 +84,7 @@ def read_finished(work: WorkDir) -> FinishedModel | None:
 def write_finished(staging: Path, finished: FinishedModel) -> None:
     """Written last into the staging folder, which then becomes final/ in one rename."""
     data = {"metrics": finished.metrics.to_wire(), "baseModelRevision": finished.base_model_revision,
-            "merged": finished.merged}
+            "merged": finished.merged, "samples": [s.to_wire() for s in finished.samples]}
     (staging / FINISHED_MARKER).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 

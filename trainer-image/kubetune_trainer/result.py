@@ -18,12 +18,17 @@ def result_json(result: TrainerResult) -> str:
 
 def fit_result(result: TrainerResult, secrets: Iterable[str | None] = (),
                limit: int = TERMINATION_MESSAGE_LIMIT) -> TrainerResult:
-    """Redact the message and shorten it (then drop the longest optional parts) until the JSON fits."""
+    """Redact the message and shorten it (after dropping samples; then the URL) until the JSON fits."""
     secrets = list(secrets)
     message = redact(result.message, secrets) if result.message else None
     if message is not None and len(message) > 2048:
         message = message[:2047] + "…"
-    fitted = result.model_copy(update={"message": message})
+    samples = [s.model_copy(update={k: redact(v, secrets) for k, v in s.model_dump().items() if v})
+               for s in result.samples]
+    fitted = result.model_copy(update={"message": message, "samples": samples})
+    # Samples are the least needed part (the model card has them in full): fewer, then none.
+    while len(result_json(fitted).encode()) > limit and fitted.samples:
+        fitted = fitted.model_copy(update={"samples": fitted.samples[:-1]})
     while len(result_json(fitted).encode()) > limit and fitted.message and len(fitted.message) > 80:
         shorter = fitted.message[: len(fitted.message) * 3 // 4] + "…"
         fitted = fitted.model_copy(update={"message": shorter})

@@ -46,11 +46,11 @@ from kubetune.api.tuningjob import (
     ClassificationSpec,
     DatasetEntry,
     DatasetsSpec,
+    DpoSpec,
     Hyperparameters,
     JobError,
     LoraSpec,
     LRScheduler,
-    DpoSpec,
     MethodSpec,
     ModelResult,
     Objective,
@@ -71,13 +71,13 @@ from kubetune.api.tuningjob import (
 )
 
 __all__ = [
-    "API_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
-    "BaseModelSpec", "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource",
-    "DataSource", "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus",
-    "DatasetValidation", "DatasetsSpec", "DpoSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError",
-    "KubeModel", "LRScheduler", "LoraSpec", "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "Objective", "OutputSpec",
-    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RowError", "SampleGeneration", "ScratchModel", "SecretKeyRef",
-    "Task", "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
+    "API_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION", "BaseModelSpec", "ClassificationSpec",
+    "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource", "DataSource", "Dataset", "DatasetEntry",
+    "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus", "DatasetValidation", "DatasetsSpec", "DpoSpec",
+    "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError", "KubeModel", "LRScheduler", "LoraSpec",
+    "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "Objective", "OutputSpec", "Precision", "PvcSource",
+    "QuantizationSpec", "ResourcesSpec", "RowError", "SampleGeneration", "ScratchModel", "SecretKeyRef", "Task",
+    "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
     "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport",
     "ValidationSummary", "ValidatorConfig",
 ]

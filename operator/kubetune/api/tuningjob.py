@@ -319,7 +319,7 @@ class TuningJobSpec(KubeModel):
         if dpo and self.task is Task.TEXT_CLASSIFICATION:
             raise ValueError("method.objective dpo trains text generation: remove it or set task: textGeneration")
         entries = [*self.datasets.train, *self.datasets.validation]
-        for index, entry in enumerate(entries):
+        for entry in entries:
             if entry.source is None or entry.format is DatasetFormat.AUTO:
                 continue  # a Dataset's format is checked when the run starts
             if dpo and entry.format is not DatasetFormat.PREFERENCE:
