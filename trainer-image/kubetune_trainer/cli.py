@@ -2,6 +2,7 @@
 
     kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE]
     kubetune-trainer validate --config /etc/kubetune/config.json [--result-path FILE]
+    kubetune-trainer validate -f DATA_FILE_OR_FOLDER [--format FORMAT]   (see validate --help)
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
 resolved to an inline source, the work folder, the volume mounts), trains, evaluates the
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in ("train", "validate"):
         parser.parse_args(args)  # prints usage and exits
     if args[0] == "validate":
-        from kubetune_trainer.validate import main as validate_main
+        from kubetune_trainer.validatecli import main as validate_main
 
         return validate_main(args[1:])
     return train_main(args[1:])
@@ -102,11 +103,16 @@ def _read_config(path: Path) -> TrainerConfig:
     import yaml
     from pydantic import ValidationError
 
+    from kubetune.api.errors import explain_validation_error
     from kubetune_trainer.errors import TrainerFailure
 
     try:
         return TrainerConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as error:
+    except ValidationError as error:
+        fields = "; ".join(explain_validation_error(error, TrainerConfig))
+        raise TrainerFailure(FailureReason.INVALID_CONFIG, f"the config {path} is not a valid TrainerConfig: "
+                                                           f"{fields}") from None
+    except (OSError, yaml.YAMLError) as error:
         raise TrainerFailure(FailureReason.INVALID_CONFIG,
                              f"cannot read the config {path}: {' '.join(str(error).split())}") from None
 

@@ -1,4 +1,4 @@
-"""`kubetune-trainer validate`: read every row of a Dataset once and report what was found.
+"""Dataset validation: read every row once and report what was found (the command line: validatecli.py).
 
 The report goes to stdout (a human summary, then the JSON on the last line) and to the
 termination-message path, where it must fit in 4096 bytes: it is shrunk field by field
@@ -7,29 +7,14 @@ termination-message path, where it must fit in 4096 bytes: it is shrunk field by
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
-from kubetune.api.contract import (
-    DATA_TOKEN_ENV,
-    HF_TOKEN_ENV,
-    TERMINATION_LOG,
-    TERMINATION_MESSAGE_LIMIT,
-    ExitCode,
-    FailureReason,
-    ValidationReport,
-    ValidatorConfig,
-)
+from kubetune.api.contract import TERMINATION_MESSAGE_LIMIT, FailureReason, ValidationReport, ValidatorConfig
 from kubetune.api.dataset import DatasetFormat, RowError
 from kubetune.api.redact import redact
 from kubetune_trainer.formats import ClassificationExample, RowDefect, detect_format, parse_record, preview_line
@@ -71,7 +56,7 @@ def validate_dataset(config: ValidatorConfig, *, token: str | None) -> Validatio
         try:
             opened = open_source(config.source, mounts=config.mounts, token=token,
                                  allow_private_urls=config.allow_private_urls, cache_dir=Path(scratch))
-            return _redacted(_validate_rows(config, opened, token), token)
+            return redacted(_validate_rows(config, opened, token), token)
         except SourceError as error:
             return ValidationReport(outcome="Failed", reason=error.reason, message=_clip(error.message, 2048))
 
@@ -153,7 +138,7 @@ def _report(config: ValidatorConfig, opened: OpenedSource, tally: _Tally, fmt: D
     )
 
 
-def _redacted(report: ValidationReport, token: str | None) -> ValidationReport:
+def redacted(report: ValidationReport, token: str | None) -> ValidationReport:
     secrets = [token]
     return report.model_copy(update={
         "message": redact(report.message, secrets) if report.message else report.message,
@@ -206,82 +191,3 @@ def fit_report(report: ValidationReport, limit: int = TERMINATION_MESSAGE_LIMIT)
     if _size(fitted) > limit:
         raise AssertionError("a ValidationReport cannot be shrunk below the termination-message limit")
     return fitted
-
-
-# --- command line -----------------------------------------------------------------------------
-
-def exit_code(report: ValidationReport) -> int:
-    if report.outcome == "Ready":
-        return ExitCode.OK
-    if report.outcome == "Failed" and report.reason is FailureReason.UNREACHABLE:
-        return ExitCode.RETRYABLE
-    return ExitCode.PERMANENT
-
-
-def summary(report: ValidationReport, name: str) -> str:
-    lines = [f"Dataset {name}: {report.outcome}" + (f" ({report.reason})" if report.reason else "")]
-    if report.rows is not None:
-        lines.append(f"  rows: {report.rows}, valid: {report.valid_rows}, size: {report.size_bytes} bytes, "
-                     f"format: {report.detected_format or 'unknown'}, revision: {report.revision}")
-    for error in report.errors:
-        at = f"row {error.row}" if error.row else "file"
-        lines.append(f"  {at} {error.field}: {error.message}" if error.field else f"  {at}: {error.message}")
-    if report.error_count and report.error_count > len(report.errors):
-        lines.append(f"  ... {report.error_count - len(report.errors)} more")
-    if report.token_stats is not None:
-        s = report.token_stats
-        lines.append(f"  tokens: min {s.min}, median {s.median}, p95 {s.p95}, max {s.max}, "
-                     f"{s.over_max_percent}% over maxSeqLength")
-    lines.extend(f"  preview: {p}" for p in report.preview)
-    if report.message:
-        lines.append(f"  {report.message}")
-    return "\n".join(lines)
-
-
-def load_config(path: Path) -> ValidatorConfig:
-    """JSON (as the operator renders it) or YAML (as a person writes it)."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        return ValidatorConfig.model_validate_json(text)
-    except ValidationError as error:
-        if not any(e["type"] == "json_invalid" for e in error.errors()):
-            raise
-    return ValidatorConfig.model_validate(yaml.safe_load(text))
-
-
-def _write_result(text: str, path: str) -> None:
-    # Outside a Pod the default path does not exist; creating /dev files is not ours to do.
-    if path == TERMINATION_LOG and not os.path.exists(path):
-        return
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as error:
-        print(f"warning: cannot write the report to {path}: {error}", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kubetune-trainer validate", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="ValidatorConfig file (JSON or YAML)")
-    parser.add_argument("--result-path", help="where to write the JSON report (default: config.resultPath)")
-    args = parser.parse_args(argv)
-    token = os.environ.get(DATA_TOKEN_ENV) or os.environ.get(HF_TOKEN_ENV) or None
-    name, result_path = "?", args.result_path or TERMINATION_LOG
-    try:
-        config = load_config(Path(args.config))
-    except (OSError, yaml.YAMLError, ValidationError) as error:
-        report = ValidationReport(outcome="Failed", reason=FailureReason.INVALID_CONFIG,
-                                  message=_clip(f"cannot read the config {args.config}: {error}", 2048))
-    else:
-        name = f"{config.namespace}/{config.name}"
-        result_path = args.result_path or config.result_path
-        try:
-            report = validate_dataset(config, token=token)
-        except Exception as error:  # a bug must still leave a report behind
-            report = ValidationReport(outcome="Failed", message=_clip(
-                f"the validator crashed: {type(error).__name__}: {error}", 2048))
-    report = fit_report(_redacted(report, token))
-    text = report_json(report)
-    print(redact(summary(report, name), [token]))
-    print(text, flush=True)
-    _write_result(text, result_path)
-    return exit_code(report)
