@@ -315,20 +315,27 @@ class TuningJobSpec(KubeModel):
 
     @model_validator(mode="after")
     def _objective_fits(self) -> TuningJobSpec:
+        problem = self.objective_mismatch()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def objective_mismatch(self) -> str | None:
+        """Why the data or task does not fit method.objective, or None. Entries whose format is not known yet
+        (a Dataset reference, or auto) are checked again once resolved, and by the trainer."""
         dpo = self.method.objective is Objective.DPO
         if dpo and self.task is Task.TEXT_CLASSIFICATION:
-            raise ValueError("method.objective dpo trains text generation: remove it or set task: textGeneration")
-        entries = [*self.datasets.train, *self.datasets.validation]
-        for entry in entries:
+            return "method.objective dpo trains text generation: remove it or set task: textGeneration"
+        for entry in [*self.datasets.train, *self.datasets.validation]:
             if entry.source is None or entry.format is DatasetFormat.AUTO:
-                continue  # a Dataset's format is checked when the run starts
+                continue
             if dpo and entry.format is not DatasetFormat.PREFERENCE:
-                raise ValueError(f"method.objective dpo needs preference data (prompt/chosen/rejected), but dataset "
-                                 f"{entry.describe()} has format {entry.format}: set format: preference or auto")
+                return (f"method.objective dpo needs preference data (prompt/chosen/rejected), but dataset "
+                        f"{entry.describe()} has format {entry.format}: give preference data, or set "
+                        "method.objective: sft")
             if not dpo and entry.format is DatasetFormat.PREFERENCE:
-                raise ValueError(f"dataset {entry.describe()} holds preference pairs: set method.objective: dpo to "
-                                 "train on them")
-        return self
+                return f"dataset {entry.describe()} holds preference pairs: set method.objective: dpo to train on them"
+        return None
 
     @model_validator(mode="after")
     def _classification_has_labels(self) -> TuningJobSpec:

@@ -128,6 +128,9 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset]) -> Tr
     resolved = spec.model_copy(
         update={"datasets": spec.datasets.model_copy(update={"train": train, "validation": validation})}
     )
+    mismatch = resolved.objective_mismatch()  # a Dataset's format is known only now
+    if mismatch:
+        raise ResolveError("InvalidSpec", mismatch)
 
     output_claims: list[str] = []
     if spec.output.pvc is not None:
