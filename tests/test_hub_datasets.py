@@ -170,3 +170,18 @@ def test_the_process_wide_hub_settings_are_restored(hub_server: HubServer, tmp_p
     assert len(rows) == 1
     assert before == (datasets.config.HF_ENDPOINT, hub_constants.ENDPOINT, hub_constants.HF_HUB_CACHE)
     assert hub_server.request_count("unknown") == 0  # only routes the test Hub knows were asked
+
+
+def test_hub_rows_feed_the_trainer_data_path(configs_repo: tuple[HubServer, str]) -> None:
+    from kubetune.api.tuningjob import DatasetEntry
+    from kubetune_trainer.datamix import load_entry
+    from kubetune_trainer.formats import ChatExample
+
+    server, repo = configs_repo
+    entry = DatasetEntry.model_validate({"source": {"hf": {"repo": repo, "subset": "en", "split": "train_sft",
+                                                           "endpoint": server.endpoint}}})
+    loaded = load_entry(entry, "configs", mounts=Mounts(), token=server.token)
+    assert loaded.fmt.value == "promptCompletion" and len(loaded.examples) == 2
+    assert loaded.revision == server.commits(repo, repo_type="dataset")[0].sha
+    first = loaded.examples[0]
+    assert isinstance(first, ChatExample) and first.messages[-1].content == "sft answer 0"

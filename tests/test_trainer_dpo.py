@@ -54,6 +54,7 @@ def test_every_preference_format_trains_with_dpo(tmp_path: Path, capsys: pytest.
     assert metrics.reward_margin is not None and math.isfinite(metrics.reward_margin)
     assert metrics.reward_accuracy is not None and metrics.eval_loss is not None
     assert "preference accuracy: base" in out and "format preference" in out
+    assert "the reference model is the base with the adapter off" in out
     final = tmp_path / "work" / "final"
     assert (final / "adapter_model.safetensors").is_file()
     assert not (final / "ref").exists()  # trl's reference is the base with the adapter off, not a second adapter
@@ -65,6 +66,18 @@ def test_every_preference_format_trains_with_dpo(tmp_path: Path, capsys: pytest.
     assert "## Sample generations" in card and result.samples[0].prompt in card
     saved = json.loads((tmp_path / "work" / "samples.json").read_text(encoding="utf-8"))
     assert [s["prompt"] for s in saved] == [s.prompt for s in result.samples]
+
+
+@pytest.mark.slow
+def test_full_dpo_uses_a_frozen_copy_of_the_base_as_reference(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    write_jsonl(tmp_path / "data" / "pairs.jsonl", preference_rows("standard", 40))
+    code, result, out = run_trainer(tmp_path, capsys, train=[data_entry("pairs.jsonl")], objective="dpo",
+                                    method="Full", hyperparameters={"maxSteps": 3, "learningRate": 1e-3})
+    assert code == ExitCode.OK, result
+    assert "the reference model is a frozen copy of the base" in out
+    assert result.metrics is not None and result.metrics.reward_margin is not None
+    assert (tmp_path / "work" / "final" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -109,8 +109,9 @@ def run_dpo(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: Stop
     values.update(label_names=[], max_length=hp.max_seq_length, beta=beta, gradient_checkpointing=False,
                   precompute_ref_log_probs=False)
     work.runs.mkdir(parents=True, exist_ok=True)
-    reporter.log(f"preference tuning (DPO, beta {beta}) on {len(train_rows)} pairs; the reference model is the "
-                 + ("base with the adapter off" if peft_config is not None else "base, a frozen copy"))
+    reference = "the base with the adapter off" if peft_config is not None else "a frozen copy of the base"
+    reporter.log(f"preference tuning (DPO, beta {beta}) on {len(train_rows)} pairs; the reference model is "
+                 f"{reference}")
     trainer = DPOTrainer(
         model=model, args=DPOConfig(**values),
         train_dataset=Dataset.from_list(conversational_rows(train_rows)),
