@@ -235,6 +235,12 @@ def test_token_stats_are_measured_with_the_tokenizer(tmp_path: Path) -> None:
     assert (report.token_stats.min, report.token_stats.median, report.token_stats.max) == (5, 6, 34)
     assert report.token_stats.over_max_percent == pytest.approx(33.33)
 
+    # Preference rows: the prompt and the longer answer, through the same template.
+    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q q", "chosen": "w", "rejected": " ".join(["w"] * 30)}])
+    report = validate_dataset(config_for(tmp_path, "pairs.jsonl", validation={
+        "tokenizer": str(chat), "maxSeqLength": 16}), token=None)
+    assert report.token_stats is not None and report.token_stats.max == 34
+
     report = validate_dataset(config_for(tmp_path, "chat.jsonl", validation={
         "tokenizer": str(tmp_path / "no-such-tokenizer")}), token=None)
     assert report.outcome == "Ready" and report.token_stats is None
