@@ -13,8 +13,8 @@ import pytest
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DataSource
-from kubetune_trainer.formats import RowDefect
-from kubetune_trainer.sources import OpenedSource, SourceError, open_source
+from kubetune_trainer.data.formats import RowDefect
+from kubetune_trainer.data.sources import OpenedSource, SourceError, open_source
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 
 CARD = b"""---
@@ -172,12 +172,19 @@ def test_the_process_wide_hub_settings_are_restored(hub_server: HubServer, tmp_p
     assert hub_server.request_count("unknown") == 0  # only routes the test Hub knows were asked
 
 
-def test_hub_rows_feed_the_trainer_data_path(configs_repo: tuple[HubServer, str]) -> None:
+def test_hub_rows_feed_the_trainer_data_path(configs_repo: tuple[HubServer, str], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+    import huggingface_hub.constants as hub_constants
+
     from kubetune.api.tuningjob import DatasetEntry
-    from kubetune_trainer.datamix import load_entry
-    from kubetune_trainer.formats import ChatExample
+    from kubetune_trainer.data.datamix import load_entry
+    from kubetune_trainer.data.formats import ChatExample
 
     server, repo = configs_repo
+    # The trainer uses the process's caches (HF_HOME in the Pod): here, the test's folder.
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
     entry = DatasetEntry.model_validate({"source": {"hf": {"repo": repo, "subset": "en", "split": "train_sft",
                                                            "endpoint": server.endpoint}}})
     loaded = load_entry(entry, "configs", mounts=Mounts(), token=server.token)

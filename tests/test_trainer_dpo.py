@@ -12,7 +12,7 @@ import pytest
 
 from kubetune.api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, TrainerResult
 from kubetune_trainer.cli import main
-from kubetune_trainer.dpo import preference_metrics
+from kubetune_trainer.training.dpo import preference_metrics
 from support.toydata import PREFERENCE_FORMATS, generation_rows, preference_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config
 

@@ -13,6 +13,7 @@ ValidatorConfig:
 
     apiVersion: kubetune.io/v1alpha1
     kind: ValidatorConfig
+    contractVersion: "1.0"            # optional by hand; the operator writes its own
     name: support-chats               # the Dataset's name, for messages
     namespace: ml
     source:                           # exactly one of hf, url, configMap, pvc (as in Dataset.spec.source)
@@ -39,6 +40,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ import yaml
 from pydantic import ValidationError
 
 from kubetune.api.contract import (
+    CONTRACT_VERSION,
     DATA_TOKEN_ENV,
     HF_TOKEN_ENV,
     TERMINATION_LOG,
@@ -58,8 +61,10 @@ from kubetune.api.contract import (
 from kubetune.api.dataset import Dataset, DatasetFormat
 from kubetune.api.errors import explain_validation_error
 from kubetune.api.redact import redact
-from kubetune_trainer.result import write_result
-from kubetune_trainer.validate import fit_report, redacted, report_json, validate_dataset
+from kubetune_trainer.config import check_contract_version, drop_unknown_fields
+from kubetune_trainer.data.validate import validate_dataset
+from kubetune_trainer.errors import TrainerFailure
+from kubetune_trainer.termination import fit_termination_message, termination_json, write_termination_message
 
 STDIN = "-"
 _LOCAL_CLAIM = "local"  # the pretend volume a -f path is read through
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kubetune-stdin-") as scratch:
         try:
             if args.config is not None:
-                config = load_config(args.config)
+                config = load_config(args.config, log=lambda line: print(redact(line, [token])))
             else:
                 config = config_for_path(args.filename, args, Path(scratch))
         except ConfigProblem as problem:
@@ -92,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:  # a bug must still leave a report behind, not a traceback
                 report = ValidationReport(outcome="Failed", message=_clip(
                     f"the validator crashed: {type(error).__name__}: {error}", 2048))
-    report = fit_report(redacted(report, token))
-    text = report_json(report)
+    report = fit_termination_message(report, [token])
+    text = termination_json(report)
     print(redact(summary(report, name), [token]))
     if as_json:
         print(text, flush=True)
-    write_result(text, result_path)
+    write_termination_message(text, result_path)
     return exit_code(report)
 
 
@@ -127,9 +132,15 @@ def _parser() -> argparse.ArgumentParser:
 
 # --- configs ------------------------------------------------------------------------------------
 
-def load_config(where: str) -> ValidatorConfig:
+def load_config(where: str, log: Callable[[str], None] = print) -> ValidatorConfig:
     """A ValidatorConfig from a file (or stdin): JSON as the operator renders it, YAML as a person writes it,
-    or a Dataset manifest."""
+    or a Dataset manifest.
+
+    A config that names another contract version than this trainer's was rendered by an operator
+    of another version: another major is refused, fields a newer minor added are dropped (with a
+    line in the log), as config.load_config does for the trainer. A config without a version was
+    written by a person for this trainer: it is read strictly, so a misspelt field is an error.
+    """
     label = "standard input" if where == STDIN else where
     try:
         text = sys.stdin.read() if where == STDIN else Path(where).read_text(encoding="utf-8")
@@ -147,6 +158,16 @@ def load_config(where: str) -> ValidatorConfig:
                             "kubetune-trainer validate --help")
     if data.get("kind") == "Dataset":
         return _from_dataset(data, label)
+    version = data.get("contractVersion")
+    if version is not None and version != CONTRACT_VERSION:
+        try:
+            check_contract_version(version)
+        except TrainerFailure as failure:
+            raise ConfigProblem(f"the config {label}: {failure.message}") from None
+        data, ignored = drop_unknown_fields(data, ValidatorConfig)
+        if ignored:
+            log(f"config: ignoring {len(ignored)} field(s) this validator (contract {CONTRACT_VERSION}) does not "
+                f"know, from a contract {version} config: {', '.join(ignored)}")
     try:
         return ValidatorConfig.model_validate(data)
     except ValidationError as error:

@@ -15,6 +15,7 @@ from kubetune.api.common import (
     SecretKeyRef,
 )
 from kubetune.api.contract import (
+    CONTRACT_VERSION,
     TERMINATION_MESSAGE_LIMIT,
     ExitCode,
     FailureReason,
@@ -71,13 +72,13 @@ from kubetune.api.tuningjob import (
 )
 
 __all__ = [
-    "API_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION", "BaseModelSpec", "ClassificationSpec",
-    "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource", "DataSource", "Dataset", "DatasetEntry",
-    "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus", "DatasetValidation", "DatasetsSpec", "DpoSpec",
-    "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError", "KubeModel", "LRScheduler", "LoraSpec",
-    "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "Objective", "OutputSpec", "Precision", "PvcSource",
-    "QuantizationSpec", "ResourcesSpec", "RowError", "SampleGeneration", "ScratchModel", "SecretKeyRef", "Task",
-    "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
-    "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport",
-    "ValidationSummary", "ValidatorConfig",
+    "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION", "BaseModelSpec",
+    "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource", "DataSource", "Dataset",
+    "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus", "DatasetValidation",
+    "DatasetsSpec", "DpoSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError", "KubeModel",
+    "LRScheduler", "LoraSpec", "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "Objective", "OutputSpec",
+    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RowError", "SampleGeneration", "ScratchModel",
+    "SecretKeyRef", "Task", "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress",
+    "TuningJob", "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource",
+    "ValidationReport", "ValidationSummary", "ValidatorConfig",
 ]
