@@ -95,3 +95,20 @@ def test_sft_on_preference_rows_says_to_use_dpo(tmp_path: Path, capsys: pytest.C
     write_jsonl(tmp_path / "data" / "pairs.jsonl", preference_rows("openai", 20))
     code, result, _ = run_trainer(tmp_path, capsys, train=[data_entry("pairs.jsonl")])
     assert code == ExitCode.PERMANENT and result.message and "set method.objective: dpo" in result.message
+
+
+def test_samples_fit_the_termination_message_and_give_way_first() -> None:
+    from kubetune.api.contract import TrainerResult
+    from kubetune.api.tuningjob import TrainingMetrics
+    from kubetune_trainer.termination import fit_termination_message, termination_json
+    from kubetune_trainer.training.samples import Sample, for_result
+
+    long = "Ж" * 1000  # two bytes each in UTF-8
+    samples = for_result([Sample(prompt=long, reference=long, base=long, tuned=f"hf_secret_token_123 {long}")] * 3)
+    assert all(len(s.tuned) == 160 for s in samples)  # truncated for the result; the card has them in full
+    result = TrainerResult(status="Failed", reason="PushFailed", message="push failed: " + "x" * 2000,
+                           metrics=TrainingMetrics(preference_accuracy=0.5), samples=samples)
+    fitted = fit_termination_message(result, ["hf_secret_token_123"])
+    assert len(termination_json(fitted).encode()) <= TERMINATION_MESSAGE_LIMIT
+    assert 1 <= len(fitted.samples) < 3 and fitted.message is not None and fitted.message.startswith("push failed")
+    assert "hf_secret_token_123" not in termination_json(fitted)  # a model may repeat a token it saw
