@@ -276,6 +276,19 @@ def test_declared_format_wins_over_detected() -> None:
     assert config.spec.datasets.train[0].format.value == "sharegpt"
 
 
+def test_a_dataset_whose_format_does_not_fit_the_objective_is_refused() -> None:
+    dpo = make_tj({"method": {"objective": "dpo"}})  # the Dataset was detected as messages
+    with pytest.raises(ResolveError) as caught:
+        resolve_trainer_config(dpo, datasets())
+    assert caught.value.reason == "InvalidSpec" and "method.objective dpo needs preference data" in str(caught.value)
+    pairs = merged(DATASET, {"status": {"detectedFormat": "preference"}})
+    config = resolve_trainer_config(dpo, datasets(pairs))
+    assert config.spec.datasets.train[0].format.value == "preference"
+    with pytest.raises(ResolveError) as caught:
+        resolve_trainer_config(make_tj(), datasets(pairs))
+    assert "set method.objective: dpo" in str(caught.value)
+
+
 def test_missing_dataset_is_a_resolve_error() -> None:
     with pytest.raises(ResolveError) as caught:
         resolve_trainer_config(make_tj(), {})

@@ -24,6 +24,7 @@ from kubetune.api import (
     Condition,
     ConditionStatus,
     ModelResult,
+    SampleGeneration,
     TrainingMetrics,
     TrainingProgress,
     TuningJob,
@@ -159,6 +160,7 @@ def test_describe_reads_like_kubectl_describe() -> None:
         progress=TrainingProgress(step=300, total_steps=300, percent=100, eta_seconds=0, loss=0.4),
         metrics=TrainingMetrics(eval_loss=0.5, base_eval_loss=2.0),
         result=ModelResult(path="/tmp/models/demo/model"),
+        samples=[SampleGeneration(prompt="Capital of Peru?", reference="Lima.", base="banana", tuned="Lima.")],
     )
     events = [TimedEvent(EventRecord("Normal", "Started", "trainer started"), now - timedelta(seconds=42)),
               TimedEvent(EventRecord("Normal", "Succeeded", "training finished"), now)]
@@ -171,12 +173,27 @@ def test_describe_reads_like_kubectl_describe() -> None:
     assert "    Succeeded  True    Completed  training finished" in lines
     assert "    Eval Loss:       0.5" in lines and "    Base Eval Loss:  2" in lines
     assert "    Eval Loss Change:  2.0000 -> 0.5000 (-75.0%)" in lines
+    # Sample generations right after the figures: base and tuned answers to the same prompt.
+    at = lines.index("  Samples:")
+    assert lines[at + 1:at + 5] == ["    Prompt:     Capital of Peru?", "    Reference:  Lima.",
+                                    "    Base:       banana", "    Tuned:      Lima."]
+    assert at < lines.index("  Result:")
     assert "    Path:  /tmp/models/demo/model" in lines
     assert lines[-4:] == ["  Type    Reason     Age  From            Message",
                           "  ----    ------     ---  ----            -------",
                           "  Normal  Started    42s  kubetune-local  trainer started",
                           "  Normal  Succeeded  0s   kubetune-local  training finished"]
     assert title_case("baseEvalLoss") == "Base Eval Loss"
+
+
+def test_describe_shows_how_preference_tuning_moved_the_model() -> None:
+    job = _job()
+    job.status = TuningJobStatus(phase=TuningJobPhase.SUCCEEDED, metrics=TrainingMetrics(
+        eval_loss=0.61, base_eval_loss=0.6931, preference_accuracy=0.75, base_preference_accuracy=0.5,
+        reward_margin=0.31, reward_accuracy=0.8))
+    lines = describe_tuning_job(job).splitlines()
+    assert "    Preference Accuracy Change:  50.0% -> 75.0%" in lines
+    assert any(line.split() == ["Reward", "Margin:", "0.31"] for line in lines)
 
 
 # ---- the real pipeline: `kubetune run` with the real validator and trainer --------------------------------------
@@ -274,6 +291,10 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     eval_loss, base_loss = float(describe_value(out, "Eval Loss")), float(describe_value(out, "Base Eval Loss"))
     assert eval_loss <= base_loss / 2, (eval_loss, base_loss)
     assert "Normal  Succeeded" in out
+    # "Did tuning help?" as text: validation prompts with the base and the tuned answers.
+    assert "  Samples:" in out and out.count("    Tuned:") == 3 and out.count("    Base:") == 3
+    samples = json.loads((final.parent / "samples.json").read_text())
+    assert len(samples) == 3 and all(s["tuned"] and s["prompt"] for s in samples)
 
     # The run folder: config, log, result; the model folder: the model, tokenizer, card, checkpoints.
     job_dir = tmp_path / "out" / "default" / "quickstart"

@@ -74,6 +74,14 @@ def test_a_learnable_task_learns(tmp_path: Path, capsys: pytest.CaptureFixture[s
     final = run_dir(tmp_path) / "final"
     weights = "adapter_model.safetensors" if method == "LoRA" else "model.safetensors"
     assert (final / weights).is_file()
+    # Sample generations: the same three validation prompts, before and after. The random base cannot
+    # answer; the tuned model has learnt the shape of the answers.
+    assert [s.prompt for s in result.samples] == [r["messages"][0]["content"]
+                                                  for r in generation_rows("messages", 16, seed=2)[:3]]
+    assert all(s.tuned.startswith("The capital of") for s in result.samples), result.samples
+    assert all(not s.base.startswith("The capital of") for s in result.samples), result.samples
+    card = (final / "README.md").read_text(encoding="utf-8")
+    assert "## Sample generations" in card and result.samples[0].tuned in card
 
 
 @pytest.mark.parametrize("multi_label", [False, True])

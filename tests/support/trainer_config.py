@@ -20,7 +20,7 @@ def data_entry(file_name: str, fmt: str = "auto", weight: float = 1.0) -> dict[s
 def trainer_config(tmp_path: Path, train: list[dict[str, Any]], *, validation: list[dict[str, Any]] | None = None,
                    method: str = "LoRA", task: str = "textGeneration", hyperparameters: dict[str, Any] | None = None,
                    output: dict[str, Any] | None = None, classification: dict[str, Any] | None = None,
-                   scratch: dict[str, Any] | None = None, **spec_extra: Any) -> TrainerConfig:
+                   scratch: dict[str, Any] | None = None, objective: str = "sft", **spec_extra: Any) -> TrainerConfig:
     """Data files are looked up in tmp_path/"data" (the `data` claim); the work volume is tmp_path/"work"
     (the run works in its runs/<uid>-<runHash>/ folder) and output.pvc's `out` claim is tmp_path/"out"."""
     hp = {"maxSteps": 6, "perDeviceBatchSize": 8, "loggingSteps": 2, "saveSteps": 100, "learningRate": 3e-3,
@@ -29,7 +29,7 @@ def trainer_config(tmp_path: Path, train: list[dict[str, Any]], *, validation: l
     spec: dict[str, Any] = {
         "baseModel": {"scratch": scratch or {"vocabSize": 300}},
         "task": task,
-        "method": {"type": method, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
+        "method": {"type": method, "objective": objective, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}},
         "datasets": {"train": train, **({"validation": validation} if validation else {})},
         "hyperparameters": hp,
         "output": output or {"pvc": {"claimName": "out", "path": "model"}},

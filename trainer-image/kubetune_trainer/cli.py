@@ -2,6 +2,7 @@
 
     kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE]
     kubetune-trainer validate --config /etc/kubetune/config.json [--result-path FILE]
+    kubetune-trainer validate -f DATA_FILE_OR_FOLDER [--format FORMAT]   (see validate --help)
     kubetune-trainer train --config FILE --check    # refuse what a run would refuse at start
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in ("train", "validate"):
         parser.parse_args(args)  # prints usage and exits
     if args[0] == "validate":
-        from kubetune_trainer.data.validate import main as validate_main
+        from kubetune_trainer.validatecli import main as validate_main
 
         return validate_main(args[1:])
     return train_main(args[1:])

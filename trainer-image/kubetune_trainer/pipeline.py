@@ -43,7 +43,7 @@ def run_pipeline(config: TrainerConfig, reporter: Reporter, stop: StopRequest, h
         reporter.stage(Stage.SAVING, "writing the final model")
         finished = save_final(config, work, reporter, model=trained.model, tokenizer=trained.tokenizer,
                               resolved=trained.resolved, metrics=trained.metrics, labels=trained.labels,
-                              plan=trained.plan)
+                              plan=trained.plan, samples=trained.samples)
         # final/ now stands for the run (a new attempt only publishes it); checkpoints with optimizer
         # state are the largest thing on the volume and no longer needed.
         shutil.rmtree(work.checkpoints, ignore_errors=True)

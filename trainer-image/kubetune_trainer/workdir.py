@@ -6,6 +6,9 @@ The run folder is <workDir>/runs/<uid>-<runHash>/ (runfolder.py); inside it:
                                            removed once final/ is written)
     runs/                                  TensorBoard events while training
     base_eval.json                         the base model's evaluation (kept across restarts)
+    base-samples.json                      the base model's sample answers (kept across restarts)
+    base-preference-scores.json            dpo: the base model's scores of the validation pairs
+    samples.json                           sample prompts with the base and tuned answers, in full
     scratch-base/                          the scratch base model, when baseModel.scratch
     final/                                 the finished model: adapter or weights, tokenizer,
                                            README.md, runs/, and FINISHED_MARKER
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
-from kubetune.api.tuningjob import TrainingMetrics
+from kubetune.api.tuningjob import SampleGeneration, TrainingMetrics
 
 __all__ = ["CHECKPOINT_COMPLETE", "FINISHED_MARKER", "FinishedModel", "WorkDir", "checkpoint_step", "mark_complete",
            "promote", "read_finished", "write_finished"]
@@ -107,6 +110,7 @@ class FinishedModel:
     metrics: TrainingMetrics
     base_model_revision: str | None
     merged: bool
+    samples: tuple[SampleGeneration, ...] = ()  # truncated, for the TrainerResult
 
 
 def read_finished(work: WorkDir) -> FinishedModel | None:
@@ -117,7 +121,8 @@ def read_finished(work: WorkDir) -> FinishedModel | None:
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
         return FinishedModel(metrics=TrainingMetrics.model_validate(data["metrics"]),
-                             base_model_revision=data.get("baseModelRevision"), merged=bool(data.get("merged")))
+                             base_model_revision=data.get("baseModelRevision"), merged=bool(data.get("merged")),
+                             samples=tuple(SampleGeneration.model_validate(s) for s in data.get("samples", [])))
     except (ValueError, KeyError):
         return None
 
@@ -125,7 +130,7 @@ def read_finished(work: WorkDir) -> FinishedModel | None:
 def write_finished(staging: Path, finished: FinishedModel) -> None:
     """Written last into the staging folder, which then becomes final/ in one rename."""
     data = {"metrics": finished.metrics.to_wire(), "baseModelRevision": finished.base_model_revision,
-            "merged": finished.merged}
+            "merged": finished.merged, "samples": [s.to_wire() for s in finished.samples]}
     (staging / FINISHED_MARKER).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 

@@ -23,14 +23,15 @@ from kubetune.api.dataset import (
     ValidationSummary,
 )
 from kubetune.api.run import RunIdentity
-from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
+from kubetune.api.tuningjob import ModelResult, SampleGeneration, TrainingMetrics, TuningJobSpec
 from kubetune.api.volumes import path_inside_volume
 
 # The version of this contract, MAJOR.MINOR. The operator writes it into every config; a
 # trainer reads a config of its own major version (dropping, with a log line, fields a newer
 # minor added) and refuses any other. Bump the minor for additions an older trainer may
 # ignore, the major for anything it would misread.
-CONTRACT_VERSION: Final = "1.1"  # 1.1: TrainerConfig.run and workLocation; workDir holds runs/
+CONTRACT_VERSION: Final = "1.1"  # 1.1: TrainerConfig.run and workLocation (workDir holds runs/); method.objective
+# and dpo, the preference format, hf.streaming, samples
 CONTRACT_VERSION_PATTERN: Final = r"^[0-9]+\.[0-9]+$"
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -146,6 +147,8 @@ class TrainerResult(KubeModel):
     retryable: bool | None = Field(default=None, description="Whether a new attempt may succeed.")
     model: ModelResult | None = Field(default=None, description="Where the model is.")
     metrics: TrainingMetrics | None = Field(default=None, description="Final figures.")
+    samples: list[SampleGeneration] = Field(default_factory=list, max_length=10,
+                                            description="Base vs tuned answers to a few validation prompts.")
 
 
 class ValidationReport(ValidationSummary):

@@ -29,6 +29,11 @@ class TuningMethod(StrEnum):
     FULL = "Full"
 
 
+class Objective(StrEnum):
+    SFT = "sft"
+    DPO = "dpo"
+
+
 class Precision(StrEnum):
     BF16 = "bf16"
     FP16 = "fp16"
@@ -139,10 +144,27 @@ class QuantizationSpec(KubeModel):
     double_quant: bool = Field(default=True, description="Quantize the quantization constants too.")
 
 
+class DpoSpec(KubeModel):
+    """Direct Preference Optimization settings (objective dpo)."""
+
+    beta: float = Field(
+        default=0.1, gt=0, le=10,
+        description="How far the tuned model may drift from the base model: higher keeps it closer "
+                    "(trl's beta; 0.1 is the usual start, 0.01-0.5 the usual range).",
+    )
+
+
 class MethodSpec(KubeModel):
     """How the weights are trained."""
 
     type: TuningMethod = Field(default=TuningMethod.LORA, description="LoRA, QLoRA or Full.")
+    objective: Objective = Field(
+        default=Objective.SFT,
+        description="sft: learn the answers in the data (supervised fine-tuning); dpo: learn to prefer the chosen "
+                    "answer over the rejected one (Direct Preference Optimization, needs preference data). With "
+                    "LoRA the reference model is the base itself (the adapter switched off).",
+    )
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings, used when objective is dpo.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="Adapter shape for LoRA and QLoRA.")
     quantization: QuantizationSpec | None = Field(default=None, description="Required for QLoRA.")
 
@@ -316,6 +338,30 @@ class TuningJobSpec(KubeModel):
     )
 
     @model_validator(mode="after")
+    def _objective_fits(self) -> TuningJobSpec:
+        problem = self.objective_mismatch()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def objective_mismatch(self) -> str | None:
+        """Why the data or task does not fit method.objective, or None. Entries whose format is not known yet
+        (a Dataset reference, or auto) are checked again once resolved, and by the trainer."""
+        dpo = self.method.objective is Objective.DPO
+        if dpo and self.task is Task.TEXT_CLASSIFICATION:
+            return "method.objective dpo trains text generation: remove it or set task: textGeneration"
+        for entry in [*self.datasets.train, *self.datasets.validation]:
+            if entry.source is None or entry.format is DatasetFormat.AUTO:
+                continue
+            if dpo and entry.format is not DatasetFormat.PREFERENCE:
+                return (f"method.objective dpo needs preference data (prompt/chosen/rejected), but dataset "
+                        f"{entry.describe()} has format {entry.format}: give preference data, or set "
+                        "method.objective: sft")
+            if not dpo and entry.format is DatasetFormat.PREFERENCE:
+                return f"dataset {entry.describe()} holds preference pairs: set method.objective: dpo to train on them"
+        return None
+
+    @model_validator(mode="after")
     def _classification_has_labels(self) -> TuningJobSpec:
         if self.task is Task.TEXT_CLASSIFICATION:
             has_labels = self.classification is not None and bool(self.classification.labels)
@@ -366,6 +412,27 @@ class TrainingMetrics(KubeModel):
     train_rows: int | None = Field(default=None, ge=0, description="Training rows used.")
     steps: int | None = Field(default=None, ge=0, description="Optimizer steps run.")
     runtime_seconds: float | None = Field(default=None, ge=0, description="Wall time of training.")
+    preference_accuracy: float | None = Field(
+        default=None, ge=0, le=1,
+        description="dpo: share of validation pairs the tuned model finds more likely chosen than rejected.")
+    base_preference_accuracy: float | None = Field(default=None, ge=0, le=1,
+                                                   description="dpo: the same share for the base model.")
+    reward_margin: float | None = Field(
+        default=None,
+        description="dpo: mean implicit reward of chosen minus rejected on the validation pairs (beta times the "
+                    "log-likelihood margin gained over the base); above 0 means the tuning moved the right way.")
+    reward_accuracy: float | None = Field(
+        default=None, ge=0, le=1,
+        description="dpo: share of validation pairs whose chosen answer gained more likelihood than the rejected.")
+
+
+class SampleGeneration(KubeModel):
+    """One validation prompt answered by the base and the tuned model (greedy decoding, truncated)."""
+
+    prompt: str = Field(description="The prompt (its last user turn), truncated.", max_length=2048)
+    reference: str | None = Field(default=None, max_length=2048, description="The answer in the data, truncated.")
+    base: str = Field(description="The base model's answer, truncated.", max_length=2048)
+    tuned: str = Field(description="The tuned model's answer, truncated.", max_length=2048)
 
 
 class ModelResult(KubeModel):
@@ -407,6 +474,10 @@ class TuningJobStatus(KubeModel):
                                 description="Last lines of the trainer log, secrets redacted.")
     error: JobError | None = Field(default=None, description="Why the run failed.")
     message: str | None = Field(default=None, max_length=32768, description="What is happening, for humans.")
+    samples: list[SampleGeneration] = Field(
+        default_factory=list, max_length=10,
+        description="A few validation prompts answered by the base and the tuned model (full text in the model card).",
+    )
 
 
 class TuningJob(KubeModel):

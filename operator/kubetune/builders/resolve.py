@@ -117,6 +117,9 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset],
     resolved = spec.model_copy(
         update={"datasets": spec.datasets.model_copy(update={"train": train, "validation": validation})}
     )
+    mismatch = resolved.objective_mismatch()  # a Dataset's format is known only now
+    if mismatch:
+        raise ResolveError("InvalidSpec", mismatch)
 
     output_claims = sorted(writable_claims(tj, settings))
     model_claims: list[str] = []

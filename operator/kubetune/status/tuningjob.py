@@ -354,6 +354,7 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         completion_time=_completion_time(previous, obs, now) if terminal else None,
         progress=_progress(previous, obs, verdict.phase, now),
         metrics=(result.metrics if result is not None and result.metrics is not None else previous.metrics),
+        samples=(result.samples if result is not None and result.samples else previous.samples),
         result=(result.model if result is not None and result.status == "Succeeded" and result.model is not None
                 else previous.result),
         log_tail=_log_tail(previous, obs, log_tail_lines),
@@ -391,4 +392,6 @@ def derive_status(previous: TuningJobStatus | None, obs: RunObservation, *, now:
                                  "observed_generation": obs.generation}
     if same_run and before.metrics is None and fresh.metrics is not None:
         update["metrics"] = fresh.metrics
+    if same_run and not before.samples and fresh.samples:
+        update["samples"] = fresh.samples
     return before.model_copy(update=update)

@@ -54,7 +54,8 @@ def publish_step(config: TrainerConfig, run: RunFolder, finished: FinishedModel,
     model = ModelResult(path=saved_in, base_model_revision=finished.base_model_revision)
     if output.repo is None:
         reporter.stage(Stage.DONE, f"model saved in {saved_in}")
-        return TrainerResult(status="Succeeded", model=model, metrics=finished.metrics)
+        return TrainerResult(status="Succeeded", model=model, metrics=finished.metrics,
+                             samples=list(finished.samples))
     reporter.stage(Stage.PUBLISHING, f"pushing to {output.repo}")
     attempts = int(os.environ.get(ATTEMPTS_ENV, "5"))
     backoff = float(os.environ.get(BACKOFF_ENV, "2"))
@@ -78,7 +79,7 @@ def publish_step(config: TrainerConfig, run: RunFolder, finished: FinishedModel,
                    f"{error.message}; a new attempt only pushes it")
         reporter.log(message)
         return TrainerResult(status="Failed", reason=reason, message=message, retryable=error.retryable,
-                             model=model, metrics=finished.metrics)
+                             model=model, metrics=finished.metrics, samples=list(finished.samples))
     return _succeeded(published, model, finished, reporter)
 
 
@@ -87,7 +88,7 @@ def _succeeded(published: PublishedModel, model: ModelResult, finished: Finished
     reporter.stage(Stage.DONE, f"pushed {published.repo}@{published.revision}")
     pushed = model.model_copy(update={"repo": published.repo, "revision": published.revision,
                                       "url": published.url})
-    return TrainerResult(status="Succeeded", model=pushed, metrics=finished.metrics)
+    return TrainerResult(status="Succeeded", model=pushed, metrics=finished.metrics, samples=list(finished.samples))
 
 
 # --- one folder, one commit ------------------------------------------------------------------
