@@ -293,7 +293,9 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert "Normal  Succeeded" in out
     # "Did tuning help?" as text: validation prompts with the base and the tuned answers.
     assert "  Samples:" in out and out.count("    Tuned:") == 3 and out.count("    Base:") == 3
-    samples = json.loads((final.parent / "samples.json").read_text())
+    # The full answers stay in the run's own folder (runs/<uid>-<runHash>/) on the work volume.
+    (run_folder,) = (final.parent / "runs").iterdir()
+    samples = json.loads((run_folder / "samples.json").read_text())
     assert len(samples) == 3 and all(s["tuned"] and s["prompt"] for s in samples)
 
     # The run folder: config, log, result; the model folder: the model, tokenizer, card, checkpoints.

@@ -14,7 +14,7 @@ from kubetune.api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, TrainerRe
 from kubetune_trainer.cli import main
 from kubetune_trainer.training.dpo import preference_metrics
 from support.toydata import PREFERENCE_FORMATS, generation_rows, preference_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 
 def run_trainer(tmp_path: Path, capsys: pytest.CaptureFixture[str], **config_args: Any) -> tuple[int, TrainerResult,
@@ -55,7 +55,7 @@ def test_every_preference_format_trains_with_dpo(tmp_path: Path, capsys: pytest.
     assert metrics.reward_accuracy is not None and metrics.eval_loss is not None
     assert "preference accuracy: base" in out and "format preference" in out
     assert "the reference model is the base with the adapter off" in out
-    final = tmp_path / "work" / "final"
+    final = run_dir(tmp_path) / "final"
     assert (final / "adapter_model.safetensors").is_file()
     assert not (final / "ref").exists()  # trl's reference is the base with the adapter off, not a second adapter
     card = (final / "README.md").read_text(encoding="utf-8")
@@ -64,7 +64,7 @@ def test_every_preference_format_trains_with_dpo(tmp_path: Path, capsys: pytest.
     # Two validation rows (5% of 40): both answered by base and tuned, side by side.
     assert len(result.samples) == 2 and all(s.prompt and s.reference for s in result.samples)
     assert "## Sample generations" in card and result.samples[0].prompt in card
-    saved = json.loads((tmp_path / "work" / "samples.json").read_text(encoding="utf-8"))
+    saved = json.loads((run_dir(tmp_path) / "samples.json").read_text(encoding="utf-8"))
     assert [s["prompt"] for s in saved] == [s.prompt for s in result.samples]
 
 
@@ -77,7 +77,7 @@ def test_full_dpo_uses_a_frozen_copy_of_the_base_as_reference(tmp_path: Path,
     assert code == ExitCode.OK, result
     assert "the reference model is a frozen copy of the base" in out
     assert result.metrics is not None and result.metrics.reward_margin is not None
-    assert (tmp_path / "work" / "final" / "model.safetensors").is_file()
+    assert (run_dir(tmp_path) / "final" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
