@@ -5,6 +5,7 @@ and a failed push that says where the model lies."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from test_status import cond, derive, failure_message, job_condition, job_dict, obs, pod_dict, running, terminated
 
@@ -15,9 +16,9 @@ from kubetune.status import status_events
 WORK_DIR = "pvc:ministral-support-work/runs/0b7c-9d2e1f30a4b5c6d7"
 
 
-def annotated_job(**kw: object) -> dict[str, object]:
-    job = job_dict(**kw)  # type: ignore[arg-type]
-    job["metadata"]["annotations"]["kubetune.io/work-dir"] = WORK_DIR  # type: ignore[index]
+def annotated_job(**kw: Any) -> dict[str, Any]:
+    job = job_dict(**kw)
+    job["metadata"]["annotations"]["kubetune.io/work-dir"] = WORK_DIR
     return job
 
 

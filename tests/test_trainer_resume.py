@@ -42,11 +42,10 @@ def _rerun(config_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return code, capsys.readouterr().out.splitlines()
 
 
-def _config(tmp_path: Path, max_steps: int, save_steps: int, **extra: object) -> TrainerConfig:
+def _config(tmp_path: Path, max_steps: int, save_steps: int) -> TrainerConfig:
     write_jsonl(tmp_path / "data" / "train.jsonl", generation_rows("alpaca", 64))
     return trainer_config(tmp_path, train=[data_entry("train.jsonl")],
-                          hyperparameters={"maxSteps": max_steps, "loggingSteps": 1, "saveSteps": save_steps},
-                          **extra)  # type: ignore[arg-type]
+                          hyperparameters={"maxSteps": max_steps, "loggingSteps": 1, "saveSteps": save_steps})
 
 
 def test_sigterm_saves_a_checkpoint_and_the_next_run_resumes(tmp_path: Path,

@@ -153,13 +153,15 @@ def test_the_run_hash_follows_what_changes_the_model_and_nothing_else() -> None:
     def hash_of(spec: dict[str, Any], *bodies: dict[str, Any]) -> str:
         return run_hash(resolve_trainer_config(make_tj(spec), datasets(*bodies)).spec)
 
-    same = [{"output": {"repo": "other/repo", "private": False}}, {"resources": {"gpus": 8, "memory": "1Ti"}},
+    same: list[dict[str, Any]] = [
+            {"output": {"repo": "other/repo", "private": False}}, {"resources": {"gpus": 8, "memory": "1Ti"}},
             {"suspend": True}, {"workVolume": {"size": "1Ti"}}, {"terminationGracePeriodSeconds": 60},
             {"hyperparameters": {"saveSteps": 7, "loggingSteps": 1, "evalSteps": 3}}, {"backoffLimit": 9},
             {"nodeSelector": {"a": "b"}}, {"priorityClassName": "low"}, {"trainerImage": "x/y:1"}]
     for spec in same:
         assert hash_of(spec) == run_hash(base), spec
-    different = [{"hyperparameters": {"learningRate": 1e-5}}, {"hyperparameters": {"maxSteps": 10}},
+    different: list[dict[str, Any]] = [
+                 {"hyperparameters": {"learningRate": 1e-5}}, {"hyperparameters": {"maxSteps": 10}},
                  {"method": {"type": "Full"}}, {"method": {"lora": {"r": 4}}},
                  {"baseModel": {"revision": "v2"}}, {"output": {"merge": True}},
                  {"datasets": {"train": [{"dataset": "support-chats", "weight": 2}]}}]
