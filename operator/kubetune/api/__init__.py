@@ -42,21 +42,25 @@ from kubetune.api.dataset import (
     UrlSource,
     ValidationSummary,
 )
+from kubetune.api.run import RunIdentity, run_hash
 from kubetune.api.tuningjob import (
     BaseModelSpec,
     ClassificationSpec,
     DatasetEntry,
     DatasetsSpec,
+    DpoSpec,
     Hyperparameters,
     JobError,
     LoraSpec,
     LRScheduler,
     MethodSpec,
     ModelResult,
+    Objective,
     OutputSpec,
     Precision,
     QuantizationSpec,
     ResourcesSpec,
+    SampleGeneration,
     ScratchModel,
     Task,
     TrainingMetrics,
@@ -67,15 +71,17 @@ from kubetune.api.tuningjob import (
     TuningJobStatus,
     TuningMethod,
 )
+from kubetune.api.workvolume import RetainPolicy, WorkVolumeSpec
 
 __all__ = [
-    "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
-    "BaseModelSpec", "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource",
-    "DataSource", "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus",
-    "DatasetValidation", "DatasetsSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError",
-    "KubeModel", "LRScheduler", "LoraSpec", "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "OutputSpec",
-    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RowError", "ScratchModel", "SecretKeyRef",
-    "Task", "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
-    "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport",
-    "ValidationSummary", "ValidatorConfig",
+    "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION", "BaseModelSpec",
+    "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource", "DataSource",
+    "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus", "DatasetValidation",
+    "DatasetsSpec", "DpoSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError", "KubeModel",
+    "LRScheduler", "LoraSpec", "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "Objective", "OutputSpec",
+    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RetainPolicy", "RowError", "RunIdentity",
+    "SampleGeneration", "ScratchModel", "SecretKeyRef", "Task", "TokenStats", "TrainerConfig", "TrainerResult",
+    "TrainingMetrics", "TrainingProgress", "TuningJob", "TuningJobPhase", "TuningJobSpec", "TuningJobStatus",
+    "TuningMethod", "UrlSource", "ValidationReport", "ValidationSummary", "ValidatorConfig", "WorkVolumeSpec",
+    "run_hash",
 ]

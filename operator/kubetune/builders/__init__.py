@@ -17,6 +17,7 @@ from kubetune.builders.jobs import (
 from kubetune.builders.names import (
     ANNOTATION_GENERATION,
     ANNOTATION_SPEC_HASH,
+    ANNOTATION_WORK_DIR,
     KUEUE_QUEUE_LABEL,
     LABEL_DATASET,
     LABEL_TUNINGJOB,
@@ -28,6 +29,7 @@ from kubetune.builders.names import (
     training_job_name,
     validation_job_name,
     validator_config_map_name,
+    work_volume_claim_name,
 )
 from kubetune.builders.pod import CONFIG_DIR, CONFIG_PATH
 from kubetune.builders.resolve import (
@@ -36,12 +38,15 @@ from kubetune.builders.resolve import (
     resolve_trainer_config,
     resolve_validator_config,
 )
+from kubetune.builders.workvolume import WorkVolumePlan, build_work_volume_claim, plan_work_volume
 
 __all__ = [
-    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "CONFIG_DIR", "CONFIG_PATH", "KUEUE_QUEUE_LABEL",
+    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "ANNOTATION_WORK_DIR", "CONFIG_DIR", "CONFIG_PATH",
+    "KUEUE_QUEUE_LABEL",
     "LABEL_DATASET", "LABEL_TUNINGJOB", "TRAINER_CONTAINER", "VALIDATOR_CONTAINER",
-    "ResolveError", "build_trainer_config_map", "build_training_job", "build_validation_job",
-    "build_validator_config_map", "config_json", "data_token_ref", "dns_label", "label_value", "owner_reference",
-    "parse_pvc_path", "resolve_trainer_config", "resolve_validator_config", "spec_hash",
-    "trainer_config_map_name", "training_job_name", "validation_job_name", "validator_config_map_name",
+    "ResolveError", "WorkVolumePlan", "build_trainer_config_map", "build_training_job", "build_validation_job",
+    "build_validator_config_map", "build_work_volume_claim", "config_json", "data_token_ref", "dns_label",
+    "label_value", "owner_reference", "parse_pvc_path", "plan_work_volume", "resolve_trainer_config",
+    "resolve_validator_config", "spec_hash", "trainer_config_map_name", "training_job_name", "validation_job_name",
+    "validator_config_map_name", "work_volume_claim_name",
 ]

@@ -14,6 +14,7 @@ from typing import Any, Final
 from kubetune.api import TrainerConfig, TuningJob
 from kubetune.api.contract import DATA_TOKEN_ENV, HF_TOKEN_ENV
 from kubetune.api.guardrails import PinnedRevisions, source_name
+from kubetune.api.run import run_hash
 from kubetune.builders.jobs import config_json
 from kubetune.builders.names import (
     ANNOTATION_GENERATION,
@@ -105,4 +106,7 @@ def pin_revisions(config: TrainerConfig, pinned: PinnedRevisions | None) -> Trai
 
     datasets = spec.datasets.model_copy(update={"train": pin(spec.datasets.train),
                                                 "validation": pin(spec.datasets.validation)})
-    return config.model_copy(update={"spec": spec.model_copy(update={"base_model": base, "datasets": datasets})})
+    pinned_spec = spec.model_copy(update={"base_model": base, "datasets": datasets})
+    # The run is what it trains on: its identity hashes the pinned spec, as for a pinned Dataset.
+    run = config.run.model_copy(update={"hash": run_hash(pinned_spec)}) if config.run is not None else None
+    return config.model_copy(update={"spec": pinned_spec, "run": run})

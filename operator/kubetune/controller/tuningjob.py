@@ -36,6 +36,7 @@ from kubetune.builders import (
     ResolveError,
     build_trainer_config_map,
     build_training_job,
+    build_work_volume_claim,
     owner_reference,
     resolve_trainer_config,
     training_job_name,
@@ -50,6 +51,7 @@ from kubetune.builders.preflight import (
 )
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey, version_of
 from kubetune.controller.reconciler import ControllerContext, create_children, job_is_over, pods_now, publish
+from kubetune.controller.workvolume import ensure_work_claim
 from kubetune.kube import TUNINGJOBS
 from kubetune.status import (
     TERMINAL_PHASES,
@@ -271,7 +273,7 @@ class TuningJobReconciler:
 
     def _create_preflight(self, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset]) -> Obj:
         ctx = self.ctx
-        config = with_gpu_memory(resolve_trainer_config(tj, datasets).model_copy(
+        config = with_gpu_memory(resolve_trainer_config(tj, datasets, ctx.settings).model_copy(
             update={"allow_private_urls": ctx.settings.allow_private_urls}), ctx.settings)
         owner = owner_reference(body)
         job = create_children(ctx, build_preflight_config_map(tj, config, owner),
@@ -282,9 +284,13 @@ class TuningJobReconciler:
     def _create_job(self, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset],
                     pins: PinnedRevisions | None) -> Obj:
         ctx = self.ctx
-        config = pin_revisions(resolve_trainer_config(tj, datasets).model_copy(
+        config = pin_revisions(resolve_trainer_config(tj, datasets, ctx.settings).model_copy(
             update={"allow_private_urls": ctx.settings.allow_private_urls}), pins)
         owner = owner_reference(body)
+        claim = build_work_volume_claim(tj, ctx.settings, owner)
+        if claim is not None:
+            # Before the Job: its Pod mounts the claim (a missing one would only leave it Pending).
+            ensure_work_claim(ctx, tj, claim)
         job = create_children(ctx, build_trainer_config_map(tj, config, owner),
                               build_training_job(tj, config, ctx.settings, owner))
         logger.info("%s/%s: Job %s", tj.metadata.namespace, tj.metadata.name, job["metadata"]["name"])

@@ -16,6 +16,7 @@ from kubetune.api import (
     ConditionStatus,
     Dataset,
     DatasetPhase,
+    FailureReason,
     JobError,
     TrainerResult,
     TrainingProgress,
@@ -229,6 +230,11 @@ def _verdict(previous: TuningJobStatus, obs: RunObservation, result: TrainerResu
             return _Verdict(TuningJobPhase.RUNNING, "the trainer finished; waiting for the Job to complete",
                             (False, Reason.COMPLETED))
         attempt = _failure(obs, result, previous)
+        if result is not None and result.reason is FailureReason.INTERRUPTED:
+            # SIGTERM: preemption, eviction, a drained node, a deleted Pod. The Job retries it uncounted.
+            return _Verdict(TuningJobPhase.STARTING, clip(f"the trainer was stopped and saved a checkpoint "
+                                                          f"({attempt.message}); a new Pod resumes from it"),
+                            (False, Reason.RETRYING))
         return _Verdict(TuningJobPhase.STARTING, clip(f"attempt {max(job.failed, 1)} failed ({attempt.reason}): "
                                                       f"{attempt.message}; a new Pod will be started"),
                         (False, Reason.RETRYING))
@@ -253,6 +259,7 @@ def _progress(previous: TuningJobStatus, obs: RunObservation, phase: TuningJobPh
             learning_rate=event.learning_rate, tokens_per_second=event.tokens_per_second,
             per_device_batch_size=event.per_device_batch_size,
             gradient_accumulation_steps=event.gradient_accumulation_steps,
+            resumed_from_step=event.resumed_from_step, attempt=event.attempt,
         )
     if candidate is None:
         return None
@@ -373,10 +380,12 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         conditions=_conditions(previous, obs, verdict, result, now),
         observed_generation=obs.generation,
         job_name=obs.job.name if obs.job is not None else previous.job_name,
+        work_dir=obs.job.work_dir if obs.job is not None and obs.job.work_dir else previous.work_dir,
         start_time=_start_time(previous, obs.pod),
         completion_time=_completion_time(previous, obs, now) if terminal else None,
         progress=progress,
         metrics=(result.metrics if result is not None and result.metrics is not None else previous.metrics),
+        samples=(result.samples if result is not None and result.samples else previous.samples),
         result=(result.model if result is not None and result.status == "Succeeded" and result.model is not None
                 else previous.result),
         log_tail=_log_tail(previous, obs, log_tail_lines),
@@ -418,4 +427,6 @@ def derive_status(previous: TuningJobStatus | None, obs: RunObservation, *, now:
         update["metrics"] = fresh.metrics
     if same_run and fresh.usage != before.usage:  # the Pod's finish time, seen late
         update["usage"] = fresh.usage
+    if same_run and not before.samples and fresh.samples:
+        update["samples"] = fresh.samples
     return before.model_copy(update=update)

@@ -1,9 +1,11 @@
-"""Trainer callbacks: progress lines at every logging step, a clean stop when a StopRequest is set, and a
-stop (without a checkpoint of the bad state) when the loss diverges."""
+"""Trainer callbacks: progress lines at every logging step, a clean stop when a StopRequest is set,
+checkpoints marked complete once they are on disk, and a stop (without a checkpoint of the bad
+state) when the loss diverges."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -12,12 +14,29 @@ from kubetune.api.progress import ProgressEvent
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
 from kubetune_trainer.training.divergence import DivergenceDetector
+from kubetune_trainer.workdir import mark_complete
+
+
+class CheckpointMarker(TrainerCallback):
+    """Called after the Trainer wrote a checkpoint (trainer_state.json last): flush and mark it."""
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            mark_complete(checkpoint)
 
 
 class ProgressCallback(TrainerCallback):
-    def __init__(self, reporter: Reporter, stop: StopRequest) -> None:
+    """One progress line per logging step, and one when training starts: where it starts, with which
+    batch (an out-of-memory retry lowers it). An attempt that resumed says so on every line, so the
+    operator sees it whichever part of the log it reads."""
+
+    def __init__(self, reporter: Reporter, stop: StopRequest, *, resumed_from_step: int | None = None,
+                 attempt: int | None = None) -> None:
         self.reporter = reporter
         self.stop = stop
+        self.resumed_from_step = resumed_from_step
+        self.attempt = attempt
         self._start_time = 0.0
         self._start_step = 0
         self._last_time = 0.0
@@ -30,11 +49,12 @@ class ProgressCallback(TrainerCallback):
         self._start_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen
         self.stop.training = True
-        # Where training (re)starts and with which batch: an OOM retry changes the batch.
         self.reporter.progress(ProgressEvent(
-            step=state.global_step, total_steps=state.max_steps or 0, tokens=state.num_input_tokens_seen,
-            per_device_batch_size=args.per_device_train_batch_size,
+            step=state.global_step, total_steps=state.max_steps or 0,
+            epoch=round(state.epoch, 4) if state.epoch is not None else None,
+            tokens=state.num_input_tokens_seen, per_device_batch_size=args.per_device_train_batch_size,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
+            resumed_from_step=self.resumed_from_step, attempt=self.attempt,
         ))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -72,6 +92,8 @@ class ProgressCallback(TrainerCallback):
             tokens=tokens,
             per_device_batch_size=args.per_device_train_batch_size,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
+            resumed_from_step=self.resumed_from_step,
+            attempt=self.attempt,
         ))
 
 

@@ -3,8 +3,8 @@
 Two guardrails live here. CUDA out of memory: the session is retried in this process with half
 the per-device batch and twice the gradient accumulation (the same effective batch), resumed
 from the newest checkpoint, down to a batch of 1. In-process rather than by exiting for the Job
-to retry: the GPU stays held (a new Pod may wait for one), model and data stay loaded, and the
-checkpoints need no durable volume to survive; the batch in use is reported in every progress
+to retry: the GPU stays held (a new Pod may wait for one), model and data stay loaded, and no
+Pod retry of the Job's backoffLimit is spent; the batch in use is reported in every progress
 line. Divergence: a callback stops training on a NaN/inf loss or a sustained spike, the session
 fails with reason Diverged, and checkpoints written after the last good logged loss are set
 aside, so the newest checkpoint (what a retry resumes from) is a good one.
@@ -24,7 +24,7 @@ from kubetune_trainer.data.dataprep import TokenizedData
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
-from kubetune_trainer.training.callbacks import DivergenceCallback, ProgressCallback
+from kubetune_trainer.training.callbacks import CheckpointMarker, DivergenceCallback, ProgressCallback
 from kubetune_trainer.training.collate import PackRows, PadToLongest
 from kubetune_trainer.training.device import DevicePlan
 from kubetune_trainer.training.divergence import DivergenceDetector
@@ -37,7 +37,7 @@ from kubetune_trainer.training.trainloop import (
     save_base_eval,
     training_arguments,
 )
-from kubetune_trainer.workdir import WorkDir
+from kubetune_trainer.workdir import WorkDir, checkpoint_step
 
 
 @dataclass
@@ -68,26 +68,39 @@ class _OutOfMemory:
     step: int
 
 
-def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *,
-                 load_model: Callable[[], Any], tokenizer: Any, plan: DevicePlan, train_data: TokenizedData,
-                 eval_data: TokenizedData | None, multi_label: bool) -> TrainingOutcome:
-    """`load_model` gives the base model ready for training; called again only when an out-of-memory
-    retry finds no checkpoint to restore the weights from after some optimizer steps."""
-    spec, hp = config.spec, config.spec.hyperparameters
+@dataclass(frozen=True)
+class _Session:
+    """What stays the same across the out-of-memory retries of one run."""
+
+    config: TrainerConfig
+    work: WorkDir
+    reporter: Reporter
+    stop: StopRequest
+    tokenizer: Any
+    plan: DevicePlan
+    train_data: TokenizedData
+    eval_data: TokenizedData | None
+    multi_label: bool
+    attempt: int
+    divergence: DivergenceCallback
+
+
+def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *, model: Any,
+                 tokenizer: Any, plan: DevicePlan, train_data: TokenizedData, eval_data: TokenizedData | None,
+                 multi_label: bool, attempt: int = 1, reload_model: Callable[[], Any] | None = None) -> TrainingOutcome:
+    """`reload_model` gives a fresh base model: needed when an out-of-memory retry finds no checkpoint
+    to restore the weights from after some optimizer steps ran."""
+    hp = config.spec.hyperparameters
+    detector = DivergenceDetector(config.spec.guardrails.divergence)
+    session = _Session(config, work, reporter, stop, tokenizer, plan, train_data, eval_data, multi_label, attempt,
+                       DivergenceCallback(detector, reporter))
     batch = Batch(hp.per_device_batch_size, hp.gradient_accumulation_steps)
-    detector = DivergenceDetector(spec.guardrails.divergence)
-    callbacks = [ProgressCallback(reporter, stop), DivergenceCallback(detector, reporter)]
-    base: Evaluation | None = load_base_eval(work.base_eval) if work.newest_checkpoint() is not None else None
-    model = load_model()
     while True:
-        ended = _session(config, work, reporter, stop, callbacks, detector, model=model, tokenizer=tokenizer,
-                         plan=plan, batch=batch, train_data=train_data, eval_data=eval_data,
-                         multi_label=multi_label, base=base)
+        ended = _train(session, model, batch)
         if isinstance(ended, TrainingOutcome):
             return ended
-        if not spec.guardrails.oom_retry or batch.per_device == 1:
+        if not config.spec.guardrails.oom_retry or batch.per_device == 1:
             raise _out_of_memory_failure(hp, batch)
-        base = load_base_eval(work.base_eval)
         checkpoint = work.newest_checkpoint()
         smaller = batch.halved()
         reporter.log(
@@ -96,22 +109,23 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
             f"(the same effective batch) from {checkpoint.name if checkpoint else 'the start'}")
         batch = smaller
         if checkpoint is None and ended.step > 0:
+            if reload_model is None:
+                raise _out_of_memory_failure(hp, batch)
             model = None  # steps ran but none was saved: start again from the base weights
             _free_gpu_memory()
-            model = load_model()
+            model = reload_model()
         _free_gpu_memory()
 
 
-def _session(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, callbacks: list[Any],
-             detector: DivergenceDetector, *, model: Any, tokenizer: Any, plan: DevicePlan, batch: Batch,
-             train_data: TokenizedData, eval_data: TokenizedData | None, multi_label: bool,
-             base: Evaluation | None) -> TrainingOutcome | _OutOfMemory:
+def _train(session: _Session, model: Any, batch: Batch) -> TrainingOutcome | _OutOfMemory:
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
     from transformers.integrations import TensorBoardCallback
 
+    config, work, reporter, stop = session.config, session.work, session.reporter, session.stop
     spec, hp = config.spec, config.spec.hyperparameters
+    eval_data = session.eval_data
     classification = spec.task is Task.TEXT_CLASSIFICATION
     if hp.packing and classification:
         reporter.log("packing applies to text generation only: ignored for classification")
@@ -120,23 +134,30 @@ def _session(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: Sto
         collator: Any = PackRows()
         model.config.use_cache = False  # packed rows are only kept apart without the KV cache
     else:
-        collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
+        collator = PadToLongest(session.tokenizer.pad_token_id, token_labels=not classification)
     in_use = hp.model_copy(update={"per_device_batch_size": batch.per_device,
                                    "gradient_accumulation_steps": batch.accumulation})
-    args = training_arguments(in_use, output_dir=work.checkpoints, plan=plan, has_eval=eval_data is not None,
+    args = training_arguments(in_use, output_dir=work.checkpoints, plan=session.plan, has_eval=eval_data is not None,
                               classification=classification)
     work.runs.mkdir(parents=True, exist_ok=True)
+    torn = work.discard_incomplete_checkpoints()
+    if torn:
+        reporter.log(f"removed {', '.join(torn)}: the previous attempt was stopped while saving it")
+    checkpoint = work.newest_checkpoint()
+    resumed_from = checkpoint_step(checkpoint) if checkpoint is not None else None
+    progress = ProgressCallback(reporter, stop, resumed_from_step=resumed_from, attempt=session.attempt)
     trainer = LengthGroupedTrainer(
-        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=classification_accuracy(multi_label) if classification else None,
-        callbacks=[*callbacks, TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
+        model=model, args=args, train_dataset=session.train_data, eval_dataset=eval_data, data_collator=collator,
+        processing_class=session.tokenizer,
+        compute_metrics=classification_accuracy(session.multi_label) if classification else None,
+        callbacks=[progress, session.divergence, CheckpointMarker(),
+                   TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
     )
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate the progress lines
     # Evaluation always pads (packing changes nothing to the loss, and classification never packs).
-    eval_collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
+    eval_collator = PadToLongest(session.tokenizer.pad_token_id, token_labels=not classification)
 
-    checkpoint = work.newest_checkpoint()
+    base = load_base_eval(work.base_eval) if checkpoint is not None or work.base_eval.is_file() else None
     out_of_memory_at: int | None = None
     try:
         if base is None:
@@ -145,11 +166,12 @@ def _session(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: Sto
             save_base_eval(work.base_eval, base)
             reporter.log(f"base model: eval loss {_show(base.loss)}" + _accuracy(base))
         if checkpoint is not None:
-            reporter.log(f"resuming from {checkpoint.name}")
-        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name}" if checkpoint else "training")
+            reporter.log(f"attempt {session.attempt}: resuming from {checkpoint.name}")
+        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name} (checkpoint step {resumed_from})"
+                       if checkpoint is not None else "training from step 0")
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if detector.diverged is not None:
-            raise _diverged(work, detector)
+        if session.divergence.detector.diverged is not None:
+            raise _diverged(work, session.divergence.detector)
         if stop.requested:
             raise TrainerFailure(
                 FailureReason.INTERRUPTED,

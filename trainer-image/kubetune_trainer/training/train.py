@@ -1,27 +1,48 @@
 """The training stage: the datasets read and prepared, the base model loaded, trained and evaluated.
 
-pipeline.py runs it only when <work_dir>/final holds no finished model (a re-run after a
-failed push must not train again) and hands the TrainedModel to output/finalize.py. A run
-that finds checkpoints resumes from the newest, so a restarted Pod continues the step count.
+pipeline.py runs it only when the run folder's final/ holds no finished model (a re-run after
+a failed push must not train again) and hands the TrainedModel to output/finalize.py. A run
+that finds checkpoints resumes from the newest complete one, so a restarted Pod (the same run
+folder, runfolder.py) continues the step count.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
+from kubetune.api.dataset import DatasetFormat
 from kubetune.api.progress import Stage
-from kubetune.api.tuningjob import Task, TrainingMetrics
+from kubetune.api.tuningjob import Objective, Task, TrainingMetrics, TuningMethod
 from kubetune_trainer.data.datamix import DataMix, load_mix
 from kubetune_trainer.data.dataprep import tokenize_for_classification, tokenize_for_generation
-from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Example
+from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Example, PreferenceExample
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
 from kubetune_trainer.training.device import DevicePlan, plan_device
-from kubetune_trainer.training.modelload import ResolvedModel, load_model, load_tokenizer, resolve_base_model
+from kubetune_trainer.training.dpo import BASE_DPO_LOSS, run_dpo
+from kubetune_trainer.training.modelload import (
+    ResolvedModel,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    resolve_base_model,
+)
+from kubetune_trainer.training.samples import (
+    BASE_ANSWERS_FILE,
+    SAMPLES_FILE,
+    Sample,
+    SamplePrompt,
+    base_answers,
+    build_samples,
+    generate_answers,
+    sample_prompts,
+    write_samples,
+)
 from kubetune_trainer.training.session import run_training
 from kubetune_trainer.workdir import WorkDir
 
@@ -42,10 +63,11 @@ class TrainedModel:
     metrics: TrainingMetrics
     labels: list[str]  # classification labels, in head order; empty for text generation
     plan: DevicePlan
+    samples: list[Sample] = field(default_factory=list)  # base vs tuned answers to validation prompts
 
 
 def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
-                tokens: Tokens) -> TrainedModel:
+                tokens: Tokens, *, attempt: int = 1) -> TrainedModel:
     _quiet_libraries()
     spec, hp = config.spec, config.spec.hyperparameters
     classification = spec.task is Task.TEXT_CLASSIFICATION
@@ -56,6 +78,7 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     mix = load_mix(spec.datasets, config.dataset_names, mounts=config.mounts, token=tokens.data or tokens.hf,
                    seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log,
                    allow_private_urls=config.allow_private_urls)
+    _check_objective(mix, spec.method.objective)
     labels = declared or _labels_in(mix)
     if classification:
         _check_classification(mix, labels, multi_label)
@@ -68,9 +91,62 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     if plan.warning:
         reporter.log(f"warning: {plan.warning}")
     tokenizer = load_tokenizer(resolved.folder, log=reporter.log)
+    session = _Session(config, work, reporter, stop, resolved.folder, tokenizer, plan,
+                       [] if classification else sample_prompts(mix.validation), attempt=attempt)
+    if spec.method.objective is Objective.DPO:
+        model, metrics = _train_dpo(session, mix)
+    else:
+        model, metrics = _train_sft(session, mix, labels if classification else [], multi_label)
+    return TrainedModel(model=model, tokenizer=tokenizer, resolved=resolved, metrics=metrics,
+                        labels=labels if classification else [], plan=plan, samples=session.samples(model))
 
+
+@dataclass
+class _Session:
+    """What both objectives share: the run's settings, the tokenizer, and the sample prompts."""
+
+    config: TrainerConfig
+    work: WorkDir
+    reporter: Reporter
+    stop: StopRequest
+    folder: Path
+    tokenizer: Any
+    plan: DevicePlan
+    prompts: list[SamplePrompt]
+    attempt: int = 1  # which start of the trainer on this run folder
+    base_answers: list[str] | None = None
+
+    def answer_as_base(self, model: Any) -> None:
+        """Before training: the base model's answers to the sample prompts."""
+        if self.prompts:
+            self.base_answers = base_answers(self.work.root / BASE_ANSWERS_FILE, self.prompts,
+                                             lambda: generate_answers(model, self.tokenizer, self.prompts))
+
+    def samples(self, model: Any) -> list[Sample]:
+        """After training: base and tuned answers side by side, also in <work_dir>/samples.json."""
+        if not self.prompts or self.base_answers is None:
+            return []
+        self.reporter.log(f"answering {len(self.prompts)} validation prompts with the tuned model for the model card")
+        tuned = generate_answers(model, self.tokenizer, self.prompts)
+        samples = build_samples(self.prompts, self.base_answers, tuned, self.reporter.secrets)
+        write_samples(self.work.root / SAMPLES_FILE, samples)
+        for number, sample in enumerate(samples, start=1):
+            self.reporter.log(f"sample {number}: {_line(sample.prompt)} -> base: {_line(sample.base)} | tuned: "
+                              f"{_line(sample.tuned)}")
+        return samples
+
+
+def _line(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+def _train_sft(session: _Session, mix: DataMix, labels: list[str], multi_label: bool) -> tuple[Any, TrainingMetrics]:
+
+    config, reporter, tokenizer = session.config, session.reporter, session.tokenizer
+    spec, hp = config.spec, config.spec.hyperparameters
     started = time.monotonic()
-    if classification:
+    if labels:
         def prepare(rows: list[Example]) -> Any:
             return tokenize_for_classification(rows, tokenizer, max_length=hp.max_seq_length, labels=labels,
                                                multi_label=multi_label)
@@ -91,19 +167,60 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
                              f"no training row fits maxSeqLength {hp.max_seq_length} with its answer")
 
     def load() -> Any:
-        return load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
+        return load_model(session.folder, task=spec.task, method=spec.method, plan=session.plan,
                           pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
 
-    outcome = run_training(config, work, reporter, stop, load_model=load, tokenizer=tokenizer, plan=plan,
-                           train_data=train_data, eval_data=eval_data, multi_label=multi_label)
-    metrics = TrainingMetrics(
+    model = load()
+    session.answer_as_base(model)
+    outcome = run_training(config, session.work, reporter, session.stop, model=model, tokenizer=tokenizer,
+                           plan=session.plan, train_data=train_data, eval_data=eval_data, multi_label=multi_label,
+                           attempt=session.attempt, reload_model=load)
+    return outcome.model, TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
         eval_accuracy=outcome.tuned.accuracy, base_eval_accuracy=outcome.base.accuracy,
         trained_tokens=outcome.trained_tokens, train_rows=len(train_data), steps=outcome.steps,
         runtime_seconds=round(outcome.runtime_seconds, 1),
     )
-    return TrainedModel(model=outcome.model, tokenizer=tokenizer, resolved=resolved, metrics=metrics,
-                        labels=labels if classification else [], plan=plan)
+
+
+def _train_dpo(session: _Session, mix: DataMix) -> tuple[Any, TrainingMetrics]:
+
+    spec = session.config.spec
+    model = load_model(session.folder, task=spec.task, method=spec.method, plan=session.plan,
+                       pad_token_id=session.tokenizer.pad_token_id, wrap=False)
+    session.answer_as_base(model)
+    adapter = lora_config(model, spec.task, spec.method) if spec.method.type is not TuningMethod.FULL else None
+    train = [e for e in mix.train if isinstance(e, PreferenceExample)]
+    validation = [e for e in mix.validation if isinstance(e, PreferenceExample)]
+    outcome = run_dpo(session.config, session.work, session.reporter, session.stop, model=model,
+                      peft_config=adapter, tokenizer=session.tokenizer, plan=session.plan, train_rows=train,
+                      eval_rows=validation)
+    found = outcome.metrics
+    return outcome.model, TrainingMetrics(
+        train_loss=outcome.train_loss, eval_loss=found.loss, trained_tokens=outcome.trained_tokens,
+        base_eval_loss=round(BASE_DPO_LOSS, 4) if found.loss is not None else None,
+        train_rows=len(train), steps=outcome.steps, runtime_seconds=round(outcome.runtime_seconds, 1),
+        preference_accuracy=found.preference_accuracy, base_preference_accuracy=found.base_preference_accuracy,
+        reward_margin=found.reward_margin, reward_accuracy=found.reward_accuracy,
+    )
+
+
+def _check_objective(mix: DataMix, objective: Objective) -> None:
+    rows = [*mix.train, *mix.validation]
+    if objective is Objective.DPO:
+        other = next((e for e in rows if not isinstance(e, PreferenceExample)), None)
+        if other is not None:
+            names = ", ".join(f"{name} ({fmt.value})" for name, fmt in mix.formats.items()
+                              if fmt is not DatasetFormat.PREFERENCE)
+            raise TrainerFailure(FailureReason.DATASET_INVALID,
+                                 f"method.objective dpo trains on preference pairs (prompt, chosen, rejected), but "
+                                 f"{names or 'a dataset'} holds other rows: give preference data, or set "
+                                 "method.objective: sft")
+    elif any(isinstance(e, PreferenceExample) for e in rows):
+        names = ", ".join(name for name, fmt in mix.formats.items() if fmt is DatasetFormat.PREFERENCE)
+        raise TrainerFailure(FailureReason.DATASET_INVALID,
+                             f"{names} holds preference pairs (chosen/rejected): set method.objective: dpo to train "
+                             "on them, or give rows with one answer each")
 
 
 def _labels_in(mix: DataMix) -> list[str]:
@@ -134,6 +251,8 @@ def _texts(mix: DataMix) -> list[str]:
     for example in mix.train + mix.validation:
         if isinstance(example, ChatExample):
             texts.extend(m.content for m in example.messages)
+        elif isinstance(example, PreferenceExample):
+            texts.extend([*(m.content for m in example.prompt), example.chosen, example.rejected])
         else:
             texts.append(example.text)
     return texts
