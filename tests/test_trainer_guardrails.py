@@ -87,6 +87,12 @@ def train(tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: str = "run
     return code, TrainerResult.model_validate_json((root / "result.json").read_text()), lines
 
 
+def run_work(tmp_path: Path, folder: str = "run") -> WorkDir:
+    """The run's own folder (runs/<uid>-<runHash>/) under the config's work folder."""
+    [run] = (tmp_path / folder / "work" / "runs").iterdir()
+    return WorkDir(run)
+
+
 def progress(lines: list[str]) -> list[ProgressEvent]:
     return [e for e in map(parse_line, lines) if isinstance(e, ProgressEvent)]
 
@@ -134,7 +140,7 @@ def test_out_of_memory_at_batch_one_fails_with_advice(tmp_path: Path, capsys: py
     assert result.message is not None
     assert "at perDeviceBatchSize 1 (retried down to perDeviceBatchSize 1)" in result.message
     assert "lower maxSeqLength, use QLoRA, or request a larger GPU" in result.message
-    assert faults.ooms == 2 and not (tmp_path / "run" / "work" / "final").exists()
+    assert faults.ooms == 2 and not run_work(tmp_path).final.exists()
 
 
 def test_out_of_memory_retry_can_be_turned_off(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -154,7 +160,7 @@ def test_a_nan_loss_stops_the_run_as_diverged_keeping_the_last_good_checkpoint(
     assert result.message is not None and "training diverged at step 6: the loss is nan" in result.message
     assert "the last good checkpoint is checkpoint-4" in result.message
     assert "checkpoint-5.diverged set aside" in result.message
-    work = WorkDir(tmp_path / "run" / "work")
+    work = run_work(tmp_path)
     newest = work.newest_checkpoint()
     assert newest is not None and newest.name == "checkpoint-4"
     assert sorted(p.name for p in work.checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-5.diverged"]
@@ -172,7 +178,7 @@ def test_a_sustained_loss_spike_stops_the_run_after_patience(tmp_path: Path, cap
     assert result.message is not None and "training diverged at step 9" in result.message
     assert "5x the recent median" in result.message and "since step 7" in result.message
     assert any("no checkpoint is saved until it comes back" in line for line in lines)
-    newest = WorkDir(tmp_path / "run" / "work").newest_checkpoint()
+    newest = run_work(tmp_path).newest_checkpoint()
     assert newest is not None and newest.name == "checkpoint-6", "no checkpoint while the loss spiked"
 
 
