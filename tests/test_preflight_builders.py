@@ -61,6 +61,9 @@ def test_the_preflight_job_is_a_small_cpu_job_of_the_runs_own_image() -> None:
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hub-credentials", "key": "token"}
     pvc_mounts = [m for m in container["volumeMounts"] if m["mountPath"].startswith("/mnt/pvc/")]
     assert pvc_mounts and all(m["readOnly"] for m in pvc_mounts)
+    # The data's claim only: the work claim is made with the training Job, and is the trainer's.
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"data"}
 
 
 def test_the_preflight_config_is_the_training_config_with_the_gpu_memory_default() -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from kubetune.api import TrainerConfig, TuningJob
+from kubetune.api import Mounts, TrainerConfig, TuningJob
 from kubetune.api.contract import DATA_TOKEN_ENV, HF_TOKEN_ENV
 from kubetune.api.guardrails import PinnedRevisions, source_name
 from kubetune.api.run import run_hash
+from kubetune.api.volumes import parse_pvc_path
 from kubetune.builders.jobs import config_json
 from kubetune.builders.names import (
     ANNOTATION_GENERATION,
@@ -63,13 +64,28 @@ def build_preflight_job(tj: TuningJob, config: TrainerConfig, settings: Settings
         env=env,
         resources={"requests": {"cpu": settings.validator_cpu, "memory": settings.validator_memory},
                    "limits": {"memory": settings.validator_memory}},
-        mounts=config.mounts,  # every claim read-only: the preflight only looks
+        mounts=preflight_mounts(config),
         annotations=annotations,
         service_account_name=spec.service_account_name,  # it may carry the image's pull secrets
         active_deadline_seconds=PREFLIGHT_DEADLINE_SECONDS,
         backoff_limit=PREFLIGHT_BACKOFF_LIMIT,
     )
     return render_job(plan)
+
+
+def preflight_mounts(config: TrainerConfig) -> Mounts:
+    """What the preflight reads: the data's claims and ConfigMaps and the base model's claim, all
+    read-only. Not the output or work volume: the work claim is created with the training Job, and
+    a ReadWriteOnce output claim is the trainer's."""
+    spec = config.spec
+    claims = {e.source.pvc.claim_name for e in [*spec.datasets.train, *spec.datasets.validation]
+              if e.source is not None and e.source.pvc is not None}
+    model_path = parse_pvc_path(spec.base_model.path) if spec.base_model.path is not None else None
+    if model_path is not None:
+        claims.add(model_path.claim_name)
+    mounts = config.mounts
+    return Mounts(pvcs={c: folder for c, folder in mounts.pvcs.items() if c in claims},
+                  config_maps=dict(mounts.config_maps))
 
 
 def with_gpu_memory(config: TrainerConfig, settings: Settings) -> TrainerConfig:
