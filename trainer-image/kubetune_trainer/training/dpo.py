@@ -28,8 +28,10 @@ from kubetune_trainer.data.formats import PreferenceExample
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
-from kubetune_trainer.training.callbacks import ProgressCallback
+from kubetune_trainer.training.attempt import attempt_callbacks, diverged_failure, find_resume_point, stopped_failure
+from kubetune_trainer.training.callbacks import DivergenceCallback
 from kubetune_trainer.training.device import DevicePlan
+from kubetune_trainer.training.divergence import DivergenceDetector
 from kubetune_trainer.workdir import WorkDir
 
 BASE_SCORES_FILE = "base-preference-scores.json"
@@ -94,12 +96,10 @@ def conversational_rows(examples: Sequence[PreferenceExample]) -> list[dict[str,
 
 def run_dpo(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *, model: Any,
             peft_config: Any, tokenizer: Any, plan: DevicePlan, train_rows: Sequence[PreferenceExample],
-            eval_rows: Sequence[PreferenceExample]) -> PreferenceOutcome:
+            eval_rows: Sequence[PreferenceExample], attempt: int = 1) -> PreferenceOutcome:
     import torch
     from datasets import Dataset
-    from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
-    from transformers.integrations import TensorBoardCallback
     from trl import DPOConfig, DPOTrainer
 
     from kubetune_trainer.training.trainloop import training_argument_values
@@ -109,7 +109,8 @@ def run_dpo(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: Stop
                                       classification=False)
     values.update(label_names=[], max_length=hp.max_seq_length, beta=beta, gradient_checkpointing=False,
                   precompute_ref_log_probs=False)
-    work.runs.mkdir(parents=True, exist_ok=True)
+    point = find_resume_point(work, reporter)
+    divergence = DivergenceCallback(DivergenceDetector(config.spec.guardrails.divergence), reporter)
     reference = "the base with the adapter off" if peft_config is not None else "a frozen copy of the base"
     reporter.log(f"preference tuning (DPO, beta {beta}) on {len(train_rows)} pairs; the reference model is "
                  f"{reference}")
@@ -118,26 +119,23 @@ def run_dpo(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: Stop
         train_dataset=Dataset.from_list(conversational_rows(train_rows)),
         eval_dataset=Dataset.from_list(conversational_rows(eval_rows)) if eval_rows else None,
         processing_class=tokenizer, peft_config=peft_config,
-        callbacks=[ProgressCallback(reporter, stop), TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
+        callbacks=attempt_callbacks(reporter, stop, point, attempt=attempt, divergence=divergence, log_dir=work.runs),
     )
     trainer.remove_callback(PrinterCallback)
     pairs = _tokenized_pairs(trainer.eval_dataset)
     score = _scorer(tokenizer.pad_token_id, hp.per_device_batch_size, hp.max_seq_length)
-    checkpoint = work.newest_checkpoint()
     try:
         base = _load_scores(work.root / BASE_SCORES_FILE, len(pairs))
         if base is None:
             reporter.stage(Stage.EVALUATING, "scoring the validation pairs with the base model")
             base = score(trainer.model, pairs)
             _save_scores(work.root / BASE_SCORES_FILE, base)
-        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name}" if checkpoint else "training")
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        reporter.stage(Stage.TRAINING, point.stage_message())
+        output = trainer.train(resume_from_checkpoint=point.argument)
+        if divergence.detector.diverged is not None:
+            raise diverged_failure(work, divergence.detector)
         if stop.requested:
-            raise TrainerFailure(
-                FailureReason.INTERRUPTED,
-                f"stopped by {stop.requested} at step {trainer.state.global_step}; a checkpoint is saved in "
-                f"{work.checkpoints}: a new attempt resumes from it",
-            )
+            raise stopped_failure(stop, trainer.state.global_step, work)
         reporter.stage(Stage.EVALUATING, "scoring the validation pairs with the tuned model")
         tuned = score(trainer.model, pairs)
     except torch.cuda.OutOfMemoryError:

@@ -194,7 +194,7 @@ def _train_dpo(session: _Session, mix: DataMix) -> tuple[Any, TrainingMetrics]:
     validation = [e for e in mix.validation if isinstance(e, PreferenceExample)]
     outcome = run_dpo(session.config, session.work, session.reporter, session.stop, model=model,
                       peft_config=adapter, tokenizer=session.tokenizer, plan=session.plan, train_rows=train,
-                      eval_rows=validation)
+                      eval_rows=validation, attempt=session.attempt)
     found = outcome.metrics
     return outcome.model, TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=found.loss, trained_tokens=outcome.trained_tokens,
