@@ -492,6 +492,17 @@ def test_parse_termination_message() -> None:
         assert parse_termination_message(garbage) is None
 
 
+def test_a_newer_trainers_result_is_read_without_the_fields_this_operator_does_not_know() -> None:
+    newer = json.loads(success_message())
+    newer["energyKwh"] = 3.2  # a top-level field from a later minor version of the contract
+    newer["metrics"]["perplexity"] = 2.7
+    newer["model"]["shards"] = ["a", "b"]
+    found = parse_termination_message(json.dumps(newer))
+    assert found == parse_termination_message(success_message())
+    # A field this operator knows, with a value it cannot read, still makes the message unreadable.
+    assert parse_termination_message(json.dumps({**newer, "status": "Maybe"})) is None
+
+
 def test_parse_validation_report() -> None:
     report = ValidationReport(outcome="Ready", rows=10, valid_rows=10)
     assert parse_validation_report(report.model_dump_json(by_alias=True)) == report

@@ -10,9 +10,8 @@ versions named, before anything else happens.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,15 +19,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kubetune.api.contract import CONTRACT_VERSION, FailureReason, contract_major
-from kubetune.api.errors import explain_validation_error, format_loc
+from kubetune.api.errors import explain_validation_error
+from kubetune.api.tolerant import drop_unknown_fields
 from kubetune_trainer.errors import TrainerFailure
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 _MATCHING_IMAGE = ("use a trainer image that matches the operator's version (TuningJob spec.trainerImage, "
                    "or the operator's default trainer image)")
-# Every pass removes all unknown fields pydantic reports; more than a few passes means a loop.
-_MAX_PASSES = 5
 
 
 def load_config(path: Path, model: type[ConfigT], log: Callable[[str], None] = print) -> ConfigT:
@@ -60,42 +58,6 @@ def check_contract_version(found: object) -> None:
         what = f"the config was written for contract version {found}"
     raise TrainerFailure(FailureReason.INVALID_CONFIG,
                          f"{what}, and this trainer speaks contract version {CONTRACT_VERSION}: {_MATCHING_IMAGE}")
-
-
-def drop_unknown_fields(data: dict[str, Any], model: type[BaseModel]) -> tuple[dict[str, Any], list[str]]:
-    """A copy of `data` without the fields `model` does not know (at any depth), and their paths."""
-    kept = copy.deepcopy(data)
-    ignored: list[str] = []
-    for _ in range(_MAX_PASSES):
-        try:
-            model.model_validate(kept)
-            break
-        except ValidationError as error:
-            unknown = [tuple(e["loc"]) for e in error.errors() if e["type"] == "extra_forbidden"]
-            removed = [loc for loc in unknown if _remove(kept, loc)]
-            if not removed:
-                break  # other errors only: the caller reports them
-            ignored += [format_loc(loc) for loc in removed]
-    return kept, list(dict.fromkeys(ignored))
-
-
-def _remove(data: Any, loc: Sequence[int | str]) -> bool:
-    """Delete the field at `loc`; parts that are not in the data (a union member's tag) are skipped."""
-    node = data
-    for part in loc[:-1]:
-        node = _child(node, part, default=node)
-    if isinstance(node, dict) and loc and loc[-1] in node:
-        del node[loc[-1]]
-        return True
-    return False
-
-
-def _child(node: Any, part: int | str, default: Any) -> Any:
-    if isinstance(node, dict):
-        return node.get(part, default)
-    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-        return node[part]
-    return default
 
 
 def _read(path: Path) -> dict[str, Any]:

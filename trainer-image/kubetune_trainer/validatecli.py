@@ -61,7 +61,8 @@ from kubetune.api.contract import (
 from kubetune.api.dataset import Dataset, DatasetFormat
 from kubetune.api.errors import explain_validation_error
 from kubetune.api.redact import redact
-from kubetune_trainer.config import check_contract_version, drop_unknown_fields
+from kubetune.api.tolerant import drop_unknown_fields
+from kubetune_trainer.config import check_contract_version
 from kubetune_trainer.data.validate import validate_dataset
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.termination import fit_termination_message, termination_json, write_termination_message

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from kubetune.api import TrainerResult, ValidationReport
 from kubetune.api.contract import PreflightReport
+from kubetune.api.tolerant import drop_unknown_fields
 from kubetune.builders.names import ANNOTATION_SPEC_HASH, ANNOTATION_WORK_DIR, KUEUE_QUEUE_LABEL
 
 _MESSAGE_LIMIT: Final = 2048
@@ -245,8 +246,10 @@ def _parse(text: str | None, model: type[M]) -> M | None:
     for value in _json_objects(text):
         if isinstance(value.get("message"), str) and len(value["message"]) > _MESSAGE_LIMIT:
             value["message"] = value["message"][: _MESSAGE_LIMIT - 3] + "..."
+        # A trainer image newer than this operator may add fields: read what this side knows.
+        known, _ = drop_unknown_fields(value, model)
         try:
-            return model.model_validate(value)
+            return model.model_validate(known)
         except ValidationError:
             continue
     return None
