@@ -3,10 +3,7 @@ from it, with the same base scores, as a supervised run does (tests/test_trainer
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from kubetune_trainer.training.dpo import BASE_SCORES_FILE
 from kubetune_trainer.workdir import CHECKPOINT_COMPLETE, WorkDir, checkpoint_step
 from support.toydata import preference_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config
+from support.trainer_process import signal_when, start_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +27,9 @@ def test_a_stopped_dpo_run_resumes_from_its_checkpoint(tmp_path: Path, capsys: p
                             hyperparameters={"maxSteps": 30, "loggingSteps": 1, "saveSteps": 1000,
                                              "perDeviceBatchSize": 2, "learningRate": 5e-3})
     path = write_config(tmp_path, config)
-    process = subprocess.Popen([sys.executable, "-m", "kubetune_trainer.cli", "train", "--config", str(path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = start_trainer(path)
+    seen = signal_when(process, signal.SIGTERM, lambda event: event.step >= 3)
     assert process.stdout is not None
-    seen: list[str] = []
-    for line in process.stdout:
-        seen.append(line)
-        event = parse_line(line)
-        if isinstance(event, ProgressEvent) and event.step >= 3:
-            process.send_signal(signal.SIGTERM)
-            break
     seen += process.stdout.readlines()
     assert process.wait(timeout=120) == ExitCode.INTERRUPTED, "".join(seen[-20:])
     result = TrainerResult.model_validate_json((tmp_path / "result.json").read_text())

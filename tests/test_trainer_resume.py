@@ -9,8 +9,6 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,14 +20,9 @@ from kubetune_trainer.runfolder import identity_of
 from kubetune_trainer.workdir import CHECKPOINT_COMPLETE, WorkDir, checkpoint_step
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config
+from support.trainer_process import signal_when, start_trainer
 
 pytestmark = pytest.mark.slow
-
-
-def _start(config_path: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "kubetune_trainer.cli", "train", "--config", str(config_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def _events(lines: list[str]) -> tuple[list[ProgressEvent], list[StageEvent]]:
@@ -53,15 +46,9 @@ def test_sigterm_saves_a_checkpoint_and_the_next_run_resumes(tmp_path: Path,
     # saveSteps far away: only the stop itself can have saved the checkpoint the rerun resumes from.
     config = _config(tmp_path, max_steps=40, save_steps=1000)
     path = write_config(tmp_path, config)
-    process = _start(path)
+    process = start_trainer(path)
+    seen = signal_when(process, signal.SIGTERM, lambda event: event.step >= 3)
     assert process.stdout is not None
-    seen: list[str] = []
-    for line in process.stdout:
-        seen.append(line)
-        event = parse_line(line)
-        if isinstance(event, ProgressEvent) and event.step >= 3:
-            process.send_signal(signal.SIGTERM)
-            break
     seen += process.stdout.readlines()
     code = process.wait(timeout=120)
     result = TrainerResult.model_validate_json((tmp_path / "result.json").read_text())
@@ -93,18 +80,16 @@ def test_sigkill_loses_only_the_steps_after_the_last_complete_checkpoint(
     """No chance to save: the kubelet's SIGKILL after the grace period, an OOM kill, a lost node."""
     config = _config(tmp_path, max_steps=60, save_steps=5)
     path = write_config(tmp_path, config)
-    process = _start(path)
-    assert process.stdout is not None
-    seen: list[str] = []
+    process = start_trainer(path)
     work = WorkDir(tmp_path / "work" / "runs" / identity_of(config).folder_name)
-    for line in process.stdout:
-        seen.append(line)
-        event = parse_line(line)
-        first = work.newest_checkpoint()
+
+    def past_first_checkpoint(event: ProgressEvent) -> bool:
         # Killed mid-run, a couple of steps past its first complete checkpoint: those steps are lost.
-        if first is not None and isinstance(event, ProgressEvent) and event.step >= checkpoint_step(first) + 2:
-            process.send_signal(signal.SIGKILL)
-            break
+        first = work.newest_checkpoint()
+        return first is not None and event.step >= checkpoint_step(first) + 2
+
+    seen = signal_when(process, signal.SIGKILL, past_first_checkpoint)
+    assert process.stdout is not None
     process.stdout.close()
     assert process.wait(timeout=60) == -signal.SIGKILL, "".join(seen[-20:])
     assert not (tmp_path / "result.json").exists(), "a killed trainer writes nothing"
