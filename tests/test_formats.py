@@ -7,14 +7,13 @@ from typing import Any
 import pytest
 
 from kubetune.api.dataset import ColumnMapping, DatasetFormat
-from kubetune_trainer.data.formats import (
+from kubetune_trainer.data.formats import detect_format, parse_record
+from kubetune_trainer.data.rows import (
     ChatExample,
     ClassificationExample,
     Message,
     RowDefect,
     TextExample,
-    detect_format,
-    parse_record,
     preview_line,
     render_text,
 )

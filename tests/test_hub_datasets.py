@@ -13,7 +13,7 @@ import pytest
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DataSource
-from kubetune_trainer.data.formats import RowDefect
+from kubetune_trainer.data.rows import RowDefect
 from kubetune_trainer.data.sources import OpenedSource, SourceError, open_source
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 
@@ -179,7 +179,7 @@ def test_hub_rows_feed_the_trainer_data_path(configs_repo: tuple[HubServer, str]
 
     from kubetune.api.tuningjob import DatasetEntry
     from kubetune_trainer.data.datamix import load_entry
-    from kubetune_trainer.data.formats import ChatExample
+    from kubetune_trainer.data.rows import ChatExample
 
     server, repo = configs_repo
     # The trainer uses the process's caches (HF_HOME in the Pod): here, the test's folder.

@@ -11,7 +11,7 @@ from kubetune.api.tuningjob import DatasetsSpec
 from kubetune_trainer.data.chattemplate import IM_END, render_chatml
 from kubetune_trainer.data.datamix import LoadedDataset, mix_datasets
 from kubetune_trainer.data.dataprep import IGNORE_INDEX, tokenize_for_classification, tokenize_for_generation
-from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Message, TextExample
+from kubetune_trainer.data.rows import ChatExample, ClassificationExample, Message, TextExample
 from kubetune_trainer.training.collate import PackRows, PadToLongest
 from kubetune_trainer.training.scratch import train_tokenizer
 

@@ -18,7 +18,7 @@ from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DatasetFormat
 from kubetune.api.tuningjob import DatasetEntry, DatasetsSpec
 from kubetune_trainer.data.examples import ExampleStream
-from kubetune_trainer.data.formats import Example, RowDefect
+from kubetune_trainer.data.rows import Example, RowDefect
 from kubetune_trainer.data.sources import SourceError, open_source
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.gcpause import gc_paused

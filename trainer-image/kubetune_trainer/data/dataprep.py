@@ -26,7 +26,7 @@ import numpy as np
 
 from kubetune_trainer.data.answermask import bytes_mask, offsets_mask, token_byte_lengths
 from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE, Span, render_chatml, render_with_template
-from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Example, TextExample
+from kubetune_trainer.data.rows import ChatExample, ClassificationExample, Example, TextExample
 from kubetune_trainer.gcpause import gc_paused
 
 IGNORE_INDEX = -100

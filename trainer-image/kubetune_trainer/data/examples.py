@@ -13,7 +13,8 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
 from kubetune.api.dataset import ColumnMapping, DatasetFormat
-from kubetune_trainer.data.formats import Example, RowDefect, detect_format, parse_record
+from kubetune_trainer.data.formats import detect_format, parse_record
+from kubetune_trainer.data.rows import Example, RowDefect
 from kubetune_trainer.data.sources import NumberedRecord
 
 DETECTION_ROWS = 100

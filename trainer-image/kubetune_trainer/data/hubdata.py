@@ -24,7 +24,7 @@ from typing import Any
 from kubetune.api.contract import FailureReason
 from kubetune.api.dataset import HubSource
 from kubetune_trainer.data.filereaders import is_data_file
-from kubetune_trainer.data.formats import RowDefect
+from kubetune_trainer.data.rows import RowDefect
 from kubetune_trainer.data.sources import NumberedRecord, OpenedSource, SourceError
 
 _ROW_BATCH = 512

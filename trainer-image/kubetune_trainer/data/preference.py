@@ -18,39 +18,35 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubetune.api.dataset import ColumnMapping
-from kubetune_trainer.data.formats import (
-    Message,
-    PreferenceExample,
-    RowDefect,
-    _col,
-    _kind,
-    _maybe_json,
-    _message_content,
-    _refuse_tools,
-    _require,
-    _system_turn,
-    _text,
+from kubetune_trainer.data.rowfields import (
     check_turn_order,
+    column_name,
+    kind_of,
+    maybe_json,
+    openai_turns,
+    require,
+    system_turn,
+    text_field,
     turn_path,
 )
+from kubetune_trainer.data.rows import Message, PreferenceExample, RowDefect
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _OPENAI_KEYS = ("preferred_output", "non_preferred_output")
 
 
 def parse_preference(record: Mapping[str, Any], columns: ColumnMapping) -> PreferenceExample:
     if all(key in record for key in _OPENAI_KEYS) and not columns.chosen:
         return _parse_openai(record)
-    chosen_key, rejected_key = _col(columns, "chosen"), _col(columns, "rejected")
-    chosen = _maybe_json(_require(record, chosen_key))
-    rejected = _maybe_json(_require(record, rejected_key))
+    chosen_key, rejected_key = column_name(columns, "chosen"), column_name(columns, "rejected")
+    chosen = maybe_json(require(record, chosen_key))
+    rejected = maybe_json(require(record, rejected_key))
     if isinstance(chosen, str) and isinstance(rejected, str):
         return _parse_standard(record, columns, chosen_key, rejected_key)
     if isinstance(chosen, list) and isinstance(rejected, list):
         return _parse_conversational(record, columns, chosen_key, chosen, rejected_key, rejected)
     raise RowDefect(chosen_key if not isinstance(chosen, str | list) else rejected_key,
                     f"{chosen_key} and {rejected_key} must both be strings (with a prompt column) or both lists of "
-                    f"turns, got {_kind(chosen)} and {_kind(rejected)}")
+                    f"turns, got {kind_of(chosen)} and {kind_of(rejected)}")
 
 
 def _different(chosen: str, rejected: str, path: str) -> None:
@@ -61,36 +57,36 @@ def _different(chosen: str, rejected: str, path: str) -> None:
 
 def _parse_standard(record: Mapping[str, Any], columns: ColumnMapping, chosen_key: str,
                     rejected_key: str) -> PreferenceExample:
-    prompt_key = _col(columns, "prompt")
+    prompt_key = column_name(columns, "prompt")
     if prompt_key not in record or record[prompt_key] is None:
         raise RowDefect(prompt_key, f"missing field {prompt_key!r}: string answers need the prompt they answer "
                                     f"(or give {chosen_key} and {rejected_key} as lists of turns)")
-    prompt = _maybe_json(record[prompt_key])
-    chosen = _text(record[chosen_key], chosen_key)
-    rejected = _text(record[rejected_key], rejected_key)
+    prompt = maybe_json(record[prompt_key])
+    chosen = text_field(record[chosen_key], chosen_key)
+    rejected = text_field(record[rejected_key], rejected_key)
     _different(chosen, rejected, rejected_key)
-    system = _system_turn(record, columns)
+    system = system_turn(record, columns)
     if isinstance(prompt, list):
-        turns, paths = _turns(prompt, prompt_key)
-        return _example([*system, *turns], [_col(columns, "system")] * len(system) + paths, prompt_key,
+        turns, paths = openai_turns(prompt, prompt_key)
+        return _example([*system, *turns], [column_name(columns, "system")] * len(system) + paths, prompt_key,
                         chosen, rejected)
-    return _example([*system, Message("user", _text(prompt, prompt_key))],
-                    [_col(columns, "system")] * len(system) + [prompt_key], prompt_key, chosen, rejected)
+    return _example([*system, Message("user", text_field(prompt, prompt_key))],
+                    [column_name(columns, "system")] * len(system) + [prompt_key], prompt_key, chosen, rejected)
 
 
 def _parse_conversational(record: Mapping[str, Any], columns: ColumnMapping, chosen_key: str, chosen: list[Any],
                           rejected_key: str, rejected: list[Any]) -> PreferenceExample:
-    chosen_turns, chosen_paths = _turns(chosen, chosen_key)
-    rejected_turns, rejected_paths = _turns(rejected, rejected_key)
-    prompt_key = _col(columns, "prompt")
-    explicit = _maybe_json(record.get(prompt_key))
-    system = _system_turn(record, columns)
-    system_paths = [_col(columns, "system")] * len(system)
+    chosen_turns, chosen_paths = openai_turns(chosen, chosen_key)
+    rejected_turns, rejected_paths = openai_turns(rejected, rejected_key)
+    prompt_key = column_name(columns, "prompt")
+    explicit = maybe_json(record.get(prompt_key))
+    system = system_turn(record, columns)
+    system_paths = [column_name(columns, "system")] * len(system)
     if explicit is not None:
         if not isinstance(explicit, list):
             raise RowDefect(prompt_key, f"must be a list of turns when {chosen_key} and {rejected_key} are, "
-                                        f"got {_kind(explicit)}")
-        prompt, prompt_paths = _turns(explicit, prompt_key)
+                                        f"got {kind_of(explicit)}")
+        prompt, prompt_paths = openai_turns(explicit, prompt_key)
         chosen_answer = _single_answer(chosen_turns, chosen_paths, chosen_key)
         rejected_answer = _single_answer(rejected_turns, rejected_paths, rejected_key)
     else:
@@ -112,44 +108,23 @@ def _parse_conversational(record: Mapping[str, Any], columns: ColumnMapping, cho
 
 
 def _parse_openai(record: Mapping[str, Any]) -> PreferenceExample:
-    source = _maybe_json(_require(record, "input"))
+    source = maybe_json(require(record, "input"))
     if not isinstance(source, Mapping):
-        raise RowDefect("input", f"must be an object with messages, got {_kind(source)}")
-    raw = _maybe_json(_require(source, "messages", "input.messages"))
+        raise RowDefect("input", f"must be an object with messages, got {kind_of(source)}")
+    raw = maybe_json(require(source, "messages", "input.messages"))
     if not isinstance(raw, list):
-        raise RowDefect("input.messages", f"must be a list of turns, got {_kind(raw)}")
-    prompt, paths = _turns(raw, "input.messages")
+        raise RowDefect("input.messages", f"must be a list of turns, got {kind_of(raw)}")
+    prompt, paths = openai_turns(raw, "input.messages")
     answers = []
     for key in _OPENAI_KEYS:
-        value = _maybe_json(_require(record, key))
+        value = maybe_json(require(record, key))
         if not isinstance(value, list) or len(value) != 1:
-            count = f"{len(value)} turns" if isinstance(value, list) else _kind(value)
+            count = f"{len(value)} turns" if isinstance(value, list) else kind_of(value)
             raise RowDefect(key, f"must be a list holding exactly one assistant turn, got {count}")
-        turns, turn_paths = _turns(value, key)
+        turns, turn_paths = openai_turns(value, key)
         answers.append(_single_answer(turns, turn_paths, key))
     _different(answers[0], answers[1], "non_preferred_output[0].content")
     return _example(prompt, paths, "input.messages", answers[0], answers[1])
-
-
-def _turns(value: list[Any], key: str) -> tuple[list[Message], list[str]]:
-    """OpenAI-style {role, content} turns (content may be text parts); tool turns are refused."""
-    if not value:
-        raise RowDefect(key, "has no turns")
-    messages, paths = [], []
-    for index, turn in enumerate(value):
-        path = f"{key}[{index}]"
-        if not isinstance(turn, Mapping):
-            raise RowDefect(path, f"must be an object with role and content, got {_kind(turn)}")
-        role = _text(_require(turn, "role", f"{path}.role"), f"{path}.role")
-        _refuse_tools(role, f"{path}.role")
-        if turn.get("tool_calls") or turn.get("function_call"):
-            raise RowDefect(f"{path}.tool_calls", "tool calls are not supported: drop the turn or the row")
-        if role not in _ROLES:
-            raise RowDefect(f"{path}.role", f"unknown role {role!r}: use system, user or assistant")
-        content = _message_content(_require(turn, "content", f"{path}.content"), f"{path}.content")
-        messages.append(Message(_ROLES[role], content))  # type: ignore[arg-type]
-        paths.append(f"{path}.content")
-    return messages, paths
 
 
 def _single_answer(turns: list[Message], paths: list[str], key: str) -> str:

@@ -22,7 +22,7 @@ from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DataSource
 from kubetune.api.redact import redact
 from kubetune_trainer.data.filereaders import DATA_SUFFIXES, is_data_file, read_records
-from kubetune_trainer.data.formats import RowDefect
+from kubetune_trainer.data.rows import RowDefect
 from kubetune_trainer.data.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url, probe_url
 
 NumberedRecord = tuple[int, Mapping[str, Any] | RowDefect]

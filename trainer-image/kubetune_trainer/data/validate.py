@@ -19,7 +19,7 @@ from kubetune.api.contract import (
 )
 from kubetune.api.dataset import DatasetFormat, RowError
 from kubetune_trainer.data.examples import ExampleStream
-from kubetune_trainer.data.formats import ClassificationExample, RowDefect, preview_line
+from kubetune_trainer.data.rows import ClassificationExample, RowDefect, preview_line
 from kubetune_trainer.data.sources import OpenedSource, SourceError, open_source
 from kubetune_trainer.data.tokenstats import TokenMeter, load_tokenizer
 from kubetune_trainer.termination import (

@@ -24,7 +24,7 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.progress import Stage
-from kubetune_trainer.data.formats import PreferenceExample
+from kubetune_trainer.data.rows import PreferenceExample
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest

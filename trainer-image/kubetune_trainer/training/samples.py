@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.api.redact import redact
 from kubetune.api.tuningjob import SampleGeneration
-from kubetune_trainer.data.formats import ChatExample, Example, Message, PreferenceExample, TextExample
+from kubetune_trainer.data.rows import ChatExample, Example, Message, PreferenceExample, TextExample
 
 SAMPLE_COUNT = 3
 MAX_NEW_TOKENS = 64

@@ -19,7 +19,7 @@ from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Objective, Task, TrainingMetrics, TuningMethod
 from kubetune_trainer.data.datamix import DataMix, load_mix
 from kubetune_trainer.data.dataprep import tokenize_for_classification, tokenize_for_generation
-from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Example, PreferenceExample
+from kubetune_trainer.data.rows import ChatExample, ClassificationExample, Example, PreferenceExample
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
