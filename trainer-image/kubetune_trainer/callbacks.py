@@ -21,6 +21,13 @@ class StopRequest:
         self.requested: str | None = None
         self.training = False
 
+    def agreed(self) -> bool:
+        """Whether any rank was asked to stop: every rank stops after the same step, so the
+        checkpoint they save together is consistent (one process: this one's request)."""
+        from kubetune_trainer.distributed import any_rank
+
+        return any_rank(self.requested is not None)
+
     def install(self) -> None:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -55,7 +62,8 @@ class ProgressCallback(TrainerCallback):
         self.stop.training = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.stop.requested:
+        if self.stop.agreed():
+            self.stop.requested = self.stop.requested or "a stop on another rank"
             control.should_save = True
             control.should_training_stop = True
 

@@ -47,13 +47,17 @@ class WorkDir:
     def base_eval(self) -> Path:
         return self.root / "base_eval.json"
 
+    def complete_checkpoints(self) -> dict[int, Path]:
+        """Step -> checkpoint folder, for the checkpoints written completely (with trainer_state.json)."""
+        if not self.checkpoints.is_dir():
+            return {}
+        return {int(m.group(1)): p for p in self.checkpoints.iterdir()
+                if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()}
+
     def newest_checkpoint(self) -> Path | None:
         """The checkpoint with the highest step that was written completely (has trainer_state.json)."""
-        if not self.checkpoints.is_dir():
-            return None
-        found = [(int(m.group(1)), p) for p in self.checkpoints.iterdir()
-                 if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").is_file()]
-        return max(found)[1] if found else None
+        found = self.complete_checkpoints()
+        return found[max(found)] if found else None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from kubetune.api.contract import (
     DATA_TOKEN_ENV,
     HF_TOKEN_ENV,
     TERMINATION_LOG,
-    ExitCode,
     FailureReason,
     TrainerConfig,
     TrainerResult,
@@ -62,15 +61,18 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def train_main(argv: list[str]) -> int:
+    from kubetune_trainer import distributed
     from kubetune_trainer.callbacks import StopRequest
     from kubetune_trainer.errors import TrainerFailure
     from kubetune_trainer.events import Reporter
-    from kubetune_trainer.result import fit_result, result_json, write_result
+    from kubetune_trainer.launcher import rank_result_path
+    from kubetune_trainer.result import exit_code_of, fit_result, result_json, write_result
 
     args = _train_parser().parse_args(argv)
     hf_token = os.environ.get(HF_TOKEN_ENV) or None
     data_token = os.environ.get(DATA_TOKEN_ENV) or None
-    reporter = Reporter([hf_token, data_token])
+    me = distributed.ranks()
+    reporter = Reporter([hf_token, data_token], quiet=not me.is_main)  # rank 0 speaks for the run
     reporter.install_log_redaction()
     stop = StopRequest()
     stop.install()
@@ -78,6 +80,12 @@ def train_main(argv: list[str]) -> int:
     try:
         config = _read_config(args.config)
         result_path = args.result_path or config.result_path
+        if config.launch.world_size > 1 and not distributed.in_worker():
+            stop.uninstall()  # the launcher forwards signals to the processes it starts
+            from kubetune_trainer.launcher import launch
+
+            return launch(config, args.config, result_path, reporter)
+        result_path = rank_result_path() or result_path
         _prepare_hub_client(config, reporter)
         result = _run(config, reporter, stop, hf_token, data_token)
     except TrainerFailure as failure:
@@ -89,12 +97,16 @@ def train_main(argv: list[str]) -> int:
         result = _failed(_crash(error))
     finally:
         stop.uninstall()
+        distributed.stop()
     result = fit_result(result, reporter.secrets)
     text = result_json(result)
     reporter.log(_summary(result))
     reporter.log(text)
+    if reporter.quiet and result.status == "Failed":
+        # Rank 0 prints the run's outcome; another rank's line says which process it was.
+        print(reporter.clean(f"[{me.describe()}] {_summary(result)}"), file=sys.stderr, flush=True)
     write_result(text, result_path)
-    return _exit_code(result)
+    return exit_code_of(result)
 
 
 def _read_config(path: Path) -> TrainerConfig:
@@ -114,6 +126,7 @@ def _read_config(path: Path) -> TrainerConfig:
 def _run(config: TrainerConfig, reporter: object, stop: object, hf_token: str | None,
          data_token: str | None) -> TrainerResult:
     from kubetune.api.progress import Stage
+    from kubetune_trainer import distributed
     from kubetune_trainer.callbacks import StopRequest
     from kubetune_trainer.checkpoints import read_finished
     from kubetune_trainer.device import check_method_supported
@@ -122,15 +135,22 @@ def _run(config: TrainerConfig, reporter: object, stop: object, hf_token: str | 
     from kubetune_trainer.train import Tokens, train_model, work_dir_of
 
     assert isinstance(reporter, Reporter) and isinstance(stop, StopRequest)
+    distributed.start()
     work = work_dir_of(config)
-    finished = read_finished(work)
+    # Rank 0's work folder decides for every rank: a follower's own volume may lack final/.
+    finished = distributed.decide(lambda: read_finished(work))
     if finished is not None:
         reporter.stage(Stage.LOADING, "a finished model is in final/: skipping training")
         reporter.log(f"found a finished model in {work.final} (steps {finished.metrics.steps}): not training again")
     else:
         check_method_supported(config.spec.method.type)
         finished = train_model(config, work, reporter, stop, Tokens(hf=hf_token, data=data_token))
-    return publish_step(config, work, finished, reporter, hf_token)
+    result = publish_step(config, work, finished, reporter, hf_token) if finished is not None else None
+    # Every rank ends with rank 0's outcome (and exit code): a failed push fails every Pod alike,
+    # so the retry restarts all of them rather than a leader waiting for followers that are gone.
+    outcome = distributed.broadcast(result)
+    assert outcome is not None
+    return outcome
 
 
 def _prepare_hub_client(config: TrainerConfig, reporter: object) -> None:
@@ -155,9 +175,13 @@ def _failed(failure: object) -> TrainerResult:
 
 
 def _crash(error: Exception) -> object:
+    from kubetune_trainer.distributed import is_peer_failure
     from kubetune_trainer.errors import TrainerFailure
 
     text = " ".join(str(error).split())
+    if is_peer_failure(error):
+        return TrainerFailure(FailureReason.TRAINING_FAILED, "another process of this distributed run failed or "
+                              f"could not be reached (see its log): {text}", retryable=True)
     if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError outside the training loop
         return TrainerFailure(FailureReason.OUT_OF_MEMORY, f"the GPU ran out of memory: {text}")
     return TrainerFailure(FailureReason.TRAINING_FAILED, f"{type(error).__name__}: {text}", retryable=False)
@@ -170,12 +194,6 @@ def _summary(result: TrainerResult) -> str:
     return f"failed ({result.reason}): {result.message}"
 
 
-def _exit_code(result: TrainerResult) -> int:
-    if result.status == "Succeeded":
-        return ExitCode.OK
-    if result.reason is FailureReason.INTERRUPTED:
-        return ExitCode.INTERRUPTED
-    return ExitCode.RETRYABLE if result.retryable else ExitCode.PERMANENT
 
 
 if __name__ == "__main__":

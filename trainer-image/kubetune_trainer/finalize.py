@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import TrainerConfig
+from kubetune.api.distributed import effective_batch_size
 from kubetune.api.tuningjob import Task, TrainingMetrics, TuningMethod
 from kubetune_trainer.checkpoints import FinishedModel, WorkDir, promote, write_finished
 from kubetune_trainer.device import DevicePlan
+from kubetune_trainer.distributed import ranks
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.modelcard import ModelCardInfo, render_model_card
 from kubetune_trainer.modelload import ResolvedModel
@@ -27,13 +29,14 @@ MERGED_IN_REPO = "merged"  # publishing.py pushes <work_dir>/merged there
 
 def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, model: Any, tokenizer: Any,
                resolved: ResolvedModel, metrics: TrainingMetrics, labels: list[str],
-               plan: DevicePlan) -> FinishedModel:
+               plan: DevicePlan, state_dict: Any = None) -> FinishedModel:
     spec = config.spec
     adapter = spec.method.type is not TuningMethod.FULL
     staging = work.root / "final.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model.save_pretrained(staging)
+    # FSDP hands over the whole model gathered from its shards; otherwise the model has it all.
+    model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(staging)
     if labels:
         (staging / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
@@ -94,6 +97,9 @@ def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: Training
     of the merged model in merged/."""
     spec = config.spec
     hyperparameters: dict[str, object] = dict(spec.hyperparameters.to_wire())
+    world = ranks().world_size
+    hyperparameters.update({"worldSize": world, "effectiveBatchSize": effective_batch_size(
+        spec.hyperparameters.per_device_batch_size, world, spec.hyperparameters.gradient_accumulation_steps)})
     if spec.method.type is not TuningMethod.FULL:
         lora = spec.method.lora
         hyperparameters.update({"loraR": lora.r, "loraAlpha": lora.alpha, "loraDropout": lora.dropout,

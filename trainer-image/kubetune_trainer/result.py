@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from kubetune.api.contract import TERMINATION_LOG, TERMINATION_MESSAGE_LIMIT, TrainerResult
+from kubetune.api.contract import TERMINATION_LOG, TERMINATION_MESSAGE_LIMIT, ExitCode, FailureReason, TrainerResult
 from kubetune.api.redact import redact
 
 
@@ -41,3 +41,12 @@ def write_result(text: str, path: str) -> None:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as error:
         print(f"warning: cannot write the result to {path}: {error}", file=sys.stderr, flush=True)
+
+
+def exit_code_of(result: TrainerResult) -> int:
+    """The process exit code a result stands for (the Job's podFailurePolicy switches on it)."""
+    if result.status == "Succeeded":
+        return ExitCode.OK
+    if result.reason is FailureReason.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    return ExitCode.RETRYABLE if result.retryable else ExitCode.PERMANENT

@@ -13,8 +13,10 @@ from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.collate import PackRows, PadToLongest
 from kubetune_trainer.dataprep import TokenizedData
 from kubetune_trainer.device import DevicePlan
+from kubetune_trainer.distributed import common_checkpoint, decide, ranks
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
+from kubetune_trainer.parallel import ParallelPlan
 from kubetune_trainer.trainloop import (
     Evaluation,
     LengthGroupedTrainer,
@@ -35,11 +37,15 @@ class TrainingOutcome:
     runtime_seconds: float
     base: Evaluation
     tuned: Evaluation
+    state_dict: Any = None  # FSDP: the whole model gathered from its shards (rank 0); else None
+
+
+SINGLE_PROCESS = ParallelPlan(None, "one process")
 
 
 def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *, model: Any,
                  tokenizer: Any, plan: DevicePlan, train_data: TokenizedData, eval_data: TokenizedData | None,
-                 multi_label: bool) -> TrainingOutcome:
+                 multi_label: bool, parallel: ParallelPlan = SINGLE_PROCESS) -> TrainingOutcome:
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
@@ -56,25 +62,30 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
     else:
         collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
     args = training_arguments(hp, output_dir=work.checkpoints, plan=plan, has_eval=eval_data is not None,
-                              classification=classification)
-    work.runs.mkdir(parents=True, exist_ok=True)
+                              classification=classification, parallel=parallel.training_arguments())
+    callbacks: list[Any] = [ProgressCallback(reporter, stop)]
+    if ranks().is_main:  # one TensorBoard log per run, not one per rank
+        work.runs.mkdir(parents=True, exist_ok=True)
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(work.runs))))
     trainer = LengthGroupedTrainer(
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=classification_accuracy(multi_label) if classification else None,
-        callbacks=[ProgressCallback(reporter, stop), TensorBoardCallback(SummaryWriter(log_dir=str(work.runs)))],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # its raw dicts would duplicate the progress lines
     # Evaluation always pads (packing changes nothing to the loss, and classification never packs).
     eval_collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
 
-    checkpoint = work.newest_checkpoint()
-    base = load_base_eval(work.base_eval) if checkpoint is not None else None
+    checkpoint = _resume_point(work, parallel)
+    # Rank 0's file decides: every rank must take part in the base evaluation, or none.
+    base = decide(lambda: load_base_eval(work.base_eval) if checkpoint is not None else None)
     try:
         if base is None:
             reporter.stage(Stage.EVALUATING, "evaluating the base model")
             base = _evaluate_with(trainer, eval_collator, eval_data)
-            save_base_eval(work.base_eval, base)
+            if ranks().is_main:
+                save_base_eval(work.base_eval, base)
             reporter.log(f"base model: eval loss {_show(base.loss)}" + _accuracy(base))
         if checkpoint is not None:
             reporter.log(f"resuming from {checkpoint.name}")
@@ -97,12 +108,24 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
             "or request a larger GPU",
         ) from None
     metrics = output.metrics or {}
+    # Every rank takes part in gathering the shards; rank 0 ends up with the whole model.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if parallel.fsdp else None
     return TrainingOutcome(
         model=trainer.model, train_loss=_finite(output.training_loss),
         trained_tokens=trainer.state.num_input_tokens_seen,
         steps=trainer.state.global_step, runtime_seconds=float(metrics.get("train_runtime", 0.0)),
-        base=base, tuned=tuned,
+        base=base, tuned=tuned, state_dict=state_dict,
     )
+
+
+def _resume_point(work: WorkDir, parallel: ParallelPlan) -> Any:
+    """The newest checkpoint every rank has (one process: the newest complete one), or None."""
+    found = work.complete_checkpoints()
+    if parallel.fsdp and not parallel.shared_work_dir:
+        # Sharded checkpoints need every shard and rank 0's metadata in one folder.
+        found = {}
+    step = common_checkpoint(sorted(found))
+    return found.get(step) if step is not None else None
 
 
 def _evaluate_with(trainer: Any, collator: Any, data: TokenizedData | None) -> Evaluation:

@@ -30,10 +30,13 @@ class Tokens:
 
 
 def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
-                tokens: Tokens) -> FinishedModel:
+                tokens: Tokens) -> FinishedModel | None:
+    """Train and write final/; the finished model on rank 0, None on the other ranks of a distributed run."""
+    from kubetune_trainer import distributed
     from kubetune_trainer.dataprep import tokenize_for_classification, tokenize_for_generation
     from kubetune_trainer.device import plan_device
     from kubetune_trainer.modelload import load_model, load_tokenizer, resolve_base_model
+    from kubetune_trainer.parallel import choose_parallelism, gpu_memory_bytes
 
     _quiet_libraries()
     spec, hp = config.spec, config.spec.hyperparameters
@@ -41,18 +44,22 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     multi_label = bool(spec.classification and spec.classification.multi_label)
     declared = list(spec.classification.labels) if spec.classification else []
 
+    me = distributed.ranks()
+    shared = distributed.shared_across_nodes(work.root)
     reporter.stage(Stage.LOADING, "reading the datasets")
-    mix = load_mix(spec.datasets, config.dataset_names, mounts=config.mounts, token=tokens.data or tokens.hf,
-                   seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log,
-                   allow_private_urls=config.allow_private_urls)
+    with distributed.preparers_first(shared):  # one download per node, then the caches serve the rest
+        mix = load_mix(spec.datasets, config.dataset_names, mounts=config.mounts, token=tokens.data or tokens.hf,
+                       seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log,
+                       allow_private_urls=config.allow_private_urls)
     labels = declared or _labels_in(mix)
     if classification:
         _check_classification(mix, labels, multi_label)
         reporter.log(f"labels ({len(labels)}): {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}")
 
     reporter.stage(Stage.LOADING, f"loading the base model {spec.base_model.describe()}")
-    resolved = resolve_base_model(spec.base_model, work_dir=work.root, mounts=config.mounts, token=tokens.hf,
-                                  seed=hp.seed, scratch_texts=lambda: _texts(mix), log=reporter.log)
+    with distributed.preparers_first(shared):
+        resolved = resolve_base_model(spec.base_model, work_dir=work.root, mounts=config.mounts, token=tokens.hf,
+                                      seed=hp.seed, scratch_texts=lambda: _texts(mix), log=reporter.log)
     plan = plan_device(hp.precision)
     if plan.warning:
         reporter.log(f"warning: {plan.warning}")
@@ -78,13 +85,28 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     if len(train_data) == 0:
         raise TrainerFailure(FailureReason.DATASET_INVALID,
                              f"no training row fits maxSeqLength {hp.max_seq_length} with its answer")
+    distributed.check_same_everywhere("training and validation rows", distributed.fingerprint(
+        train_data.ids, train_data.starts, train_data.mask, train_data.targets,
+        *((eval_data.ids, eval_data.starts) if eval_data is not None else ())))
+    parallel = choose_parallelism(spec.distributed.strategy, method=spec.method.type, model_folder=resolved.folder,
+                                  world_size=me.world_size, cuda=plan.cuda, shared_work_dir=shared,
+                                  gpu_memory=gpu_memory_bytes(me.local_rank) if plan.cuda else None)
+    if parallel.strategy is not None:
+        reporter.log(f"distributed: {me.world_size} processes, {parallel.strategy.value} ({parallel.reason}); "
+                     f"effective batch {hp.per_device_batch_size * me.world_size * hp.gradient_accumulation_steps} "
+                     f"= {hp.per_device_batch_size} per device x {me.world_size} x {hp.gradient_accumulation_steps} "
+                     f"accumulation; work folder {'shared by' if shared else 'separate on'} the nodes")
+    if parallel.warning:
+        reporter.log(f"warning: {parallel.warning}")
 
     model = load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
                        pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
     from kubetune_trainer.session import run_training
 
     outcome = run_training(config, work, reporter, stop, model=model, tokenizer=tokenizer, plan=plan,
-                           train_data=train_data, eval_data=eval_data, multi_label=multi_label)
+                           train_data=train_data, eval_data=eval_data, multi_label=multi_label, parallel=parallel)
+    if not me.is_main:
+        return None  # rank 0 writes final/; the others wait for its result (cli.py)
     metrics = TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
         eval_accuracy=outcome.tuned.accuracy, base_eval_accuracy=outcome.base.accuracy,
@@ -95,7 +117,8 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
     from kubetune_trainer.finalize import save_final
 
     return save_final(config, work, reporter, model=outcome.model, tokenizer=tokenizer, resolved=resolved,
-                      metrics=metrics, labels=labels if classification else [], plan=plan)
+                      metrics=metrics, labels=labels if classification else [], plan=plan,
+                      state_dict=outcome.state_dict)
 
 
 def _labels_in(mix: DataMix) -> list[str]:

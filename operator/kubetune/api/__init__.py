@@ -41,6 +41,7 @@ from kubetune.api.dataset import (
     UrlSource,
     ValidationSummary,
 )
+from kubetune.api.distributed import DistributedSpec, LaunchPlan, ParallelStrategy
 from kubetune.api.tuningjob import (
     BaseModelSpec,
     ClassificationSpec,
@@ -71,10 +72,10 @@ __all__ = [
     "API_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
     "BaseModelSpec", "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource",
     "DataSource", "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus",
-    "DatasetValidation", "DatasetsSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError",
-    "KubeModel", "LRScheduler", "LoraSpec", "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "OutputSpec",
-    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RowError", "ScratchModel", "SecretKeyRef",
-    "Task", "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
-    "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport",
-    "ValidationSummary", "ValidatorConfig",
+    "DatasetValidation", "DatasetsSpec", "DistributedSpec", "ExitCode", "FailureReason", "HubSource",
+    "Hyperparameters", "JobError", "KubeModel", "LRScheduler", "LaunchPlan", "LoraSpec", "MethodSpec", "ModelResult",
+    "Mounts", "ObjectMeta", "OutputSpec", "ParallelStrategy", "Precision", "PvcSource", "QuantizationSpec",
+    "ResourcesSpec", "RowError", "ScratchModel", "SecretKeyRef", "Task", "TokenStats", "TrainerConfig",
+    "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob", "TuningJobPhase", "TuningJobSpec",
+    "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport", "ValidationSummary", "ValidatorConfig",
 ]

@@ -21,6 +21,7 @@ from kubetune.api.dataset import (
     DataSource,
     ValidationSummary,
 )
+from kubetune.api.distributed import LaunchPlan
 from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -86,6 +87,8 @@ class TrainerConfig(KubeModel):
     mounts: Mounts = Field(default_factory=Mounts, description="Where volumes are mounted.")
     allow_private_urls: bool = Field(default=False, description="Allow URLs on private/loopback addresses.")
     result_path: str = Field(default=TERMINATION_LOG, description="Where the TrainerResult is written.")
+    launch: LaunchPlan = Field(default_factory=LaunchPlan,
+                               description="Training processes and their rendezvous (one process by default).")
 
 
 class ValidatorConfig(KubeModel):

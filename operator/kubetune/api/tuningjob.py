@@ -19,6 +19,7 @@ from kubetune.api.common import (
     SecretKeyRef,
 )
 from kubetune.api.dataset import ColumnMapping, DatasetFormat, DataSource, PvcSource
+from kubetune.api.distributed import DistributedSpec, ParallelStrategy
 
 
 class TuningMethod(StrEnum):
@@ -244,9 +245,13 @@ class OutputSpec(KubeModel):
 
 
 class ResourcesSpec(KubeModel):
-    """What one training Pod asks for."""
+    """What one training Pod asks for, and how many such Pods (nodes) the run spans."""
 
-    gpus: int = Field(default=1, ge=0, le=16, description="GPUs for the trainer; 0 trains on CPU.")
+    gpus: int = Field(default=1, ge=0, le=16,
+                      description="GPUs per node; each runs one training process (torchrun). 0 trains on CPU.")
+    nodes: int = Field(default=1, ge=1, le=64,
+                       description="Nodes the run spans: one Pod each (an Indexed Job with a rendezvous on Pod 0), "
+                                   "each with `gpus` GPUs. World size = nodes x max(gpus, 1).")
     gpu_resource_name: str | None = Field(
         default=None, max_length=253,
         description="Extended resource name of the GPUs; the operator's default (nvidia.com/gpu) when unset.",
@@ -272,7 +277,9 @@ class TuningJobSpec(KubeModel):
     hf_token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret with a Hugging Face token (gated models, private data, pushing).",
     )
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU and memory.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, nodes, CPU and memory.")
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec,
+                                         description="DDP or FSDP, when the run has several processes.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the trainer Pod needs.")
     tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64,
                                               description="Tolerations of the trainer Pod (core/v1 Toleration).")
@@ -306,6 +313,13 @@ class TuningJobSpec(KubeModel):
                 )
         elif self.classification is not None:
             raise ValueError("classification applies to task textClassification only: remove it or set the task")
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_fits_method(self) -> TuningJobSpec:
+        if self.distributed.strategy is ParallelStrategy.FSDP and self.method.type is TuningMethod.QLORA:
+            raise ValueError("distributed.strategy FSDP does not combine with QLoRA (4-bit weights are not "
+                             "sharded): use DDP or Auto, or method LoRA/Full")
         return self
 
 
@@ -365,6 +379,11 @@ class TuningJobStatus(KubeModel):
     observed_generation: int | None = Field(default=None, ge=0,
                                             description="metadata.generation the status describes.")
     job_name: str | None = Field(default=None, max_length=253, description="The training Job.")
+    world_size: int | None = Field(default=None, ge=1,
+                                   description="Training processes: nodes x GPUs per node (1 per CPU-only node).")
+    effective_batch_size: int | None = Field(
+        default=None, ge=1, description="Rows per optimizer step: perDeviceBatchSize x worldSize x "
+                                        "gradientAccumulationSteps.")
     start_time: datetime | None = Field(default=None, description="When the trainer started.")
     completion_time: datetime | None = Field(default=None, description="When the run finished.")
     progress: TrainingProgress | None = Field(default=None, description="Latest progress.")
