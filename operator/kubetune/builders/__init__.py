@@ -4,6 +4,7 @@ No I/O here: the handlers create what these functions render, the local mode reu
 resolved configs. Every output is deterministic, so re-rendering is a no-op.
 """
 
+from kubetune.builders.distributed import build_rendezvous_service, launch_plan, rendezvous_service_name
 from kubetune.builders.jobs import (
     TRAINER_CONTAINER,
     VALIDATOR_CONTAINER,
@@ -38,10 +39,11 @@ from kubetune.builders.resolve import (
 )
 
 __all__ = [
-    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "CONFIG_DIR", "CONFIG_PATH", "KUEUE_QUEUE_LABEL",
-    "LABEL_DATASET", "LABEL_TUNINGJOB", "TRAINER_CONTAINER", "VALIDATOR_CONTAINER",
-    "ResolveError", "build_trainer_config_map", "build_training_job", "build_validation_job",
-    "build_validator_config_map", "config_json", "data_token_ref", "dns_label", "label_value", "owner_reference",
-    "parse_pvc_path", "resolve_trainer_config", "resolve_validator_config", "spec_hash",
-    "trainer_config_map_name", "training_job_name", "validation_job_name", "validator_config_map_name",
+    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "CONFIG_DIR", "CONFIG_PATH", "KUEUE_QUEUE_LABEL", "LABEL_DATASET",
+    "LABEL_TUNINGJOB", "TRAINER_CONTAINER", "VALIDATOR_CONTAINER",
+    "ResolveError", "build_rendezvous_service", "build_trainer_config_map", "build_training_job",
+    "build_validation_job", "build_validator_config_map", "config_json", "data_token_ref", "dns_label", "label_value",
+    "launch_plan", "owner_reference", "parse_pvc_path", "rendezvous_service_name", "resolve_trainer_config",
+    "resolve_validator_config", "spec_hash", "trainer_config_map_name", "training_job_name", "validation_job_name",
+    "validator_config_map_name",
 ]

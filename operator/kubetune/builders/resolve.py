@@ -144,6 +144,8 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset]) -> Tr
     if spec.output.pvc is not None:
         work_dir = mounts.path_of_pvc(spec.output.pvc.claim_name, spec.output.pvc.path)
     names = [e.describe() for e in (*spec.datasets.train, *spec.datasets.validation)]
+    from kubetune.builders.distributed import launch_plan  # it reports through ResolveError, defined here
+
     return TrainerConfig(
         name=tj.metadata.name,
         namespace=tj.metadata.namespace,
@@ -151,6 +153,7 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset]) -> Tr
         dataset_names=list(dict.fromkeys(names)),
         work_dir=work_dir,
         mounts=mounts,
+        launch=launch_plan(tj),
     )
 
 
