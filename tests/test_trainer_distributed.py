@@ -161,3 +161,19 @@ def test_a_stop_checkpoints_every_rank_at_one_step_and_two_processes_resume(
     assert [s for s, _ in _losses(lines)] == [stopped_at + 1, stopped_at + 2]
     assert any(isinstance(e, StageEvent) and checkpoint.name in e.message for e in map(parse_line, lines))
     assert _result(tmp_path / "result.json").status == "Succeeded"
+
+
+def test_local_mode_runs_several_cpu_processes_with_the_same_code_path(tmp_path: Path) -> None:
+    from test_local_run import DATA, QUICKSTART, describe_value, kubetune
+
+    manifest = tmp_path / "short.yaml"
+    manifest.write_text(QUICKSTART.read_text().replace("epochs: 12", "maxSteps: 4")
+                        .replace("loggingSteps: 5", "loggingSteps: 2").replace("type: Full", "type: LoRA"))
+    run = kubetune("run", "-f", str(manifest), "--volume", f"quickstart-data={DATA}", "--workdir", "out",
+                   "--processes", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr + run.stdout[-3000:]
+    assert describe_value(run.stdout, "Phase") == "Succeeded"
+    assert "note: resources ask for 1 training process(es)" in run.stdout
+    log = (tmp_path / "out" / "default" / "quickstart" / "trainer.log").read_text()
+    assert "launching 2 training process(es)" in log and "distributed: 2 processes, DDP" in log
+    assert [s for s, _ in _losses(log.splitlines())] == [2, 4], "one progress line per step, from rank 0"

@@ -18,7 +18,8 @@ from typing import TextIO
 
 import yaml
 
-from kubetune.api import Dataset, ExitCode, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.api import Dataset, ExitCode, LaunchPlan, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.api.distributed import world_size
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.builders import ResolveError, build_training_job, config_json, resolve_trainer_config
 from kubetune.builders.resolve import writable_claims
@@ -60,6 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validate the manifests and datasets and print the trainer config; do not train")
     parser.add_argument("--plain", action="store_true",
                         help="print progress as plain lines even on a terminal")
+    parser.add_argument("--processes", type=_positive, default=1, metavar="N",
+                        help="training processes (torchrun; gloo on CPU, one GPU each with CUDA) for the "
+                             "data-parallel code path a cluster runs with resources.gpus x nodes (default: 1)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes from 1 to 64")
+    return value
 
 
 def run_local(args: argparse.Namespace) -> int:
@@ -80,7 +94,7 @@ def run_local(args: argparse.Namespace) -> int:
     display = ProgressDisplay(interactive=False if args.plain else None)
     for note in manifests.notes:
         display.message(f"note: {note}")
-    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run)
+    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run, processes=args.processes)
     try:
         return run.run_all()
     except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -103,11 +117,13 @@ class LocalRun:
     """Runs every TuningJob of the files in turn (and validates every Dataset once)."""
 
     def __init__(self, manifests: Manifests, workspace: Workspace, display: ProgressDisplay, *,
-                 dry_run: bool = False, settings: Settings | None = None, out: TextIO | None = None) -> None:
+                 dry_run: bool = False, settings: Settings | None = None, out: TextIO | None = None,
+                 processes: int = 1) -> None:
         self.manifests = manifests
         self.workspace = workspace
         self.display = display
         self.dry_run = dry_run
+        self.processes = processes
         self.settings = settings or Settings.from_env()
         self.out = out or sys.stdout
         self.validator = DatasetValidator(manifests, workspace, display, self.settings)
@@ -146,6 +162,7 @@ class LocalRun:
             tracker.observe(RunObservation(datasets=observed, spec_error=exc.message))
             return self._finish(tracker)
         config = localize_trainer_config(config, self.workspace, self.manifests)
+        config = self._local_launch(job, config)
         writable = writable_claims(job)
         missing = missing_input_volumes(config.mounts, writable)
         if missing:
@@ -207,6 +224,17 @@ class LocalRun:
             return ExitCode.INTERRUPTED
         self.display.message(f"full trainer log: {log_path}")
         return code
+
+    def _local_launch(self, job: TuningJob, config: TrainerConfig) -> TrainerConfig:
+        """One machine, --processes processes: the cluster's node and GPU counts do not apply here."""
+        resources = job.spec.resources
+        asked = world_size(resources.nodes, resources.gpus)
+        if asked != self.processes:
+            self.display.message(
+                f"note: resources ask for {asked} training process(es) ({resources.nodes} node(s) x "
+                f"{max(1, resources.gpus)}); this local run uses {self.processes} (--processes)")
+        launch = LaunchPlan(nodes=1, processes_per_node=self.processes, run_id=f"local-{job.metadata.name}")
+        return config.model_copy(update={"launch": launch})
 
     def _finish(self, tracker: StatusTracker) -> int:
         self.display.close()
