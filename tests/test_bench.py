@@ -81,5 +81,5 @@ def test_scaling_runs_tiny_on_cpu_processes() -> None:
     figures = table(run_bench("bench.scaling", "--cpu", "2", "--tiny"))
     assert figures["tokens/s, 1 device"][0] > 0 and figures["tokens/s, 2 devices"][0] > 0
     ratio = figures["tokens/s, 2 devices"][0] / figures["tokens/s, 1 device"][0]
-    assert figures["speed-up"][0] == pytest.approx(ratio, rel=0.01)
-    assert figures["scaling efficiency (speed-up / devices)"][0] == pytest.approx(ratio / 2, rel=0.01)
+    assert figures["speed-up"][0] == pytest.approx(ratio, rel=0.03)  # the table prints 3 significant digits
+    assert figures["scaling efficiency (speed-up / devices)"][0] == pytest.approx(ratio / 2, rel=0.03)
