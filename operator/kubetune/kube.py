@@ -74,7 +74,7 @@ class KubeClient:
     # --- create -------------------------------------------------------------------------
 
     def create(self, obj: Mapping[str, Any]) -> Obj | None:
-        """Create a ConfigMap or Job; the object as the API server stored it, or None if it already existed.
+        """Create a ConfigMap, Service or Job; the object as the API server stored it, or None if it already existed.
 
         AlreadyExists is success: names are deterministic, so an existing object is the one a
         previous attempt (or a previous operator process) created.
@@ -83,6 +83,8 @@ class KubeClient:
         namespace = obj["metadata"].get("namespace") or "default"
         if kind == "ConfigMap":
             path = _core_path(namespace, "configmaps")
+        elif kind == "Service":
+            path = _core_path(namespace, "services")
         elif kind == "Job":
             path = _batch_path(namespace, "jobs")
         else:

@@ -21,6 +21,8 @@ _MESSAGE_LIMIT: Final = 2048
 M = TypeVar("M", bound=BaseModel)
 # Resources every pod asks for; anything else in limits is an accelerator (nvidia.com/gpu, amd.com/gpu ...).
 _ORDINARY_RESOURCES: Final = ("cpu", "memory", "ephemeral-storage")
+# Set by the Job controller on each Pod of an Indexed Job (annotation always, label since 1.28).
+COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -135,6 +137,20 @@ def _newest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     return max(pods, key=key)
 
 
+def completion_index(pod: Mapping[str, Any]) -> str | None:
+    """The Pod's index in an Indexed Job (None for other Pods)."""
+    meta = pod.get("metadata") or {}
+    found = (meta.get("annotations") or {}).get(COMPLETION_INDEX) or (meta.get("labels") or {}).get(COMPLETION_INDEX)
+    return str(found) if found is not None else None
+
+
+def leader_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The Pods that speak for the run: of a multi-node run, index 0 (it runs rank 0, which prints
+    progress and writes the result); of a one-Pod Job, all of them."""
+    leaders = [p for p in pods if completion_index(p) == "0"]
+    return leaders or [p for p in pods if completion_index(p) is None] or list(pods)
+
+
 def _container_status(pod: Mapping[str, Any], container_name: str | None) -> Mapping[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for status in statuses:
@@ -151,13 +167,13 @@ def _container_spec(pod: Mapping[str, Any], container_name: str | None) -> Mappi
 
 
 def observe_pods(pods: Sequence[Mapping[str, Any]], container_name: str | None = None) -> PodObservation | None:
-    """The newest of a Job's Pods as an observation (None: no Pod yet).
+    """The newest of a Job's Pods (of a multi-node run: of its Pod 0) as an observation (None: no Pod yet).
 
     Retries make new Pods; the newest tells where the run is now.
     """
     if not pods:
         return None
-    pod = _newest(pods)
+    pod = _newest(leader_pods(pods))
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     container = _container_status(pod, container_name)

@@ -24,6 +24,7 @@ from kubetune.api import (
     TuningJobStatus,
 )
 from kubetune.api.common import Condition
+from kubetune.api.distributed import effective_batch_size, world_size
 from kubetune.api.progress import LogSummary, Stage
 from kubetune.api.redact import redact
 from kubetune.builders.names import spec_hash
@@ -39,8 +40,8 @@ LOG_TAIL_MAX: Final = 200  # TuningJobStatus.logTail holds at most this many lin
 
 __all__ = [
     "TERMINAL_PHASES", "DatasetIssue", "DatasetsObservation", "EventRecord", "RunObservation", "dataset_events",
-    "derive_dataset_status", "derive_status", "observe_datasets", "referenced_datasets", "spec_changed_after_start",
-    "status_events",
+    "derive_dataset_status", "derive_status", "observe_datasets", "referenced_datasets", "run_size",
+    "spec_changed_after_start", "status_events",
 ]
 
 
@@ -99,6 +100,13 @@ def observe_datasets(names: Iterable[str], datasets: Mapping[str, Dataset]) -> D
     return DatasetsObservation(tuple(missing), tuple(pending), tuple(invalid))
 
 
+def run_size(spec: TuningJobSpec) -> tuple[int, int]:
+    """(world size, effective batch) of a run as its spec asks for it."""
+    world = world_size(spec.resources.nodes, spec.resources.gpus)
+    hp = spec.hyperparameters
+    return world, effective_batch_size(hp.per_device_batch_size, world, hp.gradient_accumulation_steps)
+
+
 def spec_changed_after_start(job: JobObservation | None, spec: TuningJobSpec) -> bool:
     """Whether the spec differs from the one the Job was rendered from (False when that is unknown)."""
     return job is not None and job.spec_hash is not None and job.spec_hash != spec_hash(spec)
@@ -116,6 +124,8 @@ class RunObservation:
     log: LogSummary | None = None  # None: the log was not read this time; keep what status has
     spec_changed_after_start: bool = False
     suspend_requested: bool = False  # spec.suspend; tells a user's suspension from a Kueue queue
+    world_size: int | None = None  # training processes of the run (None: unknown, keep what status has)
+    effective_batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -350,6 +360,8 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         conditions=_conditions(previous, obs, verdict, result, now),
         observed_generation=obs.generation,
         job_name=obs.job.name if obs.job is not None else previous.job_name,
+        world_size=obs.world_size or previous.world_size,
+        effective_batch_size=obs.effective_batch_size or previous.effective_batch_size,
         start_time=_start_time(previous, obs.pod),
         completion_time=_completion_time(previous, obs, now) if terminal else None,
         progress=_progress(previous, obs, verdict.phase, now),

@@ -451,16 +451,21 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def start_pod(cluster: Cluster, job: dict[str, Any], suffix: str = "a1b2c") -> str:
-    """Create the Pod the Job controller would: the template's labels, owned by the Job. Pending."""
+def start_pod(cluster: Cluster, job: dict[str, Any], suffix: str = "a1b2c", index: int | None = None) -> str:
+    """Create the Pod the Job controller would: the template's labels, owned by the Job. Pending.
+
+    `index`: the Pod's completion index in an Indexed Job (as an annotation and a label).
+    """
     meta = job["metadata"]
     template = job["spec"]["template"]
-    name = f"{meta['name']}-{suffix}"
+    name = f"{meta['name']}-{suffix}" if index is None else f"{meta['name']}-{index}-{suffix}"
+    indexed = {} if index is None else {"batch.kubernetes.io/job-completion-index": str(index)}
     pod = {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "name": name, "namespace": meta["namespace"],
-            "labels": {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": meta["name"]},
+            "name": name, "namespace": meta["namespace"], "annotations": dict(indexed),
+            "labels": {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": meta["name"],
+                       **indexed},
             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
                                  "uid": meta["uid"], "controller": True}],
         },

@@ -105,6 +105,10 @@ its own credentials, so the operator never reads one.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The headless Service of a multi-node run (stable Pod names for the rendezvous), owned by its TuningJob.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create"]
 # Pod state, termination messages and log tails feed status.progress/result/logTail.
 - apiGroups: [""]
   resources: ["pods"]

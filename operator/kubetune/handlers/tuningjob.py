@@ -38,6 +38,7 @@ from kubetune.builders import (
     LABEL_TUNINGJOB,
     TRAINER_CONTAINER,
     ResolveError,
+    build_rendezvous_service,
     build_trainer_config_map,
     build_training_job,
     label_value,
@@ -56,6 +57,7 @@ from kubetune.status import (
     derive_status,
     observe_datasets,
     referenced_datasets,
+    run_size,
     spec_changed_after_start,
     status_events,
 )
@@ -132,6 +134,9 @@ def _create_job(ctx: OperatorContext, tj: TuningJob, body: Obj, datasets: Mappin
     job = build_training_job(tj, config, ctx.settings, owner)
     # ConfigMap first: a Job whose config is missing would start a Pod that cannot mount it.
     ctx.kube.create(config_map)
+    if tj.spec.resources.nodes > 1:
+        # Before the Job too: Pod 0's name must resolve when the other nodes look for the rendezvous.
+        ctx.kube.create(build_rendezvous_service(tj, owner))
     key = (tj.metadata.namespace, tj.metadata.name)
     ctx.creating_jobs.add(key)
     created = ctx.kube.create(job)  # `reconcile` forgets `creating_jobs` when the pass ends
@@ -233,6 +238,7 @@ def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger, *, body_is_
 
     # An edit that does not even validate is a change too, once a Job runs the old spec.
     changed = spec_changed_after_start(job_obs, tj.spec) if tj is not None else job_obs is not None
+    world, batch = run_size(tj.spec) if tj is not None else (None, None)
     observation = RunObservation(
         generation=meta.get("generation"),
         spec_error=spec_error,
@@ -242,6 +248,8 @@ def _reconcile(ctx: OperatorContext, body: Obj, logger: kopf.Logger, *, body_is_
         log=log,
         spec_changed_after_start=changed,
         suspend_requested=tj is not None and tj.spec.suspend,
+        world_size=world,
+        effective_batch_size=batch,
     )
     current = derive_status(previous, observation, now=_now(), log_tail_lines=ctx.settings.log_tail_lines)
     _publish(ctx, body, previous, current)

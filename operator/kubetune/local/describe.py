@@ -75,7 +75,8 @@ def _header(kind: str, api_version: str, name: str, namespace: str, labels: dict
 
 
 # Status sections in the order a reader wants them: where it is, why, then the figures.
-_STATUS_ORDER = ("phase", "message", "error", "conditions", "progress", "metrics", "result", "startTime",
+_STATUS_ORDER = ("phase", "message", "error", "conditions", "progress", "worldSize", "effectiveBatchSize", "metrics",
+                 "result", "startTime",
                  "completionTime", "jobName", "observedGeneration", "logTail")
 
 

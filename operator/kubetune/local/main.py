@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections import deque
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -19,7 +20,7 @@ from typing import TextIO
 import yaml
 
 from kubetune.api import Dataset, ExitCode, LaunchPlan, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
-from kubetune.api.distributed import world_size
+from kubetune.api.distributed import effective_batch_size, world_size
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.builders import ResolveError, build_training_job, config_json, resolve_trainer_config
 from kubetune.builders.resolve import writable_claims
@@ -146,7 +147,11 @@ class LocalRun:
     def run_job(self, loaded: Loaded[TuningJob]) -> int:
         job = loaded.obj
         namespace, name = job.metadata.namespace, job.metadata.name
-        tracker = StatusTracker(job, self.settings.log_tail_lines)
+        hp = job.spec.hyperparameters
+        # Locally the world is --processes on this machine, whatever the manifest asks of a cluster.
+        tracker = StatusTracker(job, self.settings.log_tail_lines, world_size=self.processes,
+                                effective_batch_size=effective_batch_size(
+                                    hp.per_device_batch_size, self.processes, hp.gradient_accumulation_steps))
         self.display.message(f"TuningJob {namespace}/{name} ({loaded.ref.file})")
 
         names = referenced_datasets(job.spec)
@@ -252,14 +257,18 @@ class LocalRun:
 class StatusTracker:
     """The TuningJob's status as the operator would keep it, and the Events each change deserves."""
 
-    def __init__(self, job: TuningJob, log_tail_lines: int) -> None:
+    def __init__(self, job: TuningJob, log_tail_lines: int, *, world_size: int | None = None,
+                 effective_batch_size: int | None = None) -> None:
         self.job = job
         self.log_tail_lines = log_tail_lines
+        self.world_size = world_size
+        self.effective_batch_size = effective_batch_size
         self.status: TuningJobStatus | None = None
         self.events: list[TimedEvent] = []
 
     def observe(self, obs: RunObservation) -> TuningJobStatus:
         now = _now()
+        obs = replace(obs, world_size=self.world_size, effective_batch_size=self.effective_batch_size)
         status = derive_status(self.status, obs, now=now, log_tail_lines=self.log_tail_lines)
         records: list[EventRecord] = status_events(self.status, status)
         self.events.extend(TimedEvent(record, now) for record in records)
