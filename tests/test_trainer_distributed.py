@@ -173,6 +173,8 @@ def test_local_mode_runs_several_cpu_processes_with_the_same_code_path(tmp_path:
                    "--processes", "2", cwd=tmp_path)
     assert run.returncode == 0, run.stderr + run.stdout[-3000:]
     assert describe_value(run.stdout, "Phase") == "Succeeded"
+    assert describe_value(run.stdout, "World Size") == "2"
+    assert describe_value(run.stdout, "Effective Batch Size") == "32"  # 16 per device x 2 processes
     assert "note: resources ask for 1 training process(es)" in run.stdout
     log = (tmp_path / "out" / "default" / "quickstart" / "trainer.log").read_text()
     assert "launching 2 training process(es)" in log and "distributed: 2 processes, DDP" in log

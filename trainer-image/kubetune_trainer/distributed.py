@@ -188,7 +188,10 @@ def shared_across_nodes(folder: Path) -> bool:
         seen = probe.read_text(encoding="utf-8") == token
     except OSError:
         seen = False
-    return all(gather(seen))
+    shared = all(gather(seen))  # every rank has read the probe once this returns
+    if me.is_main:
+        probe.unlink(missing_ok=True)
+    return shared
 
 
 @contextmanager

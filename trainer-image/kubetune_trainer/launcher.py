@@ -98,7 +98,8 @@ def launch(config: TrainerConfig, config_path: Path, result_path: str, reporter:
 def _child_env(plan: LaunchPlan, results_dir: Path) -> dict[str, str]:
     env = {**os.environ, RESULT_DIR_ENV: str(results_dir), "PYTHONUNBUFFERED": "1"}
     # torchrun would pin every process to one thread (and warn); share the cores instead.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.processes_per_node)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // plan.processes_per_node)))
     return env
 
 
