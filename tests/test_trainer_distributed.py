@@ -179,3 +179,15 @@ def test_local_mode_runs_several_cpu_processes_with_the_same_code_path(tmp_path:
     log = (tmp_path / "out" / "default" / "quickstart" / "trainer.log").read_text()
     assert "launching 2 training process(es)" in log and "distributed: 2 processes, DDP" in log
     assert [s for s, _ in _losses(log.splitlines())] == [2, 4], "one progress line per step, from rank 0"
+
+
+def test_a_permanent_failure_keeps_its_exit_code_through_torchrun(tmp_path: Path) -> None:
+    """torchrun exits 1 for any failed process; the launcher passes on the ranks' own verdict, so
+    the Job's podFailurePolicy still fails a run with bad data at once instead of retrying it."""
+    config = _config(tmp_path, processes=2, maxSeqLength=16)  # no answer survives truncation to 16 tokens
+    run = subprocess.run([*TRAINER, "--config", str(write_config(tmp_path, config))], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == ExitCode.PERMANENT, run.stdout[-3000:] + run.stderr[-3000:]
+    result = _result(tmp_path / "result.json")
+    assert result.reason == "DatasetInvalid" and result.retryable is False
+    assert "maxSeqLength 16" in (result.message or "")

@@ -97,7 +97,8 @@ def train_main(argv: list[str]) -> int:
         result = _failed(_crash(error))
     finally:
         stop.uninstall()
-        distributed.stop()
+    if result.status == "Succeeded":
+        distributed.stop()  # after a failure, peers may be stuck in a collective: leave it to the exit
     result = fit_result(result, reporter.secrets)
     text = result_json(result)
     reporter.log(_summary(result))

@@ -206,9 +206,13 @@ def preparers_first(shared: bool) -> Iterator[None]:
     preparer = me.is_main if shared else me.is_local_main
     if not preparer:
         barrier()
-    yield
-    if preparer:
-        barrier()
+    try:
+        yield
+    finally:
+        if preparer:
+            # Also when preparing failed: the others then try for themselves and fail alike (bad
+            # data is bad on every rank), rather than wait for a barrier that never comes.
+            barrier()
 
 
 def fingerprint(*arrays: Any) -> str:
