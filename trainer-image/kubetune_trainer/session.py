@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
@@ -118,7 +119,7 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
     )
 
 
-def _resume_point(work: WorkDir, parallel: ParallelPlan) -> Any:
+def _resume_point(work: WorkDir, parallel: ParallelPlan) -> Path | None:
     """The newest checkpoint every rank has (one process: the newest complete one), or None."""
     found = work.complete_checkpoints()
     if parallel.fsdp and not parallel.shared_work_dir:
