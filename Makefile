@@ -1,18 +1,26 @@
 # Everything a fresh clone needs: `make demo` runs the local quickstart, `make test` the tests.
-# Both create .venv on first use (CPU torch first: a plain `torch` requirement would pull a
-# multi-GB CUDA build), so they work on a machine with nothing but python3.
+# Both create .venv on first use, so they work on a machine with nothing but python3.
+#
+# torch comes first, as PyTorch's CPU build: on Linux, PyPI's `torch` is the multi-GB CUDA build.
+# Where pip's own configuration already offers the CPU build (a local wheel, a mirror holding
+# PyTorch's CPU wheels) that is used and no other index is asked; elsewhere it comes from
+# PyTorch's CPU index (TORCH_CPU_INDEX; its macOS wheels carry no +cpu label).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup demo test lint crds bench clean images push-images chart-package
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)+cpu' 2>/dev/null \
+	  || { echo "torch $(TORCH_VERSION)+cpu is not on pip's configured indexes: using $(TORCH_CPU_INDEX)"; \
+	       $(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)' --index-url $(TORCH_CPU_INDEX); }
 	$(BIN)/python -m pip install --quiet -e '.[operator,trainer,test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -28,6 +36,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 crds: setup
 	$(BIN)/kubetune crds

@@ -1,6 +1,6 @@
 """Data preparation: alpaca rows on disk -> token ids and loss masks, kubetune's trainer against trl's.
 
-kubetune's side is the trainer's own path (kubetune_trainer.train): `load_mix` reads the
+kubetune's side is the trainer's own path (kubetune_trainer.training.train): `load_mix` reads the
 JSONL from a pvc source, detects the format, parses every row and takes the seed scenario's
 validationSplit (0.02); `tokenize_for_generation` renders ChatML and encodes in batches with
 vectorised answer masks; the length-grouped sampler orders the rows. trl's side is what a
@@ -49,9 +49,9 @@ def kubetune_worker(data: Path, model: Path, rows: int) -> dict[str, Any]:
     from kubetune.api.contract import Mounts
     from kubetune.api.dataset import DataSource, PvcSource
     from kubetune.api.tuningjob import DatasetEntry, DatasetsSpec
-    from kubetune_trainer.datamix import load_mix
-    from kubetune_trainer.dataprep import tokenize_for_generation
-    from kubetune_trainer.modelload import load_tokenizer
+    from kubetune_trainer.data.datamix import load_mix
+    from kubetune_trainer.data.dataprep import tokenize_for_generation
+    from kubetune_trainer.training.modelload import load_tokenizer
 
     tokenizer = load_tokenizer(model, log=lambda _: None)
     spec = DatasetsSpec(train=[DatasetEntry(source=DataSource(pvc=PvcSource(claim_name="data", path=data.name)))],

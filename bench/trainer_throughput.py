@@ -68,7 +68,7 @@ def build_model(texts: Sequence[str], folder: Path, *, tiny: bool) -> Path:
     from transformers.utils import logging as transformers_logging
 
     from kubetune.api.tuningjob import ScratchModel
-    from kubetune_trainer.scratch import build_scratch_model
+    from kubetune_trainer.training.scratch import build_scratch_model
 
     transformers_logging.disable_progress_bar()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 _PEAK = 'def peak():\n    return next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:"))\n'
 _VALIDATE = _PEAK + textwrap.dedent("""
     import sys, time
-    from kubetune_trainer.validate import main
+    from kubetune_trainer.data.validate import main
     start = time.perf_counter()
     main(["--config", sys.argv[1]])
     print("RESULT", time.perf_counter() - start, peak())
@@ -31,15 +31,15 @@ _VALIDATE = _PEAK + textwrap.dedent("""
 _LOAD_ALL = _PEAK + textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from kubetune_trainer.filereaders import read_records
-    import kubetune_trainer.validate  # the same imports as the validator
+    from kubetune_trainer.data.filereaders import read_records
+    import kubetune_trainer.data.validate  # the same imports as the validator
     start = time.perf_counter()
     rows = list(read_records(Path(sys.argv[1])))
     print("RESULT", time.perf_counter() - start, peak())
 """)
 _IDLE = _PEAK + textwrap.dedent("""
     import sys
-    import kubetune_trainer.validate
+    import kubetune_trainer.data.validate
     if sys.argv[1] == "parquet":
         import pyarrow.parquet  # the validator imports it for Parquet files only
     print("RESULT", 0.0, peak())

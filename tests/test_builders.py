@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
+from pydantic import ValidationError
 
 from kubetune.api import Dataset, TrainerConfig, TuningJob, ValidatorConfig
-from kubetune.api.contract import CONFIG_FILE_NAME, ExitCode
+from kubetune.api.contract import CONFIG_FILE_NAME, CONTRACT_VERSION, ExitCode
 from kubetune.builders import (
     ResolveError,
     build_trainer_config_map,
@@ -21,6 +22,7 @@ from kubetune.builders import (
     build_validator_config_map,
     label_value,
     owner_reference,
+    parse_pvc_path,
     resolve_trainer_config,
     resolve_validator_config,
     spec_hash,
@@ -416,3 +418,26 @@ def test_validator_config_carries_settings_and_spec() -> None:
     assert (config.format.value, config.labels) == ("alpaca", ["a", "b"])
     job = build_validation_job(ds, config, SETTINGS, owner_reference(body))
     assert volume_at(job, "/mnt/configmaps/rows")["configMap"] == {"name": "rows"}
+
+
+def test_the_configs_carry_the_contract_version() -> None:
+    _, cm, _ = render()
+    assert json.loads(cm["data"][CONFIG_FILE_NAME])["contractVersion"] == CONTRACT_VERSION
+    ds = Dataset.model_validate(DATASET)
+    validator_cm = build_validator_config_map(ds, resolve_validator_config(ds, SETTINGS), owner_reference(DATASET))
+    assert json.loads(validator_cm["data"][CONFIG_FILE_NAME])["contractVersion"] == CONTRACT_VERSION
+
+
+def test_a_pvc_model_path_with_a_space_mounts_the_claim_the_trainer_reads() -> None:
+    # Regression: "pvc: models/x" was mounted as claim "models" but read by the trainer as " models".
+    job, _, config = render({"baseModel": {"repo": None, "path": "pvc: models/org/tiny"}})
+    assert config.mounts.pvcs == {"models": "/mnt/pvc/models"}
+    assert volume_at(job, "/mnt/pvc/models")["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert config.spec.base_model.path is not None
+    pvc = parse_pvc_path(config.spec.base_model.path)
+    assert pvc is not None and config.mounts.path_of_pvc(pvc.claim_name, pvc.path) == "/mnt/pvc/models/org/tiny"
+
+
+def test_a_pvc_model_path_leaving_its_volume_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"must stay inside the volume: remove '\.\.'"):
+        make_tj({"baseModel": {"repo": None, "path": "pvc: models/../secrets"}})

@@ -413,7 +413,7 @@ def test_install_notes_give_next_steps() -> None:
     notes = helm_install_notes(None)
     for step in (
         "kubectl get crd tuningjobs.kubetune.io datasets.kubetune.io",
-        "kubectl apply -f examples/",
+        "kubectl apply -f examples/ministral-alpaca.yaml",
         "kubectl get tj",
     ):
         assert step in notes

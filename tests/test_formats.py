@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kubetune.api.dataset import ColumnMapping, DatasetFormat
-from kubetune_trainer.formats import (
+from kubetune_trainer.data.formats import (
     ChatExample,
     ClassificationExample,
     Message,

@@ -10,7 +10,7 @@ from kubetune.api.contract import ExitCode, FailureReason, TrainerResult
 from kubetune.api.distributed import LaunchPlan
 from kubetune_trainer import distributed
 from kubetune_trainer.launcher import collect, rank_result_path, torchrun_argv
-from kubetune_trainer.result import exit_code_of, result_json
+from kubetune_trainer.termination import exit_code_of, termination_json
 
 
 def test_one_node_uses_a_private_rendezvous() -> None:
@@ -34,7 +34,7 @@ def test_several_nodes_meet_at_pod_zero_with_c10d() -> None:
 
 
 def _write(folder: Path, rank: int, result: TrainerResult) -> None:
-    (folder / f"rank-{rank}.json").write_text(result_json(result), encoding="utf-8")
+    (folder / f"rank-{rank}.json").write_text(termination_json(result), encoding="utf-8")
 
 
 OK = TrainerResult(status="Succeeded")

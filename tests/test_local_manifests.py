@@ -200,3 +200,88 @@ def test_config_map_sources_are_written_to_a_folder_and_mounted(tmp_path: Path) 
     assert config.mounts.pvcs == {"models": str(tmp_path / "models")}
     assert config.work_dir == str(tmp_path / "models" / "demo")  # the output volume, as in the cluster
     assert config.result_path == str(tmp_path / "out" / "default" / "demo" / "result.json")
+
+
+# What a cluster refuses is refused locally too (issue 16): a quoted number, a key given twice, a
+# kind nobody serves. A TuningJob with one of these used to run, or to exit 0 having trained nothing.
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ('learningRate: "2e-3"', "spec.hyperparameters.learningRate: expected a number, got the string '2e-3': "
+                             "remove the quotes"),
+    ("perDeviceBatchSize: '8'", "spec.hyperparameters.perDeviceBatchSize: expected a whole number, got the string "
+                                "'8': remove the quotes"),
+    ('packing: "true"', "spec.hyperparameters.packing: expected true or false, got the string 'true': "
+                        "remove the quotes"),
+])
+def test_quoted_numbers_and_booleans_are_refused_as_the_crd_schema_refuses_them(tmp_path: Path, written: str,
+                                                                                 expected: str) -> None:
+    bad = JOB.replace("learningRate: 1e-4, epochs: 2", f"epochs: 2, {written}")
+    [problem] = problems_of(write(tmp_path, DATASET, bad))
+    assert problem.startswith(f"{tmp_path / 'm.yaml'} document 2 (TuningJob/demo): {expected}")
+
+
+def test_a_number_where_the_schema_wants_a_string_is_refused(tmp_path: Path) -> None:
+    bad = JOB.replace("baseModel: {scratch: {}}", "baseModel: {repo: org/model, revision: 2024}")
+    [problem] = problems_of(write(tmp_path, DATASET, bad))
+    assert "spec.baseModel.revision: expected a string, got 2024: quote it ('2024')" in problem
+
+
+def test_numbers_as_kubectl_sends_them_are_accepted(tmp_path: Path) -> None:
+    # 2e-3 unquoted is a number to kubectl; 10.0 reaches the API server as the integer 10.
+    job = JOB.replace("learningRate: 1e-4, epochs: 2", "learningRate: 2e-3, epochs: 2, maxSteps: 10.0")
+    [loaded] = load_manifests([write(tmp_path, DATASET, job)], environ={}).tuning_jobs
+    assert loaded.obj.spec.hyperparameters.learning_rate == pytest.approx(2e-3)
+    assert loaded.obj.spec.hyperparameters.max_steps == 10
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    twice = JOB.replace("  hyperparameters: {learningRate: 1e-4, epochs: 2}\n",
+                        "  hyperparameters:\n    learningRate: 1e-4\n    epochs: 2\n    learningRate: 3e-4\n")
+    path = write(tmp_path, DATASET, twice)
+    [problem] = problems_of(path)
+    line_of_second = path.read_text().splitlines().index("    learningRate: 3e-4") + 1
+    assert problem == (f"{path}: not valid YAML: line {line_of_second}, column 5: duplicate key 'learningRate' "
+                       f"(first on line {line_of_second - 2}): keep one of them (a cluster refuses the document)")
+
+
+def test_a_misspelt_kind_is_refused_with_the_closest_kind(tmp_path: Path) -> None:
+    typo = JOB.replace("kind: TuningJob", "kind: TunningJob")
+    [problem] = problems_of(write(tmp_path, DATASET, typo))
+    assert problem == (f"{tmp_path / 'm.yaml'} document 2 (TunningJob/demo): kind: no kind 'TunningJob' in "
+                       "kubetune.io (did you mean 'TuningJob'?): kubetune run takes TuningJob and Dataset "
+                       "(and Secret and ConfigMap, which it reads)")
+    # Outside our group too: a near miss of a kind we take is a typo, not someone else's kind.
+    [problem] = problems_of(write(tmp_path, DATASET, JOB, "apiVersion: v1\nkind: Secrets\nmetadata: {name: hf}\n"))
+    assert "document 3 (Secrets/hf): kind: no kind 'Secrets' (did you mean 'Secret'?)" in problem
+
+
+def test_unknown_kubetune_kinds_and_missing_kinds_are_refused(tmp_path: Path) -> None:
+    trainer_config = "apiVersion: kubetune.io/v1alpha1\nkind: TrainerConfig\nname: demo\n"
+    problems = problems_of(write(tmp_path, DATASET, JOB, trainer_config,
+                                 "apiVersion: kubetune.io/v1alpha1\nkind: Model\nmetadata: {name: m}\n",
+                                 "apiVersion: v1\nmetadata: {name: nameless}\n"))
+    assert len(problems) == 3
+    assert "document 3 (TrainerConfig/?): kind: TrainerConfig is the trainer's input, not a resource" in problems[0]
+    assert "kubetune-trainer train --config FILE" in problems[0]
+    assert "document 4 (Model/m): kind: no kind 'Model' in kubetune.io: kubetune run takes TuningJob" in problems[1]
+    assert "document 5 (?/nameless): kind: missing: every document needs one" in problems[2]
+
+
+def test_other_kinds_are_skipped_with_a_note_naming_what_run_takes(tmp_path: Path) -> None:
+    pvc = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\n"
+    manifests = load_manifests([write(tmp_path, DATASET, JOB, pvc)], environ={})
+    assert manifests.notes == [f"{tmp_path / 'm.yaml'} document 3 (PersistentVolumeClaim/data): skipped: kubetune "
+                               "run takes TuningJob and Dataset (and Secret and ConfigMap, which it reads), "
+                               "not PersistentVolumeClaim"]
+
+
+def test_secret_and_config_map_values_must_be_strings(tmp_path: Path) -> None:
+    job = JOB.replace("  output:", "  hfTokenSecretRef: {name: hf, key: token}\n  output:")
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: hf}\nstringData: {token: 123456789}\n"
+    config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {retries: 3}\n"
+    problems = problems_of(write(tmp_path, DATASET, job, secret, config_map))
+    assert "document 3 (Secret/hf): stringData.token: expected a string, got a number: quote it" in problems[0]
+    assert "123456789" not in "\n".join(problems)  # a Secret's value is never echoed
+    assert "document 4 (ConfigMap/settings): data.retries: expected a string, got a number 3: quote it" \
+        in problems[1]

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
-from kubetune_trainer.modelcard import ModelCardInfo, card_metadata, render_model_card
-from kubetune_trainer.publish import PublishedModel, PublishError, classify, publish_folder
+from kubetune_trainer.output.modelcard import ModelCardInfo, card_metadata, render_model_card
+from kubetune_trainer.output.publish import PublishedModel, PublishError, classify, publish_folder
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 
 pytestmark = pytest.mark.slow

@@ -23,9 +23,9 @@ import pytest
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DataSource
-from kubetune_trainer.formats import RowDefect
-from kubetune_trainer.sources import OpenedSource, SourceError, open_source
-from kubetune_trainer.urlsafety import UrlRefused, address_problem, check_url, fetch_url
+from kubetune_trainer.data.formats import RowDefect
+from kubetune_trainer.data.sources import OpenedSource, SourceError, open_source
+from kubetune_trainer.data.urlsafety import UrlRefused, address_problem, check_url, fetch_url
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 
 ROWS = [

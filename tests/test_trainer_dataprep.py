@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from kubetune.api.tuningjob import DatasetsSpec
-from kubetune_trainer.chattemplate import IM_END, render_chatml
-from kubetune_trainer.collate import PackRows, PadToLongest
-from kubetune_trainer.datamix import LoadedDataset, mix_datasets
-from kubetune_trainer.dataprep import IGNORE_INDEX, tokenize_for_classification, tokenize_for_generation
-from kubetune_trainer.formats import ChatExample, ClassificationExample, Message, TextExample
-from kubetune_trainer.scratch import train_tokenizer
+from kubetune_trainer.data.chattemplate import IM_END, render_chatml
+from kubetune_trainer.data.datamix import LoadedDataset, mix_datasets
+from kubetune_trainer.data.dataprep import IGNORE_INDEX, tokenize_for_classification, tokenize_for_generation
+from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Message, TextExample
+from kubetune_trainer.training.collate import PackRows, PadToLongest
+from kubetune_trainer.training.scratch import train_tokenizer
 
 CHATS = [
     ChatExample((Message("user", "What is the capital of France?"), Message("assistant", "Paris."))),
@@ -145,7 +145,7 @@ def test_validation_entries_or_a_small_holdout() -> None:
 def _alpaca_examples(count: int) -> list[Any]:
     """alpaca rows as the trainer parses them: an input on ~40% of rows, log-normal answer lengths."""
     from kubetune.api.dataset import ColumnMapping, DatasetFormat
-    from kubetune_trainer.formats import parse_record
+    from kubetune_trainer.data.formats import parse_record
 
     rng = np.random.default_rng(7)
     words = ["".join(rng.choice(list("bdfgklmnprstvz"), 1)) + "".join(rng.choice(list("aeiou"), 1)) * int(n)
@@ -171,7 +171,7 @@ def alpaca() -> tuple[list[Any], Any]:
 def _reference(examples: list[Any], tokenizer: Any, max_length: int, *,
                train_on_inputs: bool = False) -> list[tuple[list[int], list[bool]]]:
     """One `tokenizer(...)` call per row and a loop per token: slow and obviously right."""
-    from kubetune_trainer.dataprep import render_examples
+    from kubetune_trainer.data.dataprep import render_examples
 
     texts, spans = render_examples(examples, tokenizer, train_on_inputs=train_on_inputs)
     rows = []
@@ -196,8 +196,8 @@ def _rows(data: Any) -> list[tuple[list[int], list[bool]]]:
 def test_generation_matches_a_per_row_reference(alpaca: tuple[list[Any], Any], max_length: int,
                                                 train_on_inputs: bool, mask_from: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubetune_trainer import dataprep
-    from kubetune_trainer.answermask import token_byte_lengths
+    from kubetune_trainer.data import dataprep
+    from kubetune_trainer.data.answermask import token_byte_lengths
 
     examples, tokenizer = alpaca
     mixed = [*examples, TextExample("plain text about Rome"), TextExample("")]
@@ -218,7 +218,7 @@ def test_generation_matches_a_per_row_reference(alpaca: tuple[list[Any], Any], m
 @pytest.mark.parametrize("mask_from", ["ids", "offsets"])
 def test_left_truncation_and_the_backend_settings_are_kept(alpaca: tuple[list[Any], Any], mask_from: str,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubetune_trainer import dataprep
+    from kubetune_trainer.data import dataprep
 
     examples, tokenizer = alpaca
     if mask_from == "offsets":
@@ -241,7 +241,7 @@ def test_left_truncation_and_the_backend_settings_are_kept(alpaca: tuple[list[An
 
 def test_classification_matches_the_tokenizer_call(alpaca: tuple[list[Any], Any],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubetune_trainer import dataprep
+    from kubetune_trainer.data import dataprep
 
     examples, tokenizer = alpaca
     texts = [e.messages[-1].content for e in examples[:200]] + [""]
@@ -257,7 +257,7 @@ def test_classification_matches_the_tokenizer_call(alpaca: tuple[list[Any], Any]
 
 def test_the_fallback_through_the_tokenizer_call_agrees(alpaca: tuple[list[Any], Any]) -> None:
     """Tokenizers without a Rust backend go through `tokenizer(...)`: same ids, rows and mask."""
-    from kubetune_trainer import dataprep
+    from kubetune_trainer.data import dataprep
 
     examples, tokenizer = alpaca
     texts, spans = dataprep.render_examples(examples, tokenizer, train_on_inputs=False)
@@ -284,7 +284,7 @@ def _tokenizer_of_kind(kind: str, texts: list[str]) -> Any:
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from kubetune_trainer.chattemplate import CHATML_TEMPLATE, IM_START
+    from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE, IM_START
 
     special = ["<|pad|>", IM_START, IM_END]
     trainer: Any
@@ -356,8 +356,8 @@ def test_token_boundaries_agree_with_a_scan_of_every_offset(alpaca: tuple[list[A
     the count of token starts before it, and the offsets it relies on never decrease."""
     import bisect
 
-    from kubetune_trainer.answermask import tokens_starting_before
-    from kubetune_trainer.dataprep import render_examples
+    from kubetune_trainer.data.answermask import tokens_starting_before
+    from kubetune_trainer.data.dataprep import render_examples
 
     examples, _ = alpaca
     kind, tokenizer = tokenizer_kind
@@ -416,7 +416,7 @@ class _Offsets:
     [],
 ])
 def test_token_boundaries_on_hand_made_offsets(offsets: list[tuple[int, int]]) -> None:
-    from kubetune_trainer.answermask import tokens_starting_before
+    from kubetune_trainer.data.answermask import tokens_starting_before
 
     encoding = _Offsets(offsets)
     for position in range(14):
@@ -428,8 +428,8 @@ def test_token_boundaries_on_hand_made_offsets(offsets: list[tuple[int, int]]) -
 def test_generation_matches_the_reference_with_other_tokenizers(alpaca: tuple[list[Any], Any],
                                                                 tokenizer_kind: tuple[str, Any], max_length: int,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubetune_trainer import dataprep
-    from kubetune_trainer.answermask import token_byte_lengths
+    from kubetune_trainer.data import dataprep
+    from kubetune_trainer.data.answermask import token_byte_lengths
 
     examples, _ = alpaca
     kind, tokenizer = tokenizer_kind
@@ -450,7 +450,7 @@ def test_which_tokenizers_get_their_mask_from_the_ids(alpaca: tuple[list[Any], A
     """Only where every row's tokens are exactly its bytes: one setting off and the offsets are used."""
     from tokenizers import AddedToken, pre_tokenizers, processors
 
-    from kubetune_trainer.answermask import token_byte_lengths
+    from kubetune_trainer.data.answermask import token_byte_lengths
 
     _, tokenizer = alpaca
     backend = tokenizer.backend_tokenizer
@@ -480,7 +480,7 @@ def test_ids_that_do_not_cover_their_text_fall_back_to_the_offsets(alpaca: tuple
     before every text) is caught by the byte count of the rows, and those chunks use offsets."""
     from tokenizers import pre_tokenizers
 
-    from kubetune_trainer import answermask, dataprep
+    from kubetune_trainer.data import answermask, dataprep
 
     examples, tokenizer = alpaca
     spaced = tokenizer.__class__(tokenizer_object=type(tokenizer.backend_tokenizer).from_str(

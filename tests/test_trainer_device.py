@@ -11,7 +11,7 @@ import pytest
 from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.tuningjob import Precision
 from kubetune_trainer.cli import main
-from kubetune_trainer.device import plan_device
+from kubetune_trainer.training.device import plan_device
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config
 

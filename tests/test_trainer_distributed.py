@@ -20,8 +20,8 @@ import pytest
 
 from kubetune.api.contract import ExitCode, TrainerConfig, TrainerResult
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line
-from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.cli import main
+from kubetune_trainer.workdir import WorkDir
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config

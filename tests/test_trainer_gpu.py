@@ -91,10 +91,10 @@ def test_bf16_is_what_the_layers_compute_in(tmp_path: Path, method: str) -> None
     import torch
     from transformers import Trainer
 
-    from kubetune_trainer.device import plan_device
-    from kubetune_trainer.modelload import load_model, load_tokenizer
-    from kubetune_trainer.scratch import build_scratch_model
-    from kubetune_trainer.trainloop import training_arguments
+    from kubetune_trainer.training.device import plan_device
+    from kubetune_trainer.training.modelload import load_model, load_tokenizer
+    from kubetune_trainer.training.scratch import build_scratch_model
+    from kubetune_trainer.training.trainloop import training_arguments
 
     _bf16_or_skip()
     texts = [m["content"] for row in generation_rows("messages", 64) for m in row["messages"]]

@@ -24,7 +24,7 @@ from huggingface_hub import HfApi
 from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.tuningjob import ScratchModel
 from kubetune_trainer.cli import main
-from kubetune_trainer.scratch import build_scratch_model
+from kubetune_trainer.training.scratch import build_scratch_model
 from support.hubserver import HubServer, start_hub_server
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.tuningjob import ScratchModel
 from kubetune_trainer.cli import main
-from kubetune_trainer.scratch import build_scratch_model
+from kubetune_trainer.training.scratch import build_scratch_model
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config
 
@@ -73,3 +74,50 @@ def test_a_bad_model_path_fails_before_training(tmp_path: Path, capsys: pytest.C
     assert (code, result.reason, result.retryable) == (ExitCode.PERMANENT, reason, False), result
     assert result.message is not None and path in result.message
     assert not (tmp_path / "work" / "final").exists()
+
+
+def test_a_pvc_path_with_a_space_is_found_where_the_operator_mounted_it(tmp_path: Path) -> None:
+    # Regression: the operator read "pvc: models/..." as claim "models" and mounted it; the trainer read
+    # claim " models", said it was not mounted, and never checked the path for "..".
+    from kubetune.api import TuningJob
+    from kubetune.builders import resolve_trainer_config
+    from kubetune_trainer.training.modelload import resolve_base_model
+
+    tj = TuningJob.model_validate({
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "TuningJob", "metadata": {"name": "j"},
+        "spec": {"baseModel": {"path": "pvc: models/org/tiny"}, "output": {"repo": "o/m"},
+                 "datasets": {"train": [{"source": {"hf": {"repo": "o/d"}}}]}}})
+    config = resolve_trainer_config(tj, {})
+    assert set(config.mounts.pvcs) == {"models"}
+    folder = tmp_path / "models" / "org" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    local_mounts = config.mounts.model_copy(update={"pvcs": {"models": str(tmp_path / "models")}})
+    resolved = resolve_base_model(config.spec.base_model, work_dir=tmp_path / "work", mounts=local_mounts,
+                                  token=None, seed=0, scratch_texts=list)
+    assert resolved.folder == folder and not resolved.scratch
+
+    # The trainer checks the path itself too (a spec the API models did not check: model_construct).
+    from kubetune.api.tuningjob import BaseModelSpec
+    from kubetune_trainer.errors import TrainerFailure
+
+    with pytest.raises(TrainerFailure) as caught:
+        resolve_base_model(BaseModelSpec.model_construct(path="pvc: models/../org"), work_dir=tmp_path / "work",
+                           mounts=local_mounts, token=None, seed=0, scratch_texts=list)
+    assert caught.value.reason == "InvalidConfig"
+    assert caught.value.message == "baseModel.path: 'pvc: models/../org' must stay inside the volume: remove '..'"
+
+
+def test_a_pvc_path_leaving_its_volume_is_refused_naming_the_field(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    write_jsonl(tmp_path / "data" / "train.jsonl", generation_rows("alpaca", 4))
+    wire = trainer_config(tmp_path, train=[data_entry("train.jsonl")]).to_wire()
+    wire["spec"]["baseModel"] = {"path": "pvc: models/../data"}
+    (tmp_path / "config.json").write_text(json.dumps(wire))
+    # The config cannot be read, so its resultPath is unknown: the command line names it.
+    code = main(["train", "--config", str(tmp_path / "config.json"), "--result-path", str(tmp_path / "result.json")])
+    capsys.readouterr()
+    result = TrainerResult.model_validate_json((tmp_path / "result.json").read_text(encoding="utf-8"))
+    assert (code, result.reason) == (ExitCode.PERMANENT, "InvalidConfig")
+    assert result.message is not None and "spec.baseModel.path" in result.message
+    assert "must stay inside the volume: remove '..'" in result.message

@@ -12,8 +12,8 @@ import pytest
 
 from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line
-from kubetune_trainer.checkpoints import WorkDir
 from kubetune_trainer.cli import main
+from kubetune_trainer.workdir import WorkDir
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config
 

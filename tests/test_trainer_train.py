@@ -135,7 +135,7 @@ def test_the_token_never_appears_in_output(tmp_path: Path, capsys: pytest.Captur
 
 def test_an_unreadable_config_is_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"name": "x", "spec": {"baseModel": {}}}))
+    path.write_text(json.dumps({"contractVersion": "1.0", "name": "x", "spec": {"baseModel": {}}}))
     code = main(["train", "--config", str(path), "--result-path", str(tmp_path / "r.json")])
     result = TrainerResult.model_validate_json((tmp_path / "r.json").read_text())
     assert code == ExitCode.PERMANENT and result.reason == "InvalidConfig"

@@ -15,7 +15,8 @@ import pytest
 
 from kubetune.api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, FailureReason, ValidationReport, ValidatorConfig
 from kubetune.api.dataset import DatasetFormat
-from kubetune_trainer.validate import fit_report, main, report_json, validate_dataset
+from kubetune_trainer.data.validate import main, validate_dataset
+from kubetune_trainer.termination import fit_termination_message, termination_json
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 
 SECRET = "hf_" + "Q" * 34
@@ -134,9 +135,9 @@ def test_report_fits_the_termination_message_with_long_everything(tmp_path: Path
     write_jsonl(tmp_path / "d.jsonl", rows)
     report = validate_dataset(config_for(tmp_path, "d.jsonl", validation={"maxErrors": 100}), token=None)
     assert report.error_count == 305 and len(report.errors) == 100
-    assert len(report_json(report).encode()) > TERMINATION_MESSAGE_LIMIT  # the shrinking is needed
-    fitted = fit_report(report)
-    text = report_json(fitted)
+    assert len(termination_json(report).encode()) > TERMINATION_MESSAGE_LIMIT  # the shrinking is needed
+    fitted = fit_termination_message(report)
+    text = termination_json(fitted)
     assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
     parsed = ValidationReport.model_validate_json(text)  # whole JSON, valid against the contract
     assert parsed.error_count == 305 and parsed.rows == report.rows and parsed.revision == report.revision
@@ -188,7 +189,7 @@ def test_main_exit_codes_for_failures(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (code, printed["reason"]) == (ExitCode.RETRYABLE, "Unreachable")
     assert SECRET not in out
 
-    (tmp_path / "bad.yaml").write_text("name: x\nsource: {pvc: {claimName: d}}\n")
+    (tmp_path / "bad.yaml").write_text("contractVersion: '1.0'\nname: x\nsource: {pvc: {claimName: d}}\n")
     code = main(["--config", str(tmp_path / "bad.yaml"), "--result-path", str(tmp_path / "r.json")])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (code, printed["reason"]) == (ExitCode.PERMANENT, "InvalidConfig")
@@ -246,7 +247,7 @@ def test_token_stats_are_measured_with_the_tokenizer(tmp_path: Path) -> None:
 # process, which may hold a loaded model), which would hide the child's own peak.
 _PEAK_RSS = textwrap.dedent("""
     import sys
-    from kubetune_trainer.validate import main
+    from kubetune_trainer.data.validate import main
     code = main(["--config", sys.argv[1]])
     peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print("PEAK_KIB", peak)
@@ -295,6 +296,7 @@ def test_yaml_config_and_a_hub_dataset_pinned_to_its_commit(hub_server: HubServe
     api.upload_file(path_or_fileobj=write_jsonl(tmp_path / "train.jsonl", rows).read_bytes(),
                     path_in_repo="train.jsonl", repo_id="team/yandex-rows", repo_type="dataset")
     (tmp_path / "config.yaml").write_text(textwrap.dedent(f"""
+        contractVersion: "1.0"
         name: yandex-rows
         namespace: ml
         source:
@@ -310,3 +312,20 @@ def test_yaml_config_and_a_hub_dataset_pinned_to_its_commit(hub_server: HubServe
     assert (report["detectedFormat"], report["rows"]) == ("yandex", 4)
     assert report["preview"][0] == "user: Q0 | assistant: A0"
     assert hub_server.token not in out
+
+
+def test_the_validator_and_the_trainer_detect_the_same_format(tmp_path: Path) -> None:
+    # Both read the rows through one ExampleStream: the same rows decide the format. (The validator
+    # used to look at 50 rows and the trainer at 100: here they would have disagreed.)
+    from kubetune.api.contract import Mounts
+    from kubetune.api.tuningjob import DatasetEntry
+    from kubetune_trainer.data.datamix import load_entry
+
+    both = [{"prompt": f"Q{i}", "completion": f"A{i}", "text": f"Q{i} A{i}"} for i in range(30)]
+    text_only = [{"text": f"plain {i}"} for i in range(70)]
+    write_jsonl(tmp_path / "d.jsonl", both + text_only)
+    report = validate_dataset(config_for(tmp_path, "d.jsonl"), token=None)
+    entry = DatasetEntry.model_validate({"source": {"pvc": {"claimName": "data", "path": "d.jsonl"}}})
+    loaded = load_entry(entry, "d", mounts=Mounts(pvcs={"data": str(tmp_path)}), token=None)
+    assert report.detected_format is loaded.fmt is DatasetFormat.TEXT
+    assert (report.outcome, report.valid_rows, len(loaded.examples)) == ("Ready", 100, 100)

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from kubetune.api.dataset import DatasetPhase
 from kubetune.api.tuningjob import TrainingProgress, TuningJobPhase
+from kubetune.settings import ENV_PREFIX
+from kubetune.usererror import UserError
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -53,9 +55,14 @@ class OperatorMetrics:
             self.datasets.labels(ds_phase.value).set(0)
 
     def serve(self, port: int) -> None:
-        """Expose /metrics on `port` (0: do not serve)."""
-        if port:
+        """Expose /metrics on `port` (0: do not serve); a port that is taken is the user's to fix."""
+        if not port:
+            return
+        try:
             start_http_server(port, registry=self.registry)
+        except OSError as exc:
+            raise UserError(f"cannot serve metrics on port {port}: {exc.strerror or exc}: stop what uses it, "
+                            f"or set {ENV_PREFIX}METRICS_PORT to a free port (0 turns metrics off)") from None
 
     def observe_tuningjob(self, namespace: str, name: str, phase: str | None,
                           progress: TrainingProgress | None) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from kubetune.usererror import UserError
+
 ENV_PREFIX = "KUBETUNE_"
 
 
@@ -21,7 +23,8 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from exc
+        raise UserError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}: set it to a number "
+                        f"or unset it (default {default})") from exc
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -30,7 +33,8 @@ def _env_bool(name: str, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"{ENV_PREFIX}{name} must be true or false, got {raw!r}")
+    raise UserError(f"{ENV_PREFIX}{name} must be true or false, got {raw!r}: set it to true or false "
+                    f"or unset it (default {'true' if default else 'false'})")
 
 
 def _env_list(name: str) -> list[str]:

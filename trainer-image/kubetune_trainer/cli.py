@@ -2,6 +2,7 @@
 
     kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE]
     kubetune-trainer validate --config /etc/kubetune/config.json [--result-path FILE]
+    kubetune-trainer train --config FILE --check    # refuse what a run would refuse at start
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
 resolved to an inline source, the work folder, the volume mounts), trains, evaluates the
@@ -26,14 +27,30 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubetune.api.contract import (
     DATA_TOKEN_ENV,
     HF_TOKEN_ENV,
     TERMINATION_LOG,
+    ExitCode,
     FailureReason,
     TrainerConfig,
     TrainerResult,
+)
+from kubetune_trainer import distributed
+from kubetune_trainer.config import load_config
+from kubetune_trainer.errors import TrainerFailure
+from kubetune_trainer.events import Reporter
+from kubetune_trainer.hubenv import disable_xet_for, self_hosted_endpoints
+from kubetune_trainer.launcher import rank_result_path
+from kubetune_trainer.pipeline import run_pipeline
+from kubetune_trainer.stop import StopRequest
+from kubetune_trainer.termination import (
+    exit_code_of,
+    fit_termination_message,
+    termination_json,
+    write_termination_message,
 )
 
 
@@ -44,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in ("train", "validate"):
         parser.parse_args(args)  # prints usage and exits
     if args[0] == "validate":
-        from kubetune_trainer.validate import main as validate_main
+        from kubetune_trainer.data.validate import main as validate_main
 
         return validate_main(args[1:])
     return train_main(args[1:])
@@ -57,18 +74,16 @@ def _train_parser() -> argparse.ArgumentParser:
                         help="TrainerConfig file (JSON or YAML), as the operator renders it into a ConfigMap")
     parser.add_argument("--result-path",
                         help=f"where to write the TrainerResult JSON (default: config.resultPath, {TERMINATION_LOG})")
+    parser.add_argument("--check", action="store_true",
+                        help="only check the config and that this machine can run its method, as a run does first; "
+                             "load and train nothing, and write a result only on failure (kubetune run --dry-run)")
     return parser
 
 
 def train_main(argv: list[str]) -> int:
-    from kubetune_trainer import distributed
-    from kubetune_trainer.callbacks import StopRequest
-    from kubetune_trainer.errors import TrainerFailure
-    from kubetune_trainer.events import Reporter
-    from kubetune_trainer.launcher import rank_result_path
-    from kubetune_trainer.result import exit_code_of, fit_result, result_json, write_result
-
     args = _train_parser().parse_args(argv)
+    if args.check:
+        return _check_main(args)
     hf_token = os.environ.get(HF_TOKEN_ENV) or None
     data_token = os.environ.get(DATA_TOKEN_ENV) or None
     me = distributed.ranks()
@@ -78,16 +93,16 @@ def train_main(argv: list[str]) -> int:
     stop.install()
     result_path = args.result_path or TERMINATION_LOG
     try:
-        config = _read_config(args.config)
+        config = load_config(args.config, TrainerConfig, log=reporter.log)
         result_path = args.result_path or config.result_path
         if config.launch.world_size > 1 and not distributed.in_worker():
-            stop.uninstall()  # the launcher forwards signals to the processes it starts
+            stop.uninstall()  # the launcher passes signals on to the processes it starts
             from kubetune_trainer.launcher import launch
 
             return launch(config, args.config, result_path, reporter)
         result_path = rank_result_path() or result_path
         _prepare_hub_client(config, reporter)
-        result = _run(config, reporter, stop, hf_token, data_token)
+        result = run_pipeline(config, reporter, stop, hf_token, data_token)
     except TrainerFailure as failure:
         result = _failed(failure)
     except KeyboardInterrupt:
@@ -99,88 +114,51 @@ def train_main(argv: list[str]) -> int:
         stop.uninstall()
     if result.status == "Succeeded":
         distributed.stop()  # after a failure, peers may be stuck in a collective: leave it to the exit
-    result = fit_result(result, reporter.secrets)
-    text = result_json(result)
+    result = fit_termination_message(result, reporter.secrets)
+    text = termination_json(result)
     reporter.log(_summary(result))
     reporter.log(text)
     if reporter.quiet and result.status == "Failed":
         # Rank 0 prints the run's outcome; another rank's line says which process it was.
         print(reporter.clean(f"[{me.describe()}] {_summary(result)}"), file=sys.stderr, flush=True)
-    write_result(text, result_path)
+    write_termination_message(text, result_path)
     return exit_code_of(result)
 
 
-def _read_config(path: Path) -> TrainerConfig:
-    """The config, or an InvalidConfig failure (an OSError later in the run is not the config's fault)."""
-    import yaml
-    from pydantic import ValidationError
+def _check_main(args: argparse.Namespace) -> int:
+    """`train --check`: what a run refuses before it loads anything; torch only for QLoRA's CUDA check."""
+    from kubetune_trainer.training.device import check_method_supported
 
-    from kubetune_trainer.errors import TrainerFailure
-
+    reporter = Reporter([os.environ.get(HF_TOKEN_ENV) or None, os.environ.get(DATA_TOKEN_ENV) or None])
+    result_path = args.result_path or TERMINATION_LOG
     try:
-        return TrainerConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as error:
-        raise TrainerFailure(FailureReason.INVALID_CONFIG,
-                             f"cannot read the config {path}: {' '.join(str(error).split())}") from None
-
-
-def _run(config: TrainerConfig, reporter: object, stop: object, hf_token: str | None,
-         data_token: str | None) -> TrainerResult:
-    from kubetune.api.progress import Stage
-    from kubetune_trainer import distributed
-    from kubetune_trainer.callbacks import StopRequest
-    from kubetune_trainer.checkpoints import read_finished
-    from kubetune_trainer.device import check_method_supported
-    from kubetune_trainer.events import Reporter
-    from kubetune_trainer.publishing import publish_step
-    from kubetune_trainer.train import Tokens, train_model, work_dir_of
-
-    assert isinstance(reporter, Reporter) and isinstance(stop, StopRequest)
-    distributed.start()
-    work = work_dir_of(config)
-    # Rank 0's work folder decides for every rank: a follower's own volume may lack final/.
-    finished = distributed.decide(lambda: read_finished(work))
-    if finished is not None:
-        reporter.stage(Stage.LOADING, "a finished model is in final/: skipping training")
-        reporter.log(f"found a finished model in {work.final} (steps {finished.metrics.steps}): not training again")
-    else:
+        config = load_config(args.config, TrainerConfig, log=reporter.log)
+        result_path = args.result_path or config.result_path
         check_method_supported(config.spec.method.type)
-        finished = train_model(config, work, reporter, stop, Tokens(hf=hf_token, data=data_token))
-    result = publish_step(config, work, finished, reporter, hf_token) if finished is not None else None
-    # Every rank ends with rank 0's outcome (and exit code): a failed push fails every Pod alike,
-    # so the retry restarts all of them rather than a leader waiting for followers that are gone.
-    outcome = distributed.broadcast(result)
-    assert outcome is not None
-    return outcome
+    except TrainerFailure as failure:
+        result = fit_termination_message(_failed(failure), reporter.secrets)
+        reporter.log(_summary(result))
+        write_termination_message(termination_json(result), result_path)
+        return exit_code_of(result)
+    reporter.log(f"check passed: this machine can run {config.spec.method.type.value}")
+    return ExitCode.OK
 
 
-def _prepare_hub_client(config: TrainerConfig, reporter: object) -> None:
-    from urllib.parse import urlsplit
-
-    from kubetune_trainer.events import Reporter
-    from kubetune_trainer.hubenv import disable_xet_for, self_hosted_endpoints
-
-    assert isinstance(reporter, Reporter)
+def _prepare_hub_client(config: TrainerConfig, reporter: Reporter) -> None:
     endpoints = self_hosted_endpoints(config)
     if disable_xet_for(endpoints):
         hosts = sorted({urlsplit(e).hostname or "?" for e in endpoints})
         reporter.log(f"self-hosted Hub ({', '.join(hosts)}): Xet transfers off, plain HTTP and LFS")
 
 
-def _failed(failure: object) -> TrainerResult:
-    from kubetune_trainer.errors import TrainerFailure
-
-    assert isinstance(failure, TrainerFailure)
+def _failed(failure: TrainerFailure) -> TrainerResult:
     return TrainerResult(status="Failed", reason=failure.reason, message=failure.message[:2048],
                          retryable=failure.retryable)
 
 
-def _crash(error: Exception) -> object:
-    from kubetune_trainer.distributed import is_peer_failure
-    from kubetune_trainer.errors import TrainerFailure
-
+def _crash(error: Exception) -> TrainerFailure:
     text = " ".join(str(error).split())
-    if is_peer_failure(error):
+    if distributed.is_peer_failure(error):
         return TrainerFailure(FailureReason.TRAINING_FAILED, "another process of this distributed run failed or "
                               f"could not be reached (see its log): {text}", retryable=True)
     if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError outside the training loop
@@ -193,8 +171,6 @@ def _summary(result: TrainerResult) -> str:
         where = result.model.repo or result.model.path if result.model else "?"
         return f"succeeded: {where}"
     return f"failed ({result.reason}): {result.message}"
-
-
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubetune.api.contract import ExitCode, FailureReason
+from kubetune.api.contract import FailureReason
 
 RETRYABLE_REASONS = frozenset(
     {FailureReason.UNREACHABLE, FailureReason.PUSH_FAILED, FailureReason.INTERRUPTED}
@@ -17,9 +17,3 @@ class TrainerFailure(Exception):
         self.reason = reason
         self.message = message
         self.retryable = reason in RETRYABLE_REASONS if retryable is None else retryable
-
-    @property
-    def exit_code(self) -> int:
-        if self.reason is FailureReason.INTERRUPTED:
-            return ExitCode.INTERRUPTED
-        return ExitCode.RETRYABLE if self.retryable else ExitCode.PERMANENT

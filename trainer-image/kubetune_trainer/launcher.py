@@ -38,7 +38,12 @@ from kubetune.api.contract import FailureReason, TrainerConfig, TrainerResult
 from kubetune.api.distributed import LaunchPlan
 from kubetune_trainer.distributed import NODE_INDEX_ENV
 from kubetune_trainer.events import Reporter
-from kubetune_trainer.result import exit_code_of, fit_result, result_json, write_result
+from kubetune_trainer.termination import (
+    exit_code_of,
+    fit_termination_message,
+    termination_json,
+    write_termination_message,
+)
 
 RESULT_DIR_ENV = "KUBETUNE_RESULT_DIR"
 # Nodes may start minutes apart (scheduling, pulling a large image): the rendezvous waits this long.
@@ -85,13 +90,13 @@ def launch(config: TrainerConfig, config_path: Path, result_path: str, reporter:
         outcome = collect(results_dir, run.exit_code, signalled=run.signalled, node_index=node)
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)
-    result = fit_result(outcome.result, reporter.secrets)
+    result = fit_termination_message(outcome.result, reporter.secrets)
     if outcome.speaks_for_run:
-        text = result_json(result)
+        text = termination_json(result)
         if outcome.synthesized:  # the ranks printed nothing about it
             reporter.log(f"failed ({result.reason}): {result.message}")
             reporter.log(text)
-        write_result(text, result_path)
+        write_termination_message(text, result_path)
     return exit_code_of(result)
 
 

@@ -15,6 +15,7 @@ from kubetune.api.common import (
     SecretKeyRef,
 )
 from kubetune.api.contract import (
+    CONTRACT_VERSION,
     TERMINATION_MESSAGE_LIMIT,
     ExitCode,
     FailureReason,
@@ -69,7 +70,7 @@ from kubetune.api.tuningjob import (
 )
 
 __all__ = [
-    "API_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
+    "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
     "BaseModelSpec", "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource",
     "DataSource", "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus",
     "DatasetValidation", "DatasetsSpec", "DistributedSpec", "ExitCode", "FailureReason", "HubSource",

@@ -7,9 +7,10 @@ path. Both ends validate with these models, so a change here is a change of cont
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
@@ -23,6 +24,15 @@ from kubetune.api.dataset import (
 )
 from kubetune.api.distributed import LaunchPlan
 from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
+from kubetune.api.volumes import path_inside_volume
+
+# The version of this contract, MAJOR.MINOR. The operator writes it into every config; a
+# trainer reads a config of its own major version (dropping, with a log line, fields a newer
+# minor added) and refuses any other. Bump the minor for additions an older trainer may
+# ignore, the major for anything it would misread.
+# 1.1: TrainerConfig.launch (processes and rendezvous); a 1.0 trainer ignores it and runs one process per Pod.
+CONTRACT_VERSION: Final = "1.1"
+CONTRACT_VERSION_PATTERN: Final = r"^[0-9]+\.[0-9]+$"
 
 TERMINATION_LOG = "/dev/termination-log"
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -30,6 +40,13 @@ CONFIG_FILE_NAME = "config.json"
 # Environment variable names the trainer reads; the operator sets them from secretKeyRefs.
 HF_TOKEN_ENV = "HF_TOKEN"
 DATA_TOKEN_ENV = "KUBETUNE_DATA_TOKEN"
+
+
+def contract_major(version: object) -> int | None:
+    """The major number of a MAJOR.MINOR contract version; None for anything else."""
+    if not isinstance(version, str) or not re.fullmatch(CONTRACT_VERSION_PATTERN, version):
+        return None
+    return int(version.split(".", 1)[0])
 
 
 class FailureReason(StrEnum):
@@ -64,9 +81,11 @@ class Mounts(KubeModel):
     config_maps: dict[str, str] = Field(default_factory=dict, description="ConfigMap name -> mount folder.")
 
     def path_of_pvc(self, claim_name: str, path: str) -> str:
+        """Where `path` inside the claim's volume is; KeyError when the claim is not mounted,
+        VolumePathError when the path would leave the volume."""
         if claim_name not in self.pvcs:
             raise KeyError(f"volume claim {claim_name!r} is not mounted (known: {sorted(self.pvcs) or 'none'})")
-        return str(PurePosixPath(self.pvcs[claim_name]) / path.lstrip("/"))
+        return str(PurePosixPath(self.pvcs[claim_name]) / path_inside_volume(path))
 
     def path_of_config_map(self, name: str, key: str) -> str:
         if name not in self.config_maps:
@@ -79,6 +98,8 @@ class TrainerConfig(KubeModel):
 
     api_version: Literal["kubetune.io/v1alpha1"] = Field(default=API_VERSION)
     kind: Literal["TrainerConfig"] = Field(default="TrainerConfig")
+    contract_version: str = Field(default=CONTRACT_VERSION, pattern=CONTRACT_VERSION_PATTERN,
+                                  description="The operator/trainer contract version the config follows.")
     name: str = Field(description="TuningJob name.")
     namespace: str = Field(default="default", description="TuningJob namespace.")
     spec: TuningJobSpec = Field(description="The job's spec with Dataset references replaced by their sources.")
@@ -96,6 +117,8 @@ class ValidatorConfig(KubeModel):
 
     api_version: Literal["kubetune.io/v1alpha1"] = Field(default=API_VERSION)
     kind: Literal["ValidatorConfig"] = Field(default="ValidatorConfig")
+    contract_version: str = Field(default=CONTRACT_VERSION, pattern=CONTRACT_VERSION_PATTERN,
+                                  description="The operator/trainer contract version the config follows.")
     name: str = Field(description="Dataset name.")
     namespace: str = Field(default="default", description="Dataset namespace.")
     source: DataSource = Field(description="Where the data lives.")

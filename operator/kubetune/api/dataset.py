@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubetune.api.common import (
     API_VERSION,
@@ -18,6 +18,7 @@ from kubetune.api.common import (
     ObjectMeta,
     SecretKeyRef,
 )
+from kubetune.api.volumes import VolumePathError, path_inside_volume
 
 
 class DatasetFormat(StrEnum):
@@ -89,11 +90,14 @@ class PvcSource(KubeModel):
     path: str = Field(description="File or folder inside the volume, relative to its root.",
                       min_length=1, max_length=4096)
 
-    @model_validator(mode="after")
-    def _relative_path(self) -> PvcSource:
-        if ".." in self.path.split("/"):
-            raise ValueError("path must stay inside the volume: remove '..'")
-        return self
+    @field_validator("path")
+    @classmethod
+    def _inside_the_volume(cls, path: str) -> str:
+        try:
+            path_inside_volume(path)
+        except VolumePathError as error:
+            raise ValueError(error.problem) from None
+        return path
 
 
 class DataSource(KubeModel):

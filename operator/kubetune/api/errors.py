@@ -52,10 +52,20 @@ def _explain(err: Any, loc: tuple[int | str, ...], root: type[BaseModel]) -> str
         return "required field is missing: add it"
     if kind in _NUMBER_TYPES:
         whole = kind.startswith("int")
+        expected = "a whole number" if whole else "a number"
+        if _is_quoted_number(value):
+            return f"expected {expected}, got the string {_show(value)}: remove the quotes (a cluster refuses it)"
         example = "e.g. 3" if whole else "e.g. 0.0002 or 2e-4"
-        return f"expected {'a whole number' if whole else 'a number'}, got {_show(value)}: write a number ({example})"
+        return f"expected {expected}, got {_show(value)}: write a number ({example})"
     if kind in ("bool_parsing", "bool_type"):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return f"expected true or false, got the string {_show(value)}: remove the quotes (a cluster refuses it)"
         return f"expected true or false, got {_show(value)}"
+    if kind == "string_type":
+        if isinstance(value, bool | int | float):
+            written = str(value).lower() if isinstance(value, bool) else str(value)
+            return f"expected a string, got {written}: quote it ('{written}')"
+        return f"expected a string, got {_show(value)}"
     if kind in ("enum", "literal_error"):
         return f"got {_show(value)}: use one of {ctx.get('expected', '')}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -69,6 +79,16 @@ def _explain(err: Any, loc: tuple[int | str, ...], root: type[BaseModel]) -> str
     if kind == "list_type":
         return f"expected a list, got {_show(value)}: write it as a YAML list (- item)"
     return f"{err['msg']} (got {_show(value)})"
+
+
+def _is_quoted_number(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _show(value: Any) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kubetune.api.common import (
     API_VERSION,
@@ -20,6 +20,7 @@ from kubetune.api.common import (
 )
 from kubetune.api.dataset import ColumnMapping, DatasetFormat, DataSource, PvcSource
 from kubetune.api.distributed import DistributedSpec, ParallelStrategy
+from kubetune.api.volumes import VolumePathError, parse_pvc_path
 
 
 class TuningMethod(StrEnum):
@@ -89,10 +90,19 @@ class BaseModelSpec(KubeModel):
     revision: str = Field(default="main", min_length=1, max_length=200,
                           description="Branch, tag or commit sha of repo; the commit used is reported.")
     path: str | None = Field(default=None, max_length=4096,
-                             description="A model folder on a mounted volume (pvc: CLAIM/PATH or an absolute path).")
+                             description="A model folder on a mounted volume (pvc:CLAIM/PATH or an absolute path).")
     scratch: ScratchModel | None = Field(default=None, description="A tiny random model, for smoke tests.")
     endpoint: str | None = Field(default=None, pattern=r"^https?://", max_length=2048,
                                  description="Hub endpoint for a self-hosted hub; the public hub when unset.")
+
+    @field_validator("path")
+    @classmethod
+    def _pvc_path_inside_its_volume(cls, path: str | None) -> str | None:
+        try:
+            parse_pvc_path(path or "")
+        except VolumePathError as error:
+            raise ValueError(error.problem) from None
+        return path
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BaseModelSpec:

@@ -4,6 +4,7 @@ No I/O here: the handlers create what these functions render, the local mode reu
 resolved configs. Every output is deterministic, so re-rendering is a no-op.
 """
 
+from kubetune.api.volumes import parse_pvc_path
 from kubetune.builders.distributed import build_rendezvous_service, launch_plan, rendezvous_service_name
 from kubetune.builders.jobs import (
     TRAINER_CONTAINER,
@@ -33,7 +34,6 @@ from kubetune.builders.pod import CONFIG_DIR, CONFIG_PATH
 from kubetune.builders.resolve import (
     ResolveError,
     data_token_ref,
-    parse_pvc_path,
     resolve_trainer_config,
     resolve_validator_config,
 )

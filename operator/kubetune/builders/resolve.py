@@ -7,7 +7,6 @@ every volume the run touches gets a mount folder, so the trainer needs no API ac
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from kubetune.api import (
@@ -21,13 +20,13 @@ from kubetune.api import (
     TuningJob,
     ValidatorConfig,
 )
+from kubetune.api.volumes import VolumePathError, parse_pvc_path
 from kubetune.settings import Settings
 
 PVC_ROOT: Final = "/mnt/pvc"
 CONFIG_MAP_ROOT: Final = "/mnt/configmaps"
 WORKSPACE_DIR: Final = "/workspace"
 DEFAULT_WORK_DIR: Final = "/workspace/output"
-PVC_PATH_PREFIX: Final = "pvc:"
 
 
 class ResolveError(ValueError):
@@ -37,24 +36,6 @@ class ResolveError(ValueError):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-@dataclass(frozen=True)
-class PvcPath:
-    claim_name: str
-    path: str
-
-
-def parse_pvc_path(path: str) -> PvcPath | None:
-    """`pvc:CLAIM/PATH` (spaces after the colon allowed) as a claim and a path; None for other paths."""
-    if not path.startswith(PVC_PATH_PREFIX):
-        return None
-    claim, _, inner = path[len(PVC_PATH_PREFIX):].strip().lstrip("/").partition("/")
-    if not claim:
-        raise ResolveError("InvalidSpec", f"baseModel.path {path!r} names no claim: use pvc:CLAIM/PATH")
-    if ".." in inner.split("/"):
-        raise ResolveError("InvalidSpec", f"baseModel.path {path!r} must stay inside the volume: remove '..'")
-    return PvcPath(claim, inner)
 
 
 def pvc_mount_dir(claim_name: str) -> str:
@@ -134,7 +115,10 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset]) -> Tr
         output_claims.append(spec.output.pvc.claim_name)
     model_claims: list[str] = []
     if spec.base_model.path is not None:
-        model_path = parse_pvc_path(spec.base_model.path)
+        try:
+            model_path = parse_pvc_path(spec.base_model.path, field="baseModel.path")
+        except VolumePathError as error:
+            raise ResolveError("InvalidSpec", str(error)) from None
         if model_path is not None:
             model_claims.append(model_path.claim_name)
     sources = [e.source for e in (*train, *validation) if e.source is not None]

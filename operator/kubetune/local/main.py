@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -42,8 +42,10 @@ from kubetune.local.workspace import (
     process_args,
     process_env,
 )
+from kubetune.observe import parse_termination_message
 from kubetune.settings import Settings
 from kubetune.status import RunObservation, derive_status, observe_datasets, referenced_datasets, status_events
+from kubetune.usererror import UserError
 
 # Lines of trainer output kept for status (the log file has them all).
 _LOG_WINDOW = 2000
@@ -52,14 +54,19 @@ LOCAL_UID = "local"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                        help="manifests (multi-document YAML, as for kubectl apply); repeat for several files")
+                        help="manifests (multi-document YAML or JSON, as for kubectl apply): a file, a folder "
+                             "(its .yaml, .yml and .json files in name order) or - for standard input; "
+                             "repeat for several")
+    parser.add_argument("-R", "--recursive", action="store_true",
+                        help="read the folders given with -f and their sub-folders")
     parser.add_argument("--volume", action="append", type=parse_volume, default=[], metavar="CLAIM=PATH",
                         help="use folder PATH for PersistentVolumeClaim CLAIM "
                              "(default: WORKDIR/volumes/CLAIM); repeat for several claims")
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
                         help=f"folder for logs, configs, checkpoints and default volumes (default: {DEFAULT_WORKDIR})")
     parser.add_argument("--dry-run", action="store_true",
-                        help="validate the manifests and datasets and print the trainer config; do not train")
+                        help="validate the manifests and datasets, ask the trainer whether this machine can run "
+                             "the job, and print the trainer config; do not train")
     parser.add_argument("--plain", action="store_true",
                         help="print progress as plain lines even on a terminal")
     parser.add_argument("--processes", type=_positive, default=1, metavar="N",
@@ -79,7 +86,7 @@ def _positive(text: str) -> int:
 
 def run_local(args: argparse.Namespace) -> int:
     try:
-        manifests = load_manifests(args.filename)
+        manifests = load_manifests(args.filename, recursive=args.recursive)
     except ManifestError as exc:
         print("error: the manifests are invalid; nothing was run:", file=sys.stderr)
         for problem in exc.problems:
@@ -103,6 +110,13 @@ def run_local(args: argparse.Namespace) -> int:
         display.close()
         display.message(f"interrupted{': ' + str(exc) if str(exc) else ''}")
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        raise  # the reader of our output went away (`| head`): the CLI ends quietly
+    except OSError as exc:  # a folder or file of the run that cannot be made, written or started
+        display.close()
+        what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        raise UserError(f"{what}: the run needs to write under --workdir ({workspace.root}) and the output "
+                        "volumes, and to start the trainer: check those paths and permissions") from None
 
 
 def _now() -> datetime:
@@ -181,6 +195,11 @@ class LocalRun:
         config_path = job_dir / "config.json"
         config_path.write_text(config_json(config), encoding="utf-8")
         if self.dry_run:
+            refusal = self._trainer_check(job, config, config_path)
+            if refusal:
+                self.display.close()
+                print(f"error: {refusal}; nothing was run", file=sys.stderr)
+                return ExitCode.PERMANENT
             self._print_dry_run(config, config_path)
             return ExitCode.OK
 
@@ -188,11 +207,33 @@ class LocalRun:
             Path(config.mounts.pvcs[claim]).mkdir(parents=True, exist_ok=True)
         return self._train(job, config, config_path, tracker)
 
-    def _train(self, job: TuningJob, config: TrainerConfig, config_path: Path, tracker: StatusTracker) -> int:
+    def _trainer_argv_env(self, job: TuningJob, config: TrainerConfig,
+                          config_path: Path) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+        """The rendered Job, and the command line and environment its container would get."""
         rendered = build_training_job(job, config, self.settings, _owner(job))
         container = container_of(rendered)
         env = process_env(container, job.metadata.namespace, self.manifests, os.environ)
-        argv = [*trainer_command(), *process_args(container, config_path)]
+        return rendered, [*trainer_command(), *process_args(container, config_path)], env
+
+    def _trainer_check(self, job: TuningJob, config: TrainerConfig, config_path: Path) -> str | None:
+        """What the trainer would refuse at start (QLoRA without CUDA, ...), asked of the trainer itself."""
+        _, argv, env = self._trainer_argv_env(job, config, config_path)
+        job_dir = config_path.parent
+        log_path, result_path = job_dir / "check.log", job_dir / "check-result.json"
+        outcome = LocalProcess([*argv, "--check", "--result-path", str(result_path)], env=env,
+                               log_path=log_path, result_path=result_path).run()
+        if outcome.interrupted:
+            raise RunInterrupted(f"the trainer's check of TuningJob {job.metadata.name} was interrupted")
+        if outcome.exit_code == ExitCode.OK:
+            return None
+        result = parse_termination_message(outcome.termination_message)
+        if result is not None and result.message:
+            return f"the trainer refuses TuningJob {job.metadata.name} ({result.reason}): {result.message}"
+        return f"the trainer's check of TuningJob {job.metadata.name} failed (exit code {outcome.exit_code}): " \
+               f"see {log_path}"
+
+    def _train(self, job: TuningJob, config: TrainerConfig, config_path: Path, tracker: StatusTracker) -> int:
+        rendered, argv, env = self._trainer_argv_env(job, config, config_path)
         job_dir = config_path.parent
         log_path = job_dir / "trainer.log"
         job_name = rendered["metadata"]["name"]

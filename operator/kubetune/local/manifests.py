@@ -1,34 +1,46 @@
-"""Read the YAML a user would `kubectl apply` and validate it with the API models.
+"""Read the YAML a user would `kubectl apply` and validate it as the cluster would.
 
 Every problem is reported with the document it is in (file, 1-based index, kind/name),
 the field path as written in YAML (camelCase) and what to do about it; all problems of
 all files are collected before anything runs, so one attempt shows them all.
+
+What a cluster refuses is refused here too: a quoted number or boolean (the CRD's schema
+types are checked strictly, not coerced), a key given twice, a kind with no CRD in the
+kubetune.io group or a misspelt kind.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
+import json
 import os
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kubetune.api import API_VERSION, Dataset, DataSource, SecretKeyRef, TuningJob
+from kubetune.api import API_VERSION, GROUP, Dataset, DataSource, SecretKeyRef, TuningJob
 from kubetune.api.contract import HF_TOKEN_ENV
 from kubetune.api.errors import did_you_mean, explain_validation_error
+from kubetune.local.kubeyaml import describe_yaml_error, load_all
+from kubetune.local.manifest_files import ManifestText, read_manifest_texts
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Key = tuple[str, str]  # (namespace, name)
 
-# Kinds the local mode reads; anything else (Namespace, PVC, RBAC, ...) is noted and skipped.
+# Kinds the local mode reads; anything else (Namespace, PVC, RBAC, ...) is noted and skipped,
+# unless it claims the kubetune.io group or is a misspelling of one of these.
 _KUBETUNE_KINDS = ("TuningJob", "Dataset")
 _CORE_KINDS = ("Secret", "ConfigMap")
+_TAKEN_KINDS = "TuningJob and Dataset (and Secret and ConfigMap, which it reads)"
+# How alike (difflib ratio, case ignored) a kind must be to one of ours to be taken for a typo of it.
+_TYPO_LIKENESS = 0.8
 
 
 @dataclass(frozen=True)
@@ -80,17 +92,19 @@ class ManifestError(Exception):
         super().__init__("\n".join(self.problems))
 
 
-def load_manifests(paths: Iterable[str | Path], environ: typing.Mapping[str, str] | None = None) -> Manifests:
-    """Parse and validate the files; raise ManifestError listing every problem found."""
+def load_manifests(paths: Iterable[str | Path], environ: typing.Mapping[str, str] | None = None, *,
+                   recursive: bool = False, stdin: BinaryIO | None = None) -> Manifests:
+    """Parse and validate the files (folders, `-` for stdin); raise ManifestError listing every problem found."""
     env = os.environ if environ is None else environ
+    names = list(paths)
     manifests = Manifests()
-    problems: list[str] = []
-    for path in paths:
-        _load_file(Path(path), manifests, problems)
+    texts, problems = read_manifest_texts(names, recursive=recursive, stdin=stdin)
+    for text in texts:
+        _load_text(text, manifests, problems)
     if not problems:
         problems.extend(check_references(manifests, env))
     if not problems and not manifests.tuning_jobs and not manifests.datasets:
-        files = ", ".join(str(p) for p in paths)
+        files = ", ".join(str(p) for p in names)
         problems.append(f"{files}: no TuningJob or Dataset found: nothing to run "
                         f"(expected documents with apiVersion: {API_VERSION})")
     if problems:
@@ -98,32 +112,27 @@ def load_manifests(paths: Iterable[str | Path], environ: typing.Mapping[str, str
     return manifests
 
 
-def _load_file(path: Path, manifests: Manifests, problems: list[str]) -> None:
+def _load_text(source: ManifestText, manifests: Manifests, problems: list[str]) -> None:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        problems.append(f"{path}: cannot read the file: {exc.strerror or exc}")
-        return
-    try:
-        documents = list(yaml.safe_load_all(text))
+        documents = list(load_all(source.text))
     except yaml.YAMLError as exc:
-        problems.append(f"{path}: not valid YAML: {exc}")
+        problems.append(f"{source.name}: not valid YAML: {describe_yaml_error(exc)}")
         return
     for index, doc in enumerate(documents, start=1):
         if doc is None:  # an empty document between two `---`
             continue
-        _load_document(path, index, doc, manifests, problems)
+        _load_document(source.name, index, doc, manifests, problems)
 
 
-def _load_document(path: Path, index: int, doc: Any, manifests: Manifests, problems: list[str]) -> None:
+def _load_document(file: str, index: int, doc: Any, manifests: Manifests, problems: list[str]) -> None:
     if not isinstance(doc, dict):
-        problems.append(f"{path} document {index}: expected a mapping with apiVersion, kind and metadata, "
+        problems.append(f"{file} document {index}: expected a mapping with apiVersion, kind and metadata, "
                         f"got {type(doc).__name__}")
         return
-    kind = str(doc.get("kind", ""))
+    kind = str(doc.get("kind") or "")
     raw_metadata = doc.get("metadata")
     metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
-    ref = DocumentRef(str(path), index, kind or "?", str(metadata.get("name", "")))
+    ref = DocumentRef(file, index, kind or "?", str(metadata.get("name", "")))
     if kind in _KUBETUNE_KINDS:
         api_version = doc.get("apiVersion")
         if api_version != API_VERSION:
@@ -132,7 +141,8 @@ def _load_document(path: Path, index: int, doc: Any, manifests: Manifests, probl
             return
         model: type[TuningJob] | type[Dataset] = TuningJob if kind == "TuningJob" else Dataset
         try:
-            obj = model.model_validate(doc)
+            # JSON in strict mode, as the API server checks the CRD's schema: "2e-3" is not a number.
+            obj = model.model_validate_json(json.dumps(_as_sent(doc), default=str), strict=True)
         except ValidationError as exc:
             problems.extend(f"{ref}: {line}" for line in explain_validation_error(exc, model))
             return
@@ -157,8 +167,39 @@ def _load_document(path: Path, index: int, doc: Any, manifests: Manifests, probl
         values = _secret_values(ref, doc, problems) if kind == "Secret" else _config_map_values(ref, doc, problems)
         (manifests.secrets if kind == "Secret" else manifests.config_maps)[key] = values
     else:
-        manifests.notes.append(f"{ref}: skipped: the local mode runs TuningJobs and Datasets "
-                               f"(and reads Secrets and ConfigMaps), not {kind or 'documents without a kind'}")
+        refusal = _refuse_kind(kind, str(doc.get("apiVersion") or ""))
+        if refusal:
+            problems.append(f"{ref}: kind: {refusal}")
+        else:
+            manifests.notes.append(f"{ref}: skipped: kubetune run takes {_TAKEN_KINDS}, not {kind}")
+
+
+def _refuse_kind(kind: str, api_version: str) -> str | None:
+    """Why a document of another kind stops the run (a cluster would refuse it too), or None to skip it."""
+    if not kind:
+        return f"missing: every document needs one; kubetune run takes {_TAKEN_KINDS}"
+    if kind == "TrainerConfig":
+        return ("TrainerConfig is the trainer's input, not a resource (no cluster has its CRD): "
+                "run it with kubetune-trainer train --config FILE, or drop the file from -f")
+    ours = (*_KUBETUNE_KINDS, *_CORE_KINDS)
+    close = difflib.get_close_matches(kind.lower(), [k.lower() for k in ours], n=1, cutoff=_TYPO_LIKENESS)
+    if close or api_version.split("/")[0] == GROUP:
+        suggestion = next((k for k in ours if close and k.lower() == close[0]), None)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        group = f" in {GROUP}" if api_version.split("/")[0] == GROUP else ""
+        return f"no kind {kind!r}{group}{hint}: kubetune run takes {_TAKEN_KINDS}"
+    return None
+
+
+def _as_sent(value: Any) -> Any:
+    """The value as kubectl sends it: a float with no fraction is a JSON integer (`10.0` -> 10)."""
+    if isinstance(value, dict):
+        return {key: _as_sent(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_sent(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    return value
 
 
 def _secret_values(ref: DocumentRef, doc: dict[str, Any], problems: list[str]) -> dict[str, str]:
@@ -168,9 +209,9 @@ def _secret_values(ref: DocumentRef, doc: dict[str, Any], problems: list[str]) -
     if not isinstance(data, dict):
         problems.append(f"{ref}: data: expected a mapping of key: base64 value")
         data = {}
-    for key, encoded in data.items():
+    for key, encoded in _string_values(ref, "data", data, problems, secret=True).items():
         try:
-            values[str(key)] = base64.b64decode(str(encoded), validate=True).decode("utf-8")
+            values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             # Never echo the value: it is a secret.
             problems.append(f"{ref}: data.{key}: not valid base64: encode it (base64 -w0) or move it to stringData")
@@ -178,7 +219,7 @@ def _secret_values(ref: DocumentRef, doc: dict[str, Any], problems: list[str]) -
     if not isinstance(string_data, dict):
         problems.append(f"{ref}: stringData: expected a mapping of key: value")
         string_data = {}
-    values.update({str(k): str(v) for k, v in string_data.items()})
+    values.update(_string_values(ref, "stringData", string_data, problems, secret=True))
     return values
 
 
@@ -187,7 +228,31 @@ def _config_map_values(ref: DocumentRef, doc: dict[str, Any], problems: list[str
     if not isinstance(data, dict):
         problems.append(f"{ref}: data: expected a mapping of key: value")
         return {}
-    return {str(k): str(v) for k, v in data.items()}
+    return _string_values(ref, "data", data, problems, secret=False)
+
+
+def _string_values(ref: DocumentRef, field: str, mapping: dict[Any, Any], problems: list[str], *,
+                   secret: bool) -> dict[str, str]:
+    """The values, which must be strings: a cluster refuses `key: 3` or `key: true` here."""
+    values: dict[str, str] = {}
+    for key, value in mapping.items():
+        if isinstance(value, str):
+            values[str(key)] = value
+            continue
+        # A Secret's value is never echoed, even a mistyped one.
+        shown = "" if secret else f" {json.dumps(value, default=str)}"
+        problems.append(f"{ref}: {field}.{key}: expected a string, got a {_yaml_type(value)}{shown}: quote it")
+    return values
+
+
+def _yaml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if value is None:
+        return "null"
+    return "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
 
 
 def check_references(manifests: Manifests, environ: typing.Mapping[str, str]) -> list[str]:

@@ -11,9 +11,10 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.tuningjob import BaseModelSpec, MethodSpec, Task, TuningMethod
-from kubetune_trainer.chattemplate import CHATML_TEMPLATE
-from kubetune_trainer.device import DevicePlan
+from kubetune.api.volumes import VolumePathError, parse_pvc_path
+from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE
 from kubetune_trainer.errors import TrainerFailure
+from kubetune_trainer.training.device import DevicePlan
 
 # Weights in formats the trainer does not load; skipping them saves downloading a model twice.
 _SKIP_ALWAYS = ["*.pth", "*.pt", "*.gguf", "*.onnx", "*.onnx_data", "*.msgpack", "*.h5", "*.ot", "original/*"]
@@ -44,7 +45,7 @@ def resolve_base_model(
 
 def _scratch(spec: BaseModelSpec, work_dir: Path, seed: int, texts: Callable[[], Iterable[str]],
              log: Callable[[str], None]) -> ResolvedModel:
-    from kubetune_trainer.scratch import build_scratch_model
+    from kubetune_trainer.training.scratch import build_scratch_model
 
     assert spec.scratch is not None
     folder = work_dir / SCRATCH_FOLDER
@@ -60,15 +61,14 @@ def _scratch(spec: BaseModelSpec, work_dir: Path, seed: int, texts: Callable[[],
 
 
 def _local_path(path: str, mounts: Mounts) -> Path:
-    if path.startswith("pvc:"):
-        claim, _, inner = path[len("pvc:"):].partition("/")
-        try:
-            folder = Path(mounts.path_of_pvc(claim, inner))
-        except KeyError as error:
-            raise TrainerFailure(FailureReason.INVALID_CONFIG, f"baseModel.path {path}: {error.args[0]}") from None
-    elif path.startswith("/"):
-        folder = Path(path)
-    else:
+    try:
+        pvc = parse_pvc_path(path, field="baseModel.path")
+        folder = Path(mounts.path_of_pvc(pvc.claim_name, pvc.path)) if pvc is not None else Path(path)
+    except VolumePathError as error:
+        raise TrainerFailure(FailureReason.INVALID_CONFIG, str(error)) from None
+    except KeyError as error:
+        raise TrainerFailure(FailureReason.INVALID_CONFIG, f"baseModel.path {path}: {error.args[0]}") from None
+    if pvc is None and not folder.is_absolute():
         raise TrainerFailure(FailureReason.INVALID_CONFIG,
                              f"baseModel.path {path!r}: use pvc:CLAIM/PATH or an absolute path")
     if not (folder / "config.json").is_file():
@@ -99,7 +99,7 @@ def _hub_failure(error: Exception, repo: str, revision: str, token: str | None) 
     LocalEntryNotFoundError from the HTTP error) to a reason: auth, not found, or unreachable."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    from kubetune_trainer.publish import describe_error, error_chain, is_transport_error, status_code
+    from kubetune_trainer.huberrors import describe_error, error_chain, is_transport_error, status_code
 
     text = describe_error(error, [token])[:600]
     chain = error_chain(error)

@@ -23,9 +23,9 @@ from kubetune.api.common import quantity_bytes
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DataSource, HubSource
 from kubetune.api.redact import redact
-from kubetune_trainer.filereaders import DATA_SUFFIXES, is_data_file, read_records
-from kubetune_trainer.formats import RowDefect
-from kubetune_trainer.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url
+from kubetune_trainer.data.filereaders import DATA_SUFFIXES, is_data_file, read_records
+from kubetune_trainer.data.formats import RowDefect
+from kubetune_trainer.data.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url
 
 NumberedRecord = tuple[int, Mapping[str, Any] | RowDefect]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.tuningjob import ScratchModel
-from kubetune_trainer.chattemplate import CHATML_TEMPLATE, IM_END, IM_START
+from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE, IM_END, IM_START
 
 PAD = "<|pad|>"
 SPECIAL_TOKENS = [PAD, IM_START, IM_END]

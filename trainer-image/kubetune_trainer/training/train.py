@@ -1,26 +1,31 @@
-"""One training run, start to finish: data, base model, training, evaluation, the final folder.
+"""The training stage: the datasets read and prepared, the base model loaded, trained and evaluated.
 
-A run that finds a finished model in <work_dir>/final skips all of this (see cli.py): a
-re-run after a failed push must not train again. A run that finds checkpoints resumes from
-the newest, so a restarted Pod continues the step count.
+pipeline.py runs it only when <work_dir>/final holds no finished model (a re-run after a
+failed push must not train again) and hands the TrainedModel to output/finalize.py. A run
+that finds checkpoints resumes from the newest, so a restarted Pod continues the step count.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Task, TrainingMetrics
-from kubetune_trainer.callbacks import StopRequest
-from kubetune_trainer.checkpoints import FinishedModel, WorkDir
-from kubetune_trainer.datamix import DataMix, load_mix
+from kubetune_trainer import distributed
+from kubetune_trainer.data.datamix import DataMix, load_mix
+from kubetune_trainer.data.dataprep import tokenize_for_classification, tokenize_for_generation
+from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Example
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
-from kubetune_trainer.formats import ChatExample, ClassificationExample, Example
+from kubetune_trainer.stop import StopRequest
+from kubetune_trainer.training.device import DevicePlan, plan_device
+from kubetune_trainer.training.modelload import ResolvedModel, load_model, load_tokenizer, resolve_base_model
+from kubetune_trainer.training.parallel import choose_parallelism, gpu_memory_bytes
+from kubetune_trainer.training.session import run_training
+from kubetune_trainer.workdir import WorkDir
 
 
 @dataclass(frozen=True)
@@ -29,15 +34,22 @@ class Tokens:
     data: str | None  # private data (falls back to hf)
 
 
-def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
-                tokens: Tokens) -> FinishedModel | None:
-    """Train and write final/; the finished model on rank 0, None on the other ranks of a distributed run."""
-    from kubetune_trainer import distributed
-    from kubetune_trainer.dataprep import tokenize_for_classification, tokenize_for_generation
-    from kubetune_trainer.device import plan_device
-    from kubetune_trainer.modelload import load_model, load_tokenizer, resolve_base_model
-    from kubetune_trainer.parallel import choose_parallelism, gpu_memory_bytes
+@dataclass(frozen=True)
+class TrainedModel:
+    """What the output stage needs to write the final folder."""
 
+    model: Any
+    tokenizer: Any
+    resolved: ResolvedModel
+    metrics: TrainingMetrics
+    labels: list[str]  # classification labels, in head order; empty for text generation
+    plan: DevicePlan
+    state_dict: Any = None  # FSDP: the whole model gathered from its shards; else the model has it all
+
+
+def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
+                tokens: Tokens) -> TrainedModel | None:
+    """The trained model on rank 0; None on the other ranks of a distributed run (rank 0 writes final/)."""
     _quiet_libraries()
     spec, hp = config.spec, config.spec.hyperparameters
     classification = spec.task is Task.TEXT_CLASSIFICATION
@@ -101,24 +113,18 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
 
     model = load_model(resolved.folder, task=spec.task, method=spec.method, plan=plan,
                        pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
-    from kubetune_trainer.session import run_training
-
     outcome = run_training(config, work, reporter, stop, model=model, tokenizer=tokenizer, plan=plan,
                            train_data=train_data, eval_data=eval_data, multi_label=multi_label, parallel=parallel)
     if not me.is_main:
-        return None  # rank 0 writes final/; the others wait for its result (cli.py)
+        return None  # rank 0 writes final/; the others wait for its result (pipeline.py)
     metrics = TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
         eval_accuracy=outcome.tuned.accuracy, base_eval_accuracy=outcome.base.accuracy,
         trained_tokens=outcome.trained_tokens, train_rows=len(train_data), steps=outcome.steps,
         runtime_seconds=round(outcome.runtime_seconds, 1),
     )
-    reporter.stage(Stage.SAVING, "writing the final model")
-    from kubetune_trainer.finalize import save_final
-
-    return save_final(config, work, reporter, model=outcome.model, tokenizer=tokenizer, resolved=resolved,
-                      metrics=metrics, labels=labels if classification else [], plan=plan,
-                      state_dict=outcome.state_dict)
+    return TrainedModel(model=outcome.model, tokenizer=tokenizer, resolved=resolved, metrics=metrics,
+                        labels=labels if classification else [], plan=plan, state_dict=outcome.state_dict)
 
 
 def _labels_in(mix: DataMix) -> list[str]:
@@ -152,12 +158,6 @@ def _texts(mix: DataMix) -> list[str]:
         else:
             texts.append(example.text)
     return texts
-
-
-def work_dir_of(config: TrainerConfig) -> WorkDir:
-    work = WorkDir(Path(config.work_dir))
-    work.root.mkdir(parents=True, exist_ok=True)
-    return work
 
 
 def _quiet_libraries() -> None:

@@ -412,19 +412,17 @@ _CHAT_PARSERS: dict[DatasetFormat, Callable[[Mapping[str, Any], ColumnMapping], 
 
 
 def parse_record(record: Mapping[str, Any], fmt: DatasetFormat, columns: ColumnMapping,
-                 labels: Sequence[str] = (), label_columns: Sequence[str] | None = None) -> Example:
+                 labels: Sequence[str] = ()) -> Example:
     """One row as an Example; raises RowDefect naming the field at fault.
 
-    `labels` are the allowed labels (classification; any label when empty). `label_columns`
-    overrides `columns.labelColumns` (one 0/1 column per label).
+    `labels` are the allowed labels (classification; any label when empty).
     """
     if not isinstance(record, Mapping):
         raise RowDefect("", f"a row must be a JSON object, got {_kind(record)}")
     if fmt is DatasetFormat.AUTO:
         raise ValueError("parse_record needs a concrete format: call detect_format first")
     if fmt is DatasetFormat.CLASSIFICATION:
-        chosen = list(columns.label_columns if label_columns is None else label_columns)
-        return _parse_classification(record, columns, labels, chosen)
+        return _parse_classification(record, columns, labels, columns.label_columns)
     return _CHAT_PARSERS[fmt](record, columns)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kubetune_trainer.chattemplate import Span
+from kubetune_trainer.data.chattemplate import Span
 
 
 def _runs_mask(opens: Any, closes: Any, total: int) -> np.ndarray:

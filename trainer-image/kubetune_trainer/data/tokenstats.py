@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.dataset import TokenStats
-from kubetune_trainer.formats import ChatExample, Example, render_text
+from kubetune_trainer.data.formats import ChatExample, Example, render_text
 
 _BATCH = 256
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kubetune_trainer.formats import ChatExample
+from kubetune_trainer.data.formats import ChatExample
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"

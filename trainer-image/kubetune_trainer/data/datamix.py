@@ -10,20 +10,19 @@ compared; the log says so). Everything is deterministic given the seed.
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DatasetFormat
 from kubetune.api.tuningjob import DatasetEntry, DatasetsSpec
+from kubetune_trainer.data.examples import ExampleStream
+from kubetune_trainer.data.formats import Example, RowDefect
+from kubetune_trainer.data.sources import SourceError, open_source
 from kubetune_trainer.errors import TrainerFailure
-from kubetune_trainer.formats import Example, RowDefect, detect_format, parse_record
 from kubetune_trainer.gcpause import gc_paused
 
-DETECTION_ROWS = 100
 HOLDOUT_SHARE = 0.05
 HOLDOUT_MAX = 256
 
@@ -41,43 +40,32 @@ class LoadedDataset:
 class DataMix:
     train: list[Example]
     validation: list[Example]
-    sources: list[LoadedDataset]
     note: str  # how the validation rows were chosen, for the log
 
 
 def load_entry(entry: DatasetEntry, name: str, *, mounts: Mounts, token: str | None, labels: Sequence[str] = (),
-               cache_dir: Path | None = None, allow_private_urls: bool = False) -> LoadedDataset:
+               allow_private_urls: bool = False) -> LoadedDataset:
     """Every row of one entry as Examples; the first defective row fails the run (DatasetInvalid)."""
-    from kubetune_trainer.sources import SourceError, open_source
-
     if entry.source is None:
         raise TrainerFailure(FailureReason.INVALID_CONFIG,
                              f"dataset {name!r} was not resolved to a source (the operator resolves Dataset names)")
     try:
-        opened = open_source(entry.source, mounts=mounts, token=token, allow_private_urls=allow_private_urls,
-                             cache_dir=cache_dir)
-        records = iter(opened)
-        fmt = entry.format
-        if fmt is DatasetFormat.AUTO:
-            head = list(itertools.islice(records, DETECTION_ROWS))
-            records = itertools.chain(head, records)
-            fmt = detect_format([r for n, r in head if n > 0 and not isinstance(r, RowDefect)], entry.columns)
+        opened = open_source(entry.source, mounts=mounts, token=token, allow_private_urls=allow_private_urls)
+        rows = ExampleStream(opened, entry.format, entry.columns, labels=labels)
+        if rows.format is None:
+            raise _defect(name, 0, rows.undetected or RowDefect("", "cannot tell the format"))
         examples: list[Example] = []
         with gc_paused():
-            for number, record in records:
-                if isinstance(record, RowDefect):
-                    raise _defect(name, number, record)
-                try:
-                    examples.append(parse_record(record, fmt, entry.columns, labels=labels))
-                except RowDefect as defect:
-                    raise _defect(name, number, defect) from None
+            for number, example in rows:
+                if isinstance(example, RowDefect):
+                    raise _defect(name, number, example)
+                examples.append(example)
     except SourceError as error:
         raise TrainerFailure(error.reason, f"dataset {name}: {error.message}") from None
-    except RowDefect as defect:  # from detection: the data as a whole
-        raise _defect(name, 0, defect) from None
     if not examples:
         raise TrainerFailure(FailureReason.DATASET_INVALID, f"dataset {name} has no rows")
-    return LoadedDataset(name=name, examples=examples, fmt=fmt, revision=opened.revision, weight=entry.weight)
+    return LoadedDataset(name=name, examples=examples, fmt=rows.format, revision=opened.revision,
+                         weight=entry.weight)
 
 
 def _defect(name: str, number: int, defect: RowDefect) -> TrainerFailure:
@@ -133,7 +121,7 @@ def mix_datasets(spec: DatasetsSpec, train_sets: list[LoadedDataset], validation
         train = [train[i] for i in sorted(rng.sample(range(len(train)), max_samples))]
     if not train:
         raise TrainerFailure(FailureReason.DATASET_INVALID, "no training rows left after the validation split")
-    return DataMix(train=train, validation=validation, sources=[*train_sets, *validation_sets], note=note)
+    return DataMix(train=train, validation=validation, note=note)
 
 
 def load_mix(spec: DatasetsSpec, names: Sequence[str], *, mounts: Mounts, token: str | None, seed: int,

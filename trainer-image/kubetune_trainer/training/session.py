@@ -9,16 +9,16 @@ from typing import Any
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Task
-from kubetune_trainer.callbacks import ProgressCallback, StopRequest
-from kubetune_trainer.checkpoints import WorkDir
-from kubetune_trainer.collate import PackRows, PadToLongest
-from kubetune_trainer.dataprep import TokenizedData
-from kubetune_trainer.device import DevicePlan
+from kubetune_trainer.data.dataprep import TokenizedData
 from kubetune_trainer.distributed import common_checkpoint, decide, ranks
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
-from kubetune_trainer.parallel import ParallelPlan
-from kubetune_trainer.trainloop import (
+from kubetune_trainer.stop import StopRequest
+from kubetune_trainer.training.callbacks import ProgressCallback
+from kubetune_trainer.training.collate import PackRows, PadToLongest
+from kubetune_trainer.training.device import DevicePlan
+from kubetune_trainer.training.parallel import ParallelPlan
+from kubetune_trainer.training.trainloop import (
     Evaluation,
     LengthGroupedTrainer,
     classification_accuracy,
@@ -27,6 +27,7 @@ from kubetune_trainer.trainloop import (
     save_base_eval,
     training_arguments,
 )
+from kubetune_trainer.workdir import WorkDir
 
 
 @dataclass

@@ -1,30 +1,23 @@
 """`kubetune-trainer validate`: read every row of a Dataset once and report what was found.
 
 The report goes to stdout (a human summary, then the JSON on the last line) and to the
-termination-message path, where it must fit in 4096 bytes: it is shrunk field by field
-(fewer errors, shorter texts) until it does, so the JSON is always whole.
+termination-message path, where it must fit in 4096 bytes: termination.py shrinks it
+(shorter texts, fewer errors) until it does, so the JSON is always whole.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from kubetune.api.contract import (
     DATA_TOKEN_ENV,
     HF_TOKEN_ENV,
     TERMINATION_LOG,
-    TERMINATION_MESSAGE_LIMIT,
     ExitCode,
     FailureReason,
     ValidationReport,
@@ -32,11 +25,19 @@ from kubetune.api.contract import (
 )
 from kubetune.api.dataset import DatasetFormat, RowError
 from kubetune.api.redact import redact
-from kubetune_trainer.formats import ClassificationExample, RowDefect, detect_format, parse_record, preview_line
-from kubetune_trainer.sources import OpenedSource, SourceError, open_source
-from kubetune_trainer.tokenstats import TokenMeter, load_tokenizer
+from kubetune_trainer.config import load_config
+from kubetune_trainer.data.examples import ExampleStream
+from kubetune_trainer.data.formats import ClassificationExample, RowDefect, preview_line
+from kubetune_trainer.data.sources import OpenedSource, SourceError, open_source
+from kubetune_trainer.data.tokenstats import TokenMeter, load_tokenizer
+from kubetune_trainer.errors import TrainerFailure
+from kubetune_trainer.termination import (
+    fit_termination_message,
+    redact_message,
+    termination_json,
+    write_termination_message,
+)
 
-DETECTION_ROWS = 50
 PREVIEW_ROWS = 3
 PREVIEW_CHARS = 120
 _MAX_LABELS = 10000
@@ -71,37 +72,26 @@ def validate_dataset(config: ValidatorConfig, *, token: str | None) -> Validatio
         try:
             opened = open_source(config.source, mounts=config.mounts, token=token,
                                  allow_private_urls=config.allow_private_urls, cache_dir=Path(scratch))
-            return _redacted(_validate_rows(config, opened, token), token)
+            return redact_message(_validate_rows(config, opened, token), [token])
         except SourceError as error:
             return ValidationReport(outcome="Failed", reason=error.reason, message=_clip(error.message, 2048))
 
 
 def _validate_rows(config: ValidatorConfig, opened: OpenedSource, token: str | None) -> ValidationReport:
     tally = _Tally(max_errors=config.validation.max_errors)
-    records = iter(opened)
-    fmt = config.format
-    if fmt is DatasetFormat.AUTO:
-        head = list(itertools.islice(records, DETECTION_ROWS))
-        records = itertools.chain(head, records)
-        try:
-            fmt = detect_format([r for n, r in head if n > 0 and not isinstance(r, RowDefect)], config.columns)
-        except RowDefect as defect:
-            tally.defect(0, defect)
-            tally.rows = sum(1 for n, _ in records if n > 0)
-            return _report(config, opened, tally, None, None, note=None)
+    examples = ExampleStream(opened, config.format, config.columns, labels=config.labels)
+    if examples.format is None:
+        tally.defect(0, examples.undetected or RowDefect("", "cannot tell the format"))
+        tally.rows = examples.count_rest()
+        return _report(config, opened, tally, None, None, note=None)
     meter, note = _token_meter(config, token)
-    for number, record in records:
+    for number, example in examples:
         if number == 0:  # the file as a whole
-            tally.defect(0, record if isinstance(record, RowDefect) else RowDefect("", "unreadable"))
+            tally.defect(0, example if isinstance(example, RowDefect) else RowDefect("", "unreadable"))
             continue
         tally.rows += 1
-        if isinstance(record, RowDefect):
-            tally.defect(number, record)
-            continue
-        try:
-            example = parse_record(record, fmt, config.columns, labels=config.labels)
-        except RowDefect as defect:
-            tally.defect(number, defect)
+        if isinstance(example, RowDefect):
+            tally.defect(number, example)
             continue
         tally.valid_rows += 1
         if len(tally.preview) < PREVIEW_ROWS:
@@ -111,7 +101,7 @@ def _validate_rows(config: ValidatorConfig, opened: OpenedSource, token: str | N
         if meter is not None:
             meter.add(example)
     stats = meter.stats() if meter is not None else None
-    return _report(config, opened, tally, fmt, stats, note)
+    return _report(config, opened, tally, examples.format, stats, note)
 
 
 def _token_meter(config: ValidatorConfig, token: str | None) -> tuple[TokenMeter | None, str | None]:
@@ -153,61 +143,6 @@ def _report(config: ValidatorConfig, opened: OpenedSource, tally: _Tally, fmt: D
     )
 
 
-def _redacted(report: ValidationReport, token: str | None) -> ValidationReport:
-    secrets = [token]
-    return report.model_copy(update={
-        "message": redact(report.message, secrets) if report.message else report.message,
-        "errors": [e.model_copy(update={"message": redact(e.message, secrets), "field": redact(e.field, secrets)})
-                   for e in report.errors],
-        "preview": [redact(p, secrets) for p in report.preview],
-        "labels": [redact(label, secrets) for label in report.labels],
-    })
-
-
-# --- fitting into the termination message -----------------------------------------------------
-
-def report_json(report: ValidationReport) -> str:
-    return json.dumps(report.to_wire(), separators=(",", ":"), ensure_ascii=False)
-
-
-def _size(report: ValidationReport) -> int:
-    return len(report_json(report).encode("utf-8"))
-
-
-def _shrink_steps(report: ValidationReport) -> list[dict[str, Any]]:
-    """Ever smaller versions of the parts that can be long, least informative loss first."""
-    steps: list[dict[str, Any]] = []
-    for limit in (300, 160, 100):
-        steps.append({"errors": [e.model_copy(update={"message": _clip(e.message, limit)}) for e in report.errors]})
-    count = len(report.errors)
-    while count > 1:
-        count //= 2
-        steps.append({"errors": [e.model_copy(update={"message": _clip(e.message, 100)})
-                                 for e in report.errors[:count]]})
-    steps.append({"preview": [_clip(p, 60) for p in report.preview]})
-    steps.append({"preview": []})
-    count = len(report.labels)
-    while count > 1:
-        count //= 2
-        steps.append({"labels": report.labels[:count]})
-    steps.append({"message": _clip(report.message or "", 500)})
-    steps.append({"message": _clip(report.message or "", 160), "labels": []})
-    steps.append({"errors": [], "message": _clip(report.message or "", 100)})
-    return steps
-
-
-def fit_report(report: ValidationReport, limit: int = TERMINATION_MESSAGE_LIMIT) -> ValidationReport:
-    """The report, shrunk until its compact JSON fits in `limit` bytes."""
-    fitted = report
-    for update in _shrink_steps(report):
-        if _size(fitted) <= limit:
-            break
-        fitted = fitted.model_copy(update=update)
-    if _size(fitted) > limit:
-        raise AssertionError("a ValidationReport cannot be shrunk below the termination-message limit")
-    return fitted
-
-
 # --- command line -----------------------------------------------------------------------------
 
 def exit_code(report: ValidationReport) -> int:
@@ -238,27 +173,6 @@ def summary(report: ValidationReport, name: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: Path) -> ValidatorConfig:
-    """JSON (as the operator renders it) or YAML (as a person writes it)."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        return ValidatorConfig.model_validate_json(text)
-    except ValidationError as error:
-        if not any(e["type"] == "json_invalid" for e in error.errors()):
-            raise
-    return ValidatorConfig.model_validate(yaml.safe_load(text))
-
-
-def _write_result(text: str, path: str) -> None:
-    # Outside a Pod the default path does not exist; creating /dev files is not ours to do.
-    if path == TERMINATION_LOG and not os.path.exists(path):
-        return
-    try:
-        Path(path).write_text(text, encoding="utf-8")
-    except OSError as error:
-        print(f"warning: cannot write the report to {path}: {error}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubetune-trainer validate", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="ValidatorConfig file (JSON or YAML)")
@@ -267,10 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get(DATA_TOKEN_ENV) or os.environ.get(HF_TOKEN_ENV) or None
     name, result_path = "?", args.result_path or TERMINATION_LOG
     try:
-        config = load_config(Path(args.config))
-    except (OSError, yaml.YAMLError, ValidationError) as error:
-        report = ValidationReport(outcome="Failed", reason=FailureReason.INVALID_CONFIG,
-                                  message=_clip(f"cannot read the config {args.config}: {error}", 2048))
+        config = load_config(Path(args.config), ValidatorConfig, log=lambda line: print(redact(line, [token])))
+    except TrainerFailure as failure:
+        report = ValidationReport(outcome="Failed", reason=failure.reason, message=_clip(failure.message, 2048))
     else:
         name = f"{config.namespace}/{config.name}"
         result_path = args.result_path or config.result_path
@@ -279,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:  # a bug must still leave a report behind
             report = ValidationReport(outcome="Failed", message=_clip(
                 f"the validator crashed: {type(error).__name__}: {error}", 2048))
-    report = fit_report(_redacted(report, token))
-    text = report_json(report)
+    report = fit_termination_message(report, [token])
+    text = termination_json(report)
     print(redact(summary(report, name), [token]))
     print(text, flush=True)
-    _write_result(text, result_path)
+    write_termination_message(text, result_path)
     return exit_code(report)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kubetune_trainer.dataprep import IGNORE_INDEX
+from kubetune_trainer.data.dataprep import IGNORE_INDEX
 
 
 class PadToLongest:

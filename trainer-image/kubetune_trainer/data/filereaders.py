@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from kubetune_trainer.formats import RowDefect
+from kubetune_trainer.data.formats import RowDefect
 
 Record = Mapping[str, Any] | RowDefect
 ByteSink = Callable[[bytes], None]

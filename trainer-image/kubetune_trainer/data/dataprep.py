@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from kubetune_trainer.answermask import bytes_mask, offsets_mask, token_byte_lengths
-from kubetune_trainer.chattemplate import CHATML_TEMPLATE, Span, render_chatml, render_with_template
-from kubetune_trainer.formats import ChatExample, ClassificationExample, Example, TextExample
+from kubetune_trainer.data.answermask import bytes_mask, offsets_mask, token_byte_lengths
+from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE, Span, render_chatml, render_with_template
+from kubetune_trainer.data.formats import ChatExample, ClassificationExample, Example, TextExample
 from kubetune_trainer.gcpause import gc_paused
 
 IGNORE_INDEX = -100

@@ -16,15 +16,15 @@ from typing import Any
 from kubetune.api.contract import TrainerConfig
 from kubetune.api.distributed import effective_batch_size
 from kubetune.api.tuningjob import Task, TrainingMetrics, TuningMethod
-from kubetune_trainer.checkpoints import FinishedModel, WorkDir, promote, write_finished
-from kubetune_trainer.device import DevicePlan
 from kubetune_trainer.distributed import ranks
 from kubetune_trainer.events import Reporter
-from kubetune_trainer.modelcard import ModelCardInfo, render_model_card
-from kubetune_trainer.modelload import ResolvedModel
+from kubetune_trainer.output.modelcard import ModelCardInfo, render_model_card
+from kubetune_trainer.training.device import DevicePlan
+from kubetune_trainer.training.modelload import ResolvedModel
+from kubetune_trainer.workdir import FinishedModel, WorkDir, promote, write_finished
 
 SCRATCH_BASE_IN_REPO = "base"
-MERGED_IN_REPO = "merged"  # publishing.py pushes <work_dir>/merged there
+MERGED_IN_REPO = "merged"  # output/publish.py pushes <work_dir>/merged there
 
 
 def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, model: Any, tokenizer: Any,

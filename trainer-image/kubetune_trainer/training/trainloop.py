@@ -1,7 +1,7 @@
 """The training loop: transformers' Trainer on pre-tokenized rows with kubetune's collators.
 
 Why Trainer and not trl's SFTTrainer: SFTTrainer re-does the data preparation kubetune does
-faster itself (dataprep.py: batched encoding, vectorised masks; SFTTrainer's own took
+faster itself (data/dataprep.py: batched encoding, vectorised masks; SFTTrainer's own took
 60-90 s for 100k rows here), and its padding-free and packing paths were slower on CPU than
 length-grouped batches. With rows already tokenized and labelled, what is left of SFTTrainer
 is Trainer. Classification uses the same loop with a classification head.
@@ -19,8 +19,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kubetune.api.tuningjob import Hyperparameters, LRScheduler
-from kubetune_trainer.dataprep import TokenizedData
-from kubetune_trainer.device import DevicePlan
+from kubetune_trainer.data.dataprep import TokenizedData
+from kubetune_trainer.training.device import DevicePlan
 
 _SCHEDULERS = {
     LRScheduler.LINEAR: "linear",

@@ -1,44 +1,16 @@
-"""Trainer callbacks: progress lines at every logging step, and a clean stop on SIGTERM/SIGINT."""
+"""Trainer callbacks: progress lines at every logging step, and a clean stop when a StopRequest is set."""
 
 from __future__ import annotations
 
-import signal
 import time
-from types import FrameType
 from typing import Any
 
 from transformers import TrainerCallback
 
 from kubetune.api.progress import ProgressEvent
+from kubetune_trainer.distributed import any_rank
 from kubetune_trainer.events import Reporter
-
-
-class StopRequest:
-    """Set by SIGTERM/SIGINT. Before training starts the signal raises at once (nothing to save);
-    during training the current step finishes, a checkpoint is saved and training stops."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self.training = False
-
-    def agreed(self) -> bool:
-        """Whether any rank was asked to stop: every rank stops after the same step, so the
-        checkpoint they save together is consistent (one process: this one's request)."""
-        from kubetune_trainer.distributed import any_rank
-
-        return any_rank(self.requested is not None)
-
-    def install(self) -> None:
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def uninstall(self) -> None:
-        for sig, handler in getattr(self, "_previous", {}).items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = signal.Signals(signum).name
-        if not self.training:
-            raise KeyboardInterrupt(self.requested)
+from kubetune_trainer.stop import StopRequest
 
 
 class ProgressCallback(TrainerCallback):
@@ -62,7 +34,9 @@ class ProgressCallback(TrainerCallback):
         self.stop.training = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.stop.agreed():
+        # Any rank's request stops every rank after this same step, so the checkpoint they save
+        # together is consistent (one process: this one's request).
+        if any_rank(self.stop.requested is not None):
             self.stop.requested = self.stop.requested or "a stop on another rank"
             control.should_save = True
             control.should_training_stop = True

@@ -1,54 +1,82 @@
-"""Publish a trained model folder to a Hugging Face Hub (huggingface.co or a self-hosted one).
+"""Publishing: push <work_dir>/final (and merged/) to a Hugging Face Hub, or point at the volume.
 
-One commit per publish, retried with exponential backoff on transient failures (5xx,
-429, connection errors, timeouts). Authentication failures are permanent and fail at
-once. The local folder is only read: the trained weights survive a failed push, so a
-retry of the Job (or a person) can push them later. The token never appears in what
-this module logs or raises.
+The adapter (or full model) goes to the repo root in one commit; a merged model follows in
+a second commit under merged/ of the same repo, so one repo holds both and the result's
+revision (the last commit) has everything. A failed push leaves the weights in place and
+says where they are: a new attempt of the Job finds the finished model and only pushes.
 
-Against a server that does not speak Xet (a self-hosted Hub, the test server), set
-HF_HUB_DISABLE_XET=1 in the environment before huggingface_hub is imported.
+Each commit is retried with exponential backoff on transient failures (5xx, 429,
+connection errors, timeouts); authentication failures are permanent and fail at once. The
+local folders are only read, and the token never appears in what this module logs or
+raises. A self-hosted Hub does not speak Xet: hubenv turns it off before the client loads.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubetune.api.contract import FailureReason
+from kubetune.api.contract import FailureReason, TrainerConfig, TrainerResult
+from kubetune.api.progress import Stage
 from kubetune.api.redact import redact
+from kubetune.api.tuningjob import ModelResult
+from kubetune_trainer.events import Reporter
+from kubetune_trainer.huberrors import describe_error, error_chain, is_transport_error, status_code
+from kubetune_trainer.output.finalize import MERGED_IN_REPO
+from kubetune_trainer.workdir import FINISHED_MARKER, FinishedModel, WorkDir
 
-__all__ = ["PublishError", "PublishedModel", "describe_error", "error_chain", "is_transport_error", "publish_folder",
-           "redact", "status_code"]
-
-# Exception classes (by name, so no HTTP library is imported here) that mean the network,
-# not the request, failed: httpx/httpx2 transport errors and requests' equivalents.
-_TRANSPORT_ERRORS = frozenset(
-    {
-        "TransportError",
-        "ConnectError",
-        "ConnectTimeout",
-        "ReadTimeout",
-        "WriteTimeout",
-        "PoolTimeout",
-        "TimeoutException",
-        "NetworkError",
-        "ReadError",
-        "WriteError",
-        "RemoteProtocolError",
-        "ConnectionError",
-        "Timeout",
-        "ChunkedEncodingError",
-    }
-)
 _MAX_BACKOFF_SECONDS = 60.0
-# httpx appends this to every HTTP error; it says nothing the status code does not.
-_MDN_LINK = re.compile(r"For more information check: \S+")
 
+# Operational knobs (not part of the API): how hard to try before giving up on a push.
+ATTEMPTS_ENV = "KUBETUNE_PUSH_ATTEMPTS"
+BACKOFF_ENV = "KUBETUNE_PUSH_BACKOFF_SECONDS"
+
+
+def publish_step(config: TrainerConfig, work: WorkDir, finished: FinishedModel, reporter: Reporter,
+                 token: str | None) -> TrainerResult:
+    output = config.spec.output
+    model = ModelResult(path=str(work.final), base_model_revision=finished.base_model_revision)
+    if output.repo is None:
+        reporter.stage(Stage.DONE, f"model saved in {work.final}")
+        return TrainerResult(status="Succeeded", model=model, metrics=finished.metrics)
+    reporter.stage(Stage.PUBLISHING, f"pushing to {output.repo}")
+    attempts = int(os.environ.get(ATTEMPTS_ENV, "5"))
+    backoff = float(os.environ.get(BACKOFF_ENV, "2"))
+    name = f"{config.namespace}/{config.name}"
+    try:
+        published = publish_folder(
+            work.final, repo=output.repo, token=token, endpoint=output.endpoint, private=output.private,
+            commit_message=f"kubetune: {name} ({config.spec.method.type.value})",
+            ignore_patterns=[FINISHED_MARKER], attempts=attempts, backoff_seconds=backoff, log=reporter.log,
+        )
+        if finished.merged and work.merged.is_dir():
+            published = publish_folder(
+                work.merged, repo=output.repo, token=token, endpoint=output.endpoint, private=output.private,
+                commit_message=f"kubetune: {name} merged model", path_in_repo=MERGED_IN_REPO,
+                attempts=attempts, backoff_seconds=backoff, log=reporter.log,
+            )
+    except PublishError as error:
+        reason = error.reason if error.reason is FailureReason.AUTH_FAILED else FailureReason.PUSH_FAILED
+        message = (f"the model is trained and saved in {work.final}, but pushing to {output.repo} failed: "
+                   f"{error.message}")
+        reporter.log(message)
+        return TrainerResult(status="Failed", reason=reason, message=message, retryable=error.retryable,
+                             model=model, metrics=finished.metrics)
+    return _succeeded(published, model, finished, reporter)
+
+
+def _succeeded(published: PublishedModel, model: ModelResult, finished: FinishedModel,
+               reporter: Reporter) -> TrainerResult:
+    reporter.stage(Stage.DONE, f"pushed {published.repo}@{published.revision}")
+    pushed = model.model_copy(update={"repo": published.repo, "revision": published.revision,
+                                      "url": published.url})
+    return TrainerResult(status="Succeeded", model=pushed, metrics=finished.metrics)
+
+
+# --- one folder, one commit ------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class PublishedModel:
@@ -150,32 +178,6 @@ def classify(exc: BaseException, secrets: Iterable[str | None]) -> PublishError:
             return PublishError(FailureReason.PUSH_FAILED, message, retryable=True)
     # Client-side refusals (invalid README metadata, bad repo id...) and our own bugs.
     return PublishError(FailureReason.PUSH_FAILED, message, retryable=False)
-
-
-def error_chain(exc: BaseException) -> list[BaseException]:
-    """The exception and its causes: the client wraps LFS upload errors in RuntimeError."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def status_code(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def is_transport_error(exc: BaseException) -> bool:
-    return any(cls.__name__ in _TRANSPORT_ERRORS for cls in type(exc).__mro__)
-
-
-def describe_error(exc: BaseException, secrets: Iterable[str | None]) -> str:
-    # The client's messages span several lines (URL, request id, server message): keep them short.
-    text = " ".join(_MDN_LINK.sub("", str(exc)).split()) or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {text}"[:1000], secrets)
 
 
 def _secrets(token: str | None) -> list[str | None]:
