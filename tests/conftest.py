@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """One emulated Kubernetes API server for this test (tests/support/kube_emulator.py)."""
-    from support.kube_emulator import emulated_cluster
+    """One emulated Kubernetes API server for this test, with a Job controller (tests/support/kube_cluster.py)."""
+    from support.kube_cluster import WIRING_BATCH_PERIOD, WIRING_POD_FAILURE_BACKOFF, emulated_cluster
 
-    with emulated_cluster() as emulated:
+    with emulated_cluster(batch_period=WIRING_BATCH_PERIOD, pod_failure_backoff=WIRING_POD_FAILURE_BACKOFF) as emulated:
         monkeypatch.setenv("KUBECONFIG", str(emulated.kubeconfig(tmp_path / "kubeconfig")))
         yield emulated

@@ -75,6 +75,11 @@ def test_control_plane_runs_tiny() -> None:
     assert 0 < p50 <= p99
     assert figures["operator RSS at 10 TuningJobs"][0] > 0
     assert figures["emulator requests in the burst"][0] > 0
+    # By default the emulated cluster's own components run: the operator sees their Pods' events.
+    assert figures["watch events to the operator per TuningJob, Pod (start-up)"][0] > 0
+    assert figures["Job controller requests per TuningJob (start-up)"][0] > 0
+    assert figures["kubelet requests per TuningJob (start-up)"][0] > 0
+    assert figures["reconcile passes per TuningJob (start-up)"][0] >= 1
 
 
 def test_scaling_runs_tiny_on_cpu_processes() -> None:

@@ -27,7 +27,7 @@ import yaml
 from kubetune.api.common import GROUP, VERSION
 from kubetune.builders import trainer_config_map_name, training_job_name
 from kubetune.settings import Settings
-from support.kube_emulator import running_operator, wait_for
+from support.kube_cluster import running_operator, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -1,7 +1,8 @@
 """The real operator (kopf + kubetune handlers) validating Datasets against an emulated API server.
 
-The test plays the Job controller and the kubelet: it starts the validation Pod the Job would
-start and writes the validator's report into the container's termination message.
+The emulated cluster's Job controller starts the validation Pod and completes the Job; the test
+plays the kubelet: it runs the Pod and writes the validator's report into the container's
+termination message.
 """
 
 from __future__ import annotations
@@ -11,15 +12,8 @@ from typing import Any
 
 from kubetune.api import ValidationReport
 from kubetune.builders import validation_job_name, validator_config_map_name
-from support.kube_emulator import (
-    JOBS,
-    WIRING_SETTINGS,
-    Cluster,
-    job_finished,
-    run_container,
-    start_pod,
-    terminate_container,
-)
+from support.kube_cluster import JOBS, WIRING_SETTINGS, Cluster
+from support.kubelet_plays import run_container, start_pod, terminate_container
 
 DATASETS = "kubetune.io/v1alpha1/datasets"
 NS = "default"
@@ -39,12 +33,11 @@ def status_of(cluster: Cluster, name: str) -> dict[str, Any]:
 
 
 def validate(cluster: Cluster, name: str, generation: int, report: ValidationReport) -> None:
-    """Play the validation Job: a Pod that runs and exits with the report as termination message."""
+    """Play the validation Pod: it runs and exits with the report as its termination message."""
     job = cluster.wait_for("the validation Job", lambda: cluster.get(JOBS, NS, validation_job_name(name, generation)))
     pod = start_pod(cluster, job)
     run_container(cluster, NS, pod)
     terminate_container(cluster, NS, pod, exit_code=0, message=json.dumps(report.to_wire()))
-    job_finished(cluster, NS, job["metadata"]["name"], succeeded=True)
 
 
 def test_a_valid_dataset_becomes_ready_and_a_new_spec_is_validated_again(cluster: Cluster) -> None:

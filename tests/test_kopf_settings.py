@@ -1,37 +1,39 @@
-"""kopf's bookkeeping as the operator configures it: under our group, and only where it is read."""
+"""kopf's bookkeeping as the operator configures it: none on our objects, and under our group if ever."""
 
 from __future__ import annotations
 
 import kopf
 
 from kubetune.handlers.main import build_registry
-from kubetune.handlers.startup import CHANGE_TRACKED_KINDS, ChangeTrackedDiffBaseStorage, configure_kopf
-from support.kube_emulator import WIRING_SETTINGS
-
-KINDS = {"datasets": "Dataset", "tuningjobs": "TuningJob", "jobs": "Job", "pods": "Pod"}
+from kubetune.handlers.startup import NoDiffBaseStorage, NoProgressStorage, configure_kopf
+from support.kube_cluster import WIRING_SETTINGS
 
 
-def test_every_kind_with_change_handlers_keeps_kopf_diff_base() -> None:
-    # A change handler on a kind without a diff base would never see a change: kopf's diff
-    # would always be empty. So adding one must add its kind to CHANGE_TRACKED_KINDS.
+def test_every_handler_is_a_watch_handler_so_kopf_writes_nothing_on_objects() -> None:
+    # kopf writes its diff base, progress annotations and finalizers only for change handlers
+    # (on.create/update/resume/delete) and daemons/timers. The operator has none of them: every
+    # kind is handled on plain watch events, spec changes are seen by generation.
     registry = build_registry(WIRING_SETTINGS)
-    handlers = registry._changing.get_all_handlers()
-    assert handlers  # Datasets have change handlers: the check below checks something
-    handled = {KINDS[handler.selector.any_name] for handler in handlers
-               if handler.selector is not None and isinstance(handler.selector.any_name, str)}
-    assert handled == set(CHANGE_TRACKED_KINDS)
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    watched = {(h.selector.group, h.selector.any_name) for h in registry._watching.get_all_handlers()
+               if h.selector is not None}
+    assert watched == {("kubetune.io", "tuningjobs"), ("kubetune.io", "datasets"), ("batch", "jobs"), ("", "pods")}
 
 
-def test_the_diff_base_is_built_for_tracked_kinds_only() -> None:
+def test_no_diff_base_is_built_or_read() -> None:
     settings = kopf.OperatorSettings()
     configure_kopf(settings)
     storage = settings.persistence.diffbase_storage
-    assert isinstance(storage, ChangeTrackedDiffBaseStorage)
-    meta = {"name": "x", "namespace": "default", "labels": {"team": "nlp"}}
+    assert isinstance(storage, NoDiffBaseStorage)
+    meta = {"name": "x", "namespace": "default", "labels": {"team": "nlp"},
+            "annotations": {"kubetune.io/last-handled-configuration": '{"spec": {}}'}}
     dataset = kopf.Body({"apiVersion": "kubetune.io/v1alpha1", "kind": "Dataset", "metadata": meta,
                          "spec": {"format": "alpaca"}, "status": {"phase": "Ready"}})
-    assert storage.build(body=dataset) == {"spec": {"format": "alpaca"}, "metadata": {"labels": {"team": "nlp"}}}
-    pod = kopf.Body({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"containers": []}})
-    assert storage.build(body=pod) == {}
-    # Its record lives under our group, where `kubectl get -o yaml` shows whose it is.
-    assert list(storage.make_keys(storage.key, body=dataset)) == ["kubetune.io/last-handled-configuration"]
+    assert storage.build(body=dataset) == {}
+    assert storage.fetch(body=dataset) is None  # an older operator's record is ignored, not trusted
+    progress = settings.persistence.progress_storage
+    assert isinstance(progress, NoProgressStorage)
+    assert progress.fetch(key=kopf.HandlerId("any"), body=dataset) is None
+    # Were kopf ever to keep a record, it would be under our group, where `kubectl get -o yaml` shows whose.
+    assert settings.persistence.finalizer.startswith("kubetune.io/")

@@ -13,6 +13,7 @@ import pytest
 
 from kubetune.api.errors import format_loc
 from kubetune.local.manifests import ManifestError, load_manifests
+from kubetune.status import referenced_datasets
 
 DATASET = """\
 apiVersion: kubetune.io/v1alpha1
@@ -54,7 +55,8 @@ def test_valid_manifests_load_with_numeric_strings_accepted(tmp_path: Path) -> N
     # PyYAML reads 1e-4 as a string; kubectl would send it as a number: both must work.
     assert job.obj.spec.hyperparameters.learning_rate == pytest.approx(1e-4)
     assert job.ref.index == 2 and job.ref.kind == "TuningJob" and job.ref.name == "demo"
-    assert list(manifests.datasets_of(job.obj)) == ["qa"]
+    namespace = job.obj.metadata.namespace
+    assert [n for n in referenced_datasets(job.obj.spec) if (namespace, n) in manifests.datasets] == ["qa"]
     assert manifests.notes and "document 3 (Namespace/ml): skipped" in manifests.notes[0]
 
 
@@ -170,7 +172,8 @@ def test_the_containers_env_becomes_the_process_env(tmp_path: Path) -> None:
     secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: hf}\nstringData: {token: hf_from_the_secret_file}\n"
     manifests = load_manifests([write(tmp_path, DATASET, job, secret)], environ={})
     tj = manifests.tuning_jobs[0].obj
-    config = resolve_trainer_config(tj, manifests.datasets_of(tj))
+    datasets = {n: manifests.datasets[(tj.metadata.namespace, n)].obj for n in referenced_datasets(tj.spec)}
+    config = resolve_trainer_config(tj, datasets)
     container = container_of(build_training_job(tj, config, Settings(), {"kind": "TuningJob", "name": "demo",
                                                                          "uid": "local"}))
     env = process_env(container, "default", manifests, {"PATH": "/bin", "HF_TOKEN": "hf_from_the_environment"})

@@ -31,10 +31,10 @@ from kubetune.api import (
     TuningJobStatus,
 )
 from kubetune.api.progress import ProgressEvent
-from kubetune.events import EventRecord
 from kubetune.local.describe import TimedEvent, describe_tuning_job, title_case
 from kubetune.local.display import ProgressDisplay, format_duration, render_bar, render_line
 from kubetune.local.runner import LocalProcess, read_termination_message
+from kubetune.status.events import EventRecord
 
 REPO = Path(__file__).resolve().parents[1]
 

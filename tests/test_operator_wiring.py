@@ -1,9 +1,10 @@
 """The real operator (kopf + kubetune handlers) running TuningJobs against an emulated API server.
 
-The test plays the cluster: it validates Datasets (a validation Pod with a report), starts the
-training Pod the Job would start, writes trainer log lines (served at `pods/{name}/log`), ends
-the container with a termination message, and marks the Job Complete or Failed. It asserts on
-the objects the operator wrote: Jobs, ConfigMaps, status, Events.
+The emulated cluster's Job controller creates the Job's Pods and keeps the Job's status, as a
+real one does; the test plays the scheduler and the kubelet: it schedules and runs the Pods,
+writes trainer log lines (served at `pods/{name}/log`) and ends the container with a
+termination message (a validation report for Datasets). It asserts on the objects the operator
+wrote: Jobs, ConfigMaps, status, Events.
 """
 
 from __future__ import annotations
@@ -32,17 +33,8 @@ from kubetune.builders import (
     validation_job_name,
 )
 from kubetune.metrics import OperatorMetrics
-from support.kube_emulator import (
-    JOBS,
-    WIRING_SETTINGS,
-    Cluster,
-    job_finished,
-    run_container,
-    start_pod,
-    terminate_container,
-    unschedulable,
-    wait_container,
-)
+from support.kube_cluster import JOBS, WIRING_SETTINGS, Cluster
+from support.kubelet_plays import run_container, start_pod, terminate_container, unschedulable, wait_container
 
 TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
 DATASETS = "kubetune.io/v1alpha1/datasets"
@@ -86,7 +78,6 @@ def ready_dataset(cluster: Cluster, name: str = "support-chats", outcome: str = 
                               reason=None if outcome == "Ready" else "DatasetInvalid",
                               message=None if outcome == "Ready" else "10 rows have no assistant turn")
     terminate_container(cluster, NS, pod, exit_code=0, message=json.dumps(report.to_wire()))
-    job_finished(cluster, NS, job["metadata"]["name"], succeeded=True)
     cluster.wait_for(f"Dataset {outcome}", lambda: dataset_phase(cluster, name) == outcome)
 
 
@@ -176,7 +167,6 @@ def test_a_run_goes_from_data_to_a_published_model(cluster: Cluster) -> None:
         wait_phase(cluster, "Publishing")
 
         terminate_container(cluster, NS, pod, exit_code=0, message=succeeded_result())
-        job_finished(cluster, NS, job["metadata"]["name"], succeeded=True)
         status = wait_phase(cluster, "Succeeded")
         assert status["result"] == {"repo": "my-org/support-bot", "revision": "f" * 40,
                                     "url": "https://huggingface.co/my-org/support-bot"}
@@ -269,9 +259,12 @@ def test_pod_trouble_is_reported(cluster: Cluster, play: str, reason: str) -> No
         job = training_job(cluster)
         pod = start_pod(cluster, job)
         if play == "oom":
-            run_container(cluster, NS, pod)
-            terminate_container(cluster, NS, pod, exit_code=137, reason="OOMKilled")
-            job_finished(cluster, NS, job["metadata"]["name"], succeeded=False)
+            # Every attempt the Job's backoffLimit allows is killed; then the Job fails.
+            for attempt in range(job["spec"]["backoffLimit"] + 1):
+                if attempt:
+                    pod = start_pod(cluster, job, other_than=pod)
+                run_container(cluster, NS, pod)
+                terminate_container(cluster, NS, pod, exit_code=137, reason="OOMKilled")
             status = wait_phase(cluster, "Failed")
             assert status["error"]["reason"] == "OOMKilled"
             assert "perDeviceBatchSize" in status["error"]["message"]
@@ -287,6 +280,27 @@ def test_pod_trouble_is_reported(cluster: Cluster, play: str, reason: str) -> No
             e for e in cluster.events("support-bot")
             if e["type"] == "Warning" and reason in (e["reason"] + e["message"])])
         assert event
+
+
+def test_a_failed_attempt_is_retried_by_the_job_and_the_run_goes_on(cluster: Cluster) -> None:
+    with cluster.operator(SETTINGS):
+        ready_dataset(cluster)
+        cluster.apply(TUNINGJOBS, tuningjob())
+        job = training_job(cluster)
+        first = start_pod(cluster, job)
+        run_container(cluster, NS, first)
+        wait_phase(cluster, "Running")
+        terminate_container(cluster, NS, first, exit_code=1, message="CUDA error: an illegal memory access")
+        # The Job controller replaces the Pod after its back-off; meanwhile the run says so.
+        status = cluster.wait_for("Running condition Retrying", lambda: (s := status_of(cluster))
+                                  .get("conditions") and conditions(s)["Running"][1] == "Retrying" and s)
+        assert status["phase"] == "Starting" and "attempt 1 failed" in status["message"]
+        second = start_pod(cluster, job, other_than=first)
+        cluster.set_log(NS, second, progress_log(100, loss=0.9))
+        run_container(cluster, NS, second)
+        terminate_container(cluster, NS, second, exit_code=0, message=succeeded_result())
+        status = wait_phase(cluster, "Succeeded")
+        assert status["result"]["revision"] == "f" * 40 and "error" not in status
 
 
 def test_suspend_and_resume_reach_the_job_and_spec_edits_are_refused(cluster: Cluster) -> None:
@@ -354,7 +368,6 @@ def test_the_log_is_polled_only_while_the_trainer_runs(cluster: Cluster) -> None
         run_container(cluster, NS, pod)
         cluster.wait_for("two log reads while Running", lambda: len(cluster.requests("GET", f"/pods/{pod}/log")) >= 2)
         terminate_container(cluster, NS, pod, exit_code=0, message=succeeded_result())
-        job_finished(cluster, NS, job["metadata"]["name"], succeeded=True)
         wait_phase(cluster, "Succeeded")
         cluster.wait_quiet()
         reads, passes = len(cluster.requests("GET", f"/pods/{pod}/log")), len(cluster.requests("GET", "/jobs/"))
@@ -373,10 +386,9 @@ def test_an_operator_restart_mid_run_creates_nothing_twice(cluster: Cluster) -> 
         run_container(cluster, NS, pod)
         cluster.wait_for("progress at step 30", lambda: status_of(cluster).get("progress", {}).get("step") == 30)
 
-    # While no operator runs, the run finishes.
+    # While no operator runs, the run finishes (and the Job controller completes the Job).
     cluster.set_log(NS, pod, progress_log(100, loss=0.9))
     terminate_container(cluster, NS, pod, exit_code=0, message=succeeded_result())
-    job_finished(cluster, NS, job["metadata"]["name"], succeeded=True)
 
     with cluster.operator(SETTINGS):
         status = wait_phase(cluster, "Succeeded")
@@ -409,7 +421,7 @@ def test_a_restart_between_config_map_and_job_creation_finishes_the_work(cluster
 
 
 def test_an_api_error_mid_pass_is_retried_without_creating_twice(cluster: Cluster) -> None:
-    with cluster.operator(SETTINGS):  # a 1 s refresh interval: the retry comes from the poller
+    with cluster.operator(SETTINGS):  # the retry comes from the work queue, after a 1 s backoff
         ready_dataset(cluster)
         posts = len(cluster.requests("POST", "/jobs"))
         cluster.fail_next("POST", "/jobs")
@@ -427,17 +439,18 @@ def test_an_api_error_mid_pass_is_retried_without_creating_twice(cluster: Cluste
 def test_a_new_run_costs_one_pass_and_its_own_echoes_are_dropped(cluster: Cluster) -> None:
     with cluster.operator(SETTINGS):
         ready_dataset(cluster)
+        # What the operator alone does for a new run: no Pod, no Job status moves after this.
+        cluster.stop_job_controller()
         cluster.wait_quiet()
         before = {verb: len(cluster.requests(verb, "/namespaces/")) for verb in ("GET", "POST", "PATCH")}
         cluster.apply(TUNINGJOBS, tuningjob())
         wait_phase(cluster, "Starting")
         cluster.wait_quiet(quiet=1.5, timeout=5)  # more than a refresh interval
         after = {verb: len(cluster.requests(verb, "/namespaces/")) for verb in ("GET", "POST", "PATCH")}
-        # Read the Dataset; create the ConfigMap and the Job; patch the status; post JobCreated.
-        # Neither the echo of that create nor that of the status patch costs another pass.
-        assert {verb: after[verb] - before[verb] for verb in after} == {"GET": 1, "POST": 3, "PATCH": 1}
-        assert [path for path, _ in cluster.requests("GET", "/namespaces/")][before["GET"]:] == [
-            f"/apis/kubetune.io/v1alpha1/namespaces/{NS}/datasets/support-chats"]
+        # Create the ConfigMap and the Job; patch the status; post JobCreated. The Dataset is read
+        # from the operator's cache, and neither the echo of that create nor that of the status
+        # patch costs another request.
+        assert {verb: after[verb] - before[verb] for verb in after} == {"GET": 0, "POST": 3, "PATCH": 1}
 
 
 def test_the_operator_imports_no_training_libraries() -> None:

@@ -1,14 +1,15 @@
 """The real operator running a 2-node TuningJob against the emulated API server.
 
-The test plays the Job controller and the kubelets of an Indexed Job: two Pods (completion
-index 0 and 1), the follower's started last and printing nothing useful, Pod 0 printing
-progress and ending with the result. The operator must create the headless Service, read
-progress and the result from Pod 0, and show the world size and effective batch.
+The emulated Job controller runs the Indexed Job: one Pod per completion index. The test plays
+the kubelets: the follower (index 1) prints nothing useful and writes no result, Pod 0 prints
+progress and ends with the result. The operator must create the headless Service, read
+progress and the result from Pod 0, and show the world size and the effective batch.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from test_operator_wiring import (
     NS,
@@ -16,14 +17,26 @@ from test_operator_wiring import (
     TUNINGJOBS,
     progress_log,
     ready_dataset,
+    status_of,
     succeeded_result,
     training_job,
     tuningjob,
     wait_phase,
 )
 
-from kubetune.builders import rendezvous_service_name, training_job_name
-from support.kube_emulator import Cluster, job_finished, run_container, start_pod, terminate_container
+from kubetune.builders import rendezvous_service_name, trainer_config_map_name, training_job_name
+from support.kube_cluster import PODS, Cluster
+from support.kube_objects import COMPLETION_INDEX
+from support.kubelet_plays import run_container, terminate_container
+
+
+def _pods_by_index(cluster: Cluster, job: dict[str, Any], count: int) -> dict[str, str]:
+    def found() -> dict[str, str] | None:
+        pods = {(p["metadata"].get("annotations") or {}).get(COMPLETION_INDEX): p["metadata"]["name"]
+                for p in cluster.list(PODS, NS)
+                if any(r.get("uid") == job["metadata"]["uid"] for r in p["metadata"].get("ownerReferences") or [])}
+        return pods if len(pods) == count else None
+    return cluster.wait_for(f"{count} indexed Pods of {job['metadata']['name']}", found)
 
 
 def test_a_two_node_run_goes_to_succeeded_reading_pod_zero(cluster: Cluster) -> None:
@@ -38,27 +51,29 @@ def test_a_two_node_run_goes_to_succeeded_reading_pod_zero(cluster: Cluster) -> 
         assert service is not None and service["spec"]["clusterIP"] == "None"
         assert [(r["kind"], r["uid"]) for r in service["metadata"]["ownerReferences"]] == [("TuningJob", tj_uid)]
         assert job["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
-        config = json.loads(next(iter(cluster.get("v1/configmaps", NS, "support-bot-trainer-config")["data"]
-                                      .values())))
+        config_map = cluster.get("v1/configmaps", NS, trainer_config_map_name("support-bot"))
+        assert config_map is not None
+        config = json.loads(next(iter(config_map["data"].values())))
         assert config["launch"]["rendezvousEndpoint"] == \
             f"{training_job_name('support-bot')}-0.{service['metadata']['name']}:29500"
+        status = cluster.wait_for("the run's size in status", lambda: (s := status_of(cluster)).get("worldSize") and s)
+        assert (status["worldSize"], status["effectiveBatchSize"]) == (2 * 4, 2 * 8 * 3)
 
-        status = wait_phase(cluster, "Starting")
-        assert status["worldSize"] == 8 and status["effectiveBatchSize"] == 2 * 8 * 3
-
-        leader = start_pod(cluster, job, index=0)
-        follower = start_pod(cluster, job, index=1)  # the newest Pod, but not the one that speaks
+        pods = _pods_by_index(cluster, job, 2)
+        leader, follower = pods["0"], pods["1"]
+        assert cluster.get(PODS, NS, leader)["spec"]["hostname"] == f"{training_job_name('support-bot')}-0"
         cluster.set_log(NS, leader, progress_log(40))
         cluster.set_log(NS, follower, "W1201 torch/distributed/run.py: a follower's chatter\n")
-        run_container(cluster, NS, leader)
         run_container(cluster, NS, follower)
-        status = cluster.wait_for("progress from Pod 0", lambda: (s := wait_phase(cluster, "Running"))
+        run_container(cluster, NS, leader)
+        run_container(cluster, NS, follower)  # the follower's Pod changed last
+        status = cluster.wait_for("progress from Pod 0", lambda: (s := status_of(cluster))
                                   .get("progress", {}).get("step") == 40 and s)
+        assert status["phase"] == "Running"
         assert not any("chatter" in line for line in status.get("logTail", []))
 
         terminate_container(cluster, NS, follower, exit_code=0)  # followers write no result
         terminate_container(cluster, NS, leader, exit_code=0, message=succeeded_result())
-        job_finished(cluster, NS, job["metadata"]["name"], succeeded=True)
         status = wait_phase(cluster, "Succeeded")
         assert status["result"]["revision"] == "f" * 40 and status["metrics"]["evalLoss"] == 1.1
         assert status["worldSize"] == 8

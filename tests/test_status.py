@@ -23,16 +23,6 @@ from kubetune.api import (
 )
 from kubetune.api.progress import ProgressEvent, Stage, StageEvent, format_event, summarize
 from kubetune.builders import spec_hash
-from kubetune.conditions import get_condition
-from kubetune.observe import (
-    JobObservation,
-    PodObservation,
-    TerminatedState,
-    observe_job,
-    observe_pods,
-    parse_termination_message,
-    parse_validation_report,
-)
 from kubetune.status import (
     DatasetIssue,
     DatasetsObservation,
@@ -43,6 +33,16 @@ from kubetune.status import (
     observe_datasets,
     spec_changed_after_start,
     status_events,
+)
+from kubetune.status.conditions import get_condition
+from kubetune.status.observe import (
+    JobObservation,
+    PodObservation,
+    TerminatedState,
+    observe_job,
+    observe_pods,
+    parse_termination_message,
+    parse_validation_report,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -468,9 +468,9 @@ def test_observe_pods_takes_the_newest_pod() -> None:
 def test_observe_job_reads_annotations_and_conditions() -> None:
     seen = observe_job(job_dict(queue="q", conditions=[job_condition("Failed", "DeadlineExceeded", "late", 7)]))
     assert seen is not None
-    assert (seen.queue_name, seen.spec_generation, seen.spec_hash) == ("q", 1, "abc")
+    assert (seen.queue_name, seen.spec_hash) == ("q", "abc")
     assert seen.failure_reason == "DeadlineExceeded" and seen.failed_at == T0 + timedelta(minutes=7)
-    assert seen.finished and not seen.complete
+    assert not seen.complete
 
 
 def test_parse_termination_message() -> None:

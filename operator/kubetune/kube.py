@@ -1,10 +1,10 @@
-"""Thin Kubernetes I/O for the handlers: create idempotently, read, patch, read pod logs.
+"""Thin Kubernetes I/O for the controller: create idempotently, list, patch, post Events, read pod logs.
 
 Everything speaks plain dicts as they appear on the wire (camelCase), the shape the pure
 builders produce and the status functions read. Calls are synchronous (the `kubernetes`
-client's transport); kopf runs the sync handlers that use them in its thread pool.
+client's transport), made by the controller's worker threads.
 
-The client is configured explicitly (`KubeClient.configure`) by the operator's login
+The client is configured explicitly (`KubeClient.configure`) by the operator's startup
 handler rather than from the `kubernetes` package's import-time defaults, so the operator
 talks to exactly the API server kopf talks to. Nothing here reads Secrets.
 """
@@ -12,25 +12,19 @@ talks to exactly the API server kopf talks to. Nothing here reads Secrets.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 from urllib.parse import quote
 
-import kopf
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from kubetune.api.common import GROUP, VERSION
-from kubetune.api.redact import redact
-
-logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 TUNINGJOBS = "tuningjobs"
 DATASETS = "datasets"
-# Event messages are capped by the API server at 1 KiB of note; keep ours readable within it.
-EVENT_MESSAGE_LIMIT = 1000
+LIST_PAGE = 500
 
 Obj = dict[str, Any]
 
@@ -47,13 +41,16 @@ class KubeClient:
     def __init__(self) -> None:
         self._api: kubernetes.client.ApiClient | None = None
 
-    def configure(self, configuration: kubernetes.client.Configuration) -> None:
+    def configure(self, configuration: kubernetes.client.Configuration, *, connections: int = 10) -> None:
+        """Talk to the server `configuration` names, with up to `connections` kept-alive connections
+        (one per thread that calls concurrently; urllib3 drops and reopens the ones beyond)."""
+        configuration.connection_pool_maxsize = max(connections, configuration.connection_pool_maxsize or 0)
         self._api = kubernetes.client.ApiClient(configuration)
 
     @property
     def api(self) -> kubernetes.client.ApiClient:
         if self._api is None:
-            raise RuntimeError("the Kubernetes client is not configured yet: the login handler has not run")
+            raise RuntimeError("the Kubernetes client is not configured yet: the startup handler has not run")
         return self._api
 
     def _request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
@@ -101,20 +98,28 @@ class KubeClient:
     def get_job(self, namespace: str, name: str) -> Obj | None:
         return self._get(_batch_path(namespace, "jobs", name))
 
-    def list_jobs(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
-        return self._list(_batch_path(namespace, "jobs"), labels)
+    def list_all(self, plural: str, *, namespaces: Sequence[str] = (),
+                 labels: Mapping[str, str | None] | None = None) -> list[Obj]:
+        """Every object of a kind (tuningjobs, datasets, jobs, pods) in `namespaces` (none: all
+        namespaces) that carries `labels` (a None value: the label with any value).
 
-    def list_pods(self, namespace: str, labels: Mapping[str, str]) -> list[Obj]:
-        return self._list(_core_path(namespace, "pods"), labels)
-
-    def get_tuningjob(self, namespace: str, name: str) -> Obj | None:
-        return self._get(_custom_path(namespace, TUNINGJOBS, name))
-
-    def get_dataset(self, namespace: str, name: str) -> Obj | None:
-        return self._get(_custom_path(namespace, DATASETS, name))
-
-    def list_tuningjobs(self, namespace: str) -> list[Obj]:
-        return list(_json(self._request("GET", _custom_path(namespace, TUNINGJOBS))).get("items", []))
+        Read page by page, as an informer's initial listing is.
+        """
+        wanted = dict(labels or {})
+        items: list[Obj] = []
+        for namespace in namespaces or (None,):
+            path = _PLURAL_PATHS[plural](namespace)
+            query: dict[str, Any] = {"limit": LIST_PAGE}
+            if wanted:
+                query["labelSelector"] = ",".join(k if v is None else f"{k}={v}" for k, v in sorted(wanted.items()))
+            while True:
+                page = _json(self._request("GET", path, query=query))
+                items += [item for item in page.get("items", []) if _has_labels(item, wanted)]
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+                query["continue"] = token
+        return items
 
     def _get(self, path: str) -> Obj | None:
         try:
@@ -123,10 +128,6 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise
-
-    def _list(self, path: str, labels: Mapping[str, str]) -> list[Obj]:
-        items = _json(self._request("GET", path, query={"labelSelector": _selector(labels)})).get("items", [])
-        return [item for item in items if _has_labels(item, labels)]
 
     def read_log_tail(self, namespace: str, pod: str, *, container: str | None = None,
                       tail_lines: int, since_seconds: int | None = None) -> list[str] | None:
@@ -149,29 +150,21 @@ class KubeClient:
         text = response.data.decode("utf-8", errors="replace")
         return text.splitlines()[-tail_lines:] if tail_lines else []
 
-    def owner_name(self, body: Mapping[str, Any], kind: str) -> str | None:
-        """The name of the kubetune `kind` (TuningJob, Dataset) owning a Job, or a Pod via its Job."""
-        meta = body.get("metadata") or {}
-        refs = meta.get("ownerReferences") or []
-        for ref in refs:
-            if ref.get("kind") == kind and str(ref.get("apiVersion", "")).startswith(GROUP + "/"):
-                return str(ref["name"])
-        for ref in refs:
-            if ref.get("kind") == "Job":
-                job = self.get_job(meta.get("namespace") or "default", ref["name"])
-                return self.owner_name(job, kind) if job is not None else None
-        return None
-
     # --- write --------------------------------------------------------------------------
 
-    def patch_job_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        self._request("PATCH", _batch_path(namespace, "jobs", name), body={"spec": {"suspend": suspend}},
-                      content_type=MERGE_PATCH)
+    def patch_job_suspend(self, namespace: str, name: str, suspend: bool) -> Obj:
+        """Set the Job's spec.suspend; the Job as patched."""
+        return _json(self._request("PATCH", _batch_path(namespace, "jobs", name),
+                                   body={"spec": {"suspend": suspend}}, content_type=MERGE_PATCH))
 
     def patch_status(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> Obj:
         """Merge-patch the status subresource (`patch` is the status part only); the object as patched."""
         path = _custom_path(namespace, plural, name) + "/status"
         return _json(self._request("PATCH", path, body={"status": dict(patch)}, content_type=MERGE_PATCH))
+
+    def create_event(self, event: Mapping[str, Any]) -> None:
+        namespace = event["metadata"].get("namespace") or "default"
+        self._request("POST", _core_path(namespace, "events"), body=dict(event))
 
 
 def _core_path(namespace: str, plural: str, name: str | None = None) -> str:
@@ -190,12 +183,17 @@ def _named(path: str, name: str | None) -> str:
     return f"{path}/{quote(name)}" if name is not None else path
 
 
-def post_event(body: Mapping[str, Any], type: str, reason: str, message: str) -> None:
-    """An Event about `body`, for `kubectl describe`; the message is redacted and capped."""
-    text = redact(message)
-    if len(text) > EVENT_MESSAGE_LIMIT:
-        text = text[: EVENT_MESSAGE_LIMIT - 1] + "…"
-    kopf.event(dict(body), type=type, reason=reason, message=text)  # type: ignore[arg-type]
+def _all_or_one(base: str, plural: str) -> Callable[[str | None], str]:
+    return lambda namespace: f"{base}/namespaces/{quote(namespace)}/{plural}" if namespace else f"{base}/{plural}"
+
+
+# The kinds the operator lists at start, by plural: the path of their list in one namespace or all.
+_PLURAL_PATHS: Final = {
+    TUNINGJOBS: _all_or_one(f"/apis/{GROUP}/{VERSION}", TUNINGJOBS),
+    DATASETS: _all_or_one(f"/apis/{GROUP}/{VERSION}", DATASETS),
+    "jobs": _all_or_one("/apis/batch/v1", "jobs"),
+    "pods": _all_or_one("/api/v1", "pods"),
+}
 
 
 def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,19 +217,8 @@ def _json(response: Any) -> Obj:
     return dict(json.loads(response.data))
 
 
-def _selector(labels: Mapping[str, str]) -> str:
-    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-
-
-def _has_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+def _has_labels(obj: Mapping[str, Any], labels: Mapping[str, str | None]) -> bool:
     # The API server filters by the selector; checked again so that a server which ignores
-    # selectors (test emulators) cannot make the operator act on someone else's Pod.
+    # selectors (test emulators) cannot make the operator act on someone else's objects.
     have = (obj.get("metadata") or {}).get("labels") or {}
-    return all(have.get(key) == value for key, value in labels.items())
-
-
-def pods_of_job(pods: list[Obj], job_name: str) -> list[Obj]:
-    """The Pods a Job owns (Pods of an older Job under the same labels do not count)."""
-    return [pod for pod in pods
-            if any(ref.get("kind") == "Job" and ref.get("name") == job_name
-                   for ref in (pod.get("metadata") or {}).get("ownerReferences") or ())]
+    return all(key in have and (value is None or have[key] == value) for key, value in labels.items())

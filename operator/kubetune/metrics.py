@@ -4,6 +4,7 @@
     kubetune_datasets{phase}                           Datasets, by phase
     kubetune_reconcile_duration_seconds{kind}          time spent in one reconcile pass
     kubetune_failures_total{kind, reason}              runs and validations that ended in failure
+    kubetune_workqueue_depth                           TuningJobs and Datasets waiting for a worker
     kubetune_tuningjob_progress_percent{namespace, name}
     kubetune_tuningjob_loss{namespace, name}
     kubetune_tuningjob_tokens_per_second{namespace, name}
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter as Tally
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -34,6 +36,9 @@ class OperatorMetrics:
         self._lock = threading.Lock()
         self._tuningjob_phases: dict[Key, str] = {}
         self._dataset_phases: dict[Key, str] = {}
+        # Objects per phase, kept as they move: recounting every object on every pass grows with their number.
+        self._tuningjob_counts: Tally[str] = Tally()
+        self._dataset_counts: Tally[str] = Tally()
         self.tuningjobs = Gauge("kubetune_tuningjobs", "TuningJobs known to the operator, by phase.",
                                 ["phase"], registry=self.registry)
         self.datasets = Gauge("kubetune_datasets", "Datasets known to the operator, by phase.",
@@ -49,6 +54,8 @@ class OperatorMetrics:
         self.loss = Gauge("kubetune_tuningjob_loss", "Latest training loss.", labels, registry=self.registry)
         self.tokens_per_second = Gauge("kubetune_tuningjob_tokens_per_second", "Training throughput.",
                                        labels, registry=self.registry)
+        self.queue_depth = Gauge("kubetune_workqueue_depth", "TuningJobs and Datasets waiting for a worker.",
+                                 registry=self.registry)
         for tj_phase in TuningJobPhase:
             self.tuningjobs.labels(tj_phase.value).set(0)
         for ds_phase in DatasetPhase:
@@ -64,12 +71,14 @@ class OperatorMetrics:
             raise UserError(f"cannot serve metrics on port {port}: {exc.strerror or exc}: stop what uses it, "
                             f"or set {ENV_PREFIX}METRICS_PORT to a free port (0 turns metrics off)") from None
 
+    def watch_queue(self, depth: Callable[[], float]) -> None:
+        """Read the work queue's depth whenever /metrics is scraped."""
+        self.queue_depth.set_function(depth)
+
     def observe_tuningjob(self, namespace: str, name: str, phase: str | None,
                           progress: TrainingProgress | None) -> None:
-        key = (namespace, name)
         with self._lock:
-            _set_phase(self._tuningjob_phases, key, phase)
-            _publish(self.tuningjobs, self._tuningjob_phases, TuningJobPhase)
+            _move(self.tuningjobs, self._tuningjob_phases, self._tuningjob_counts, (namespace, name), phase)
         if progress is None:
             return
         for gauge, value in ((self.progress, progress.percent), (self.loss, progress.loss),
@@ -79,8 +88,7 @@ class OperatorMetrics:
 
     def observe_dataset(self, namespace: str, name: str, phase: str | None) -> None:
         with self._lock:
-            _set_phase(self._dataset_phases, (namespace, name), phase)
-            _publish(self.datasets, self._dataset_phases, DatasetPhase)
+            _move(self.datasets, self._dataset_phases, self._dataset_counts, (namespace, name), phase)
 
     def count_failure(self, kind: str, reason: str) -> None:
         self.failures.labels(kind, reason).inc()
@@ -96,14 +104,17 @@ class OperatorMetrics:
         self.observe_dataset(namespace, name, None)
 
 
-def _set_phase(phases: dict[Key, str], key: Key, phase: str | None) -> None:
+def _move(gauge: Gauge, phases: dict[Key, str], counts: Tally[str], key: Key, phase: str | None) -> None:
+    """Record `key` in `phase` (None: gone) and update the gauge of the phases it left and entered."""
+    before = phases.get(key)
+    if before == phase:
+        return
     if phase is None:
-        phases.pop(key, None)
+        del phases[key]
     else:
         phases[key] = phase
-
-
-def _publish(gauge: Gauge, phases: dict[Key, str], known: type[TuningJobPhase] | type[DatasetPhase]) -> None:
-    counts = Tally(phases.values())
-    for phase in {p.value for p in known} | set(counts):
-        gauge.labels(phase).set(counts.get(phase, 0))
+        counts[phase] += 1
+        gauge.labels(phase).set(counts[phase])
+    if before is not None:
+        counts[before] -= 1
+        gauge.labels(before).set(counts[before])

@@ -27,6 +27,14 @@ def _env_int(name: str, default: int) -> int:
                         f"or unset it (default {default})") from exc
 
 
+def _env_positive(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value < 1:
+        raise UserError(f"{ENV_PREFIX}{name} must be at least 1, got {value}: set it to a positive number "
+                        f"or unset it (default {default})")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = _env(name, "true" if default else "false").strip().lower()
     if raw in ("1", "true", "yes", "on"):
@@ -63,6 +71,9 @@ class Settings:
     """Lines of trainer log kept in status.logTail (KUBETUNE_LOG_TAIL_LINES)."""
     status_refresh_seconds: int = 15
     """How often a running job's progress is read from its Pod log (KUBETUNE_STATUS_REFRESH_SECONDS)."""
+    workers: int = 8
+    """Threads reconciling TuningJobs and Datasets at once; each waits on the API server most of a
+    pass, so a few more than the cores keep both busy (KUBETUNE_WORKERS)."""
     metrics_port: int = 8080
     """Port of the Prometheus /metrics endpoint; 0 disables it (KUBETUNE_METRICS_PORT)."""
     health_port: int = 8081
@@ -85,6 +96,7 @@ class Settings:
             namespaces=_env_list("NAMESPACES"),
             log_tail_lines=_env_int("LOG_TAIL_LINES", defaults.log_tail_lines),
             status_refresh_seconds=_env_int("STATUS_REFRESH_SECONDS", defaults.status_refresh_seconds),
+            workers=_env_positive("WORKERS", defaults.workers),
             metrics_port=_env_int("METRICS_PORT", defaults.metrics_port),
             health_port=_env_int("HEALTH_PORT", defaults.health_port),
             log_level=_env("LOG_LEVEL", defaults.log_level).upper(),

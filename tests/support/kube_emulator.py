@@ -7,15 +7,18 @@ the operator and the `kubernetes` client trip over:
 - `uid`, `resourceVersion`, `creationTimestamp`, `generation` on create; `generation`
   bumped on spec changes (not on status or metadata patches), `resourceVersion` on every write;
 - `generateName` honoured (kopf names its Events that way; without it the second Event clashes);
+- Jobs and Pods get the API server's defaults at create (`kube_objects`: the Job's selector and
+  controller labels, pod template defaults, a Pod's QoS class and tolerations);
+- `pods/{name}/binding` (the scheduler's) sets the node and PodScheduled in one write;
 - list answers carry `kind: <Kind>List` and `apiVersion`;
 - label selectors honoured on lists (kmock ignores them);
 - a watch starting at the resourceVersion of a list gets only later changes (kmock replays every
   object as ADDED, and kopf then patches a stale version);
 - a JSON patch whose `test` op fails (kopf's optimistic concurrency) answers 422, not 500;
-- `Cluster.fail_next` makes the next matching request fail before anything is stored (an
-  API server error), so tests can show the operator retries;
-- `pods/{name}/log` answers the text the test put there with `Cluster.set_log` (kmock would
-  answer the Pod's JSON), honouring `tailLines`;
+- `failures` makes the next matching request of the operator fail before anything is stored
+  (an API server error), so tests can show the operator retries;
+- `pods/{name}/log` answers the text in `pod_logs` (kmock would answer the Pod's JSON),
+  honouring `tailLines`;
 - an object is looked up by its key, and the served resources are known without scanning
   every stored object;
 - a request is matched against the reactions on its own: kmock scans its whole request log
@@ -24,37 +27,26 @@ the operator and the `kubernetes` client trip over:
   each request's task sees only itself, and kmock's log is not kept. `served` keeps what the
   tests ask about (method, path, query, client) for every request.
 
-There is still no garbage collector, no controllers and no schema validation: the test plays
-the kubelet and the Job controller itself, through `Cluster`.
-
-The emulator runs on its own event loop in a thread, so tests stay synchronous and the operator
-(`kopf.testing.KopfRunner`, another thread) can never be starved by a test waiting.
+There is no garbage collector, no graceful Pod deletion and no schema validation. Tests use it
+through `kube_cluster`, which also runs the emulated Job controller beside it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import builtins
+import collections
 import contextvars
 import copy
-import json
-import secrets
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import jsonpatch
 import kmock
 from kmock._internal import rendering
 
-from kubetune.settings import Settings
-
-T = TypeVar("T")
+from support.kube_client import is_rig_agent
+from support.kube_objects import default_job, default_pod, generated_name, scheduled_patch
 
 CRDS = {
     "kubetune.io/v1alpha1/tuningjobs": ("TuningJob", "tuningjob", {"tj"}),
@@ -73,6 +65,8 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     served: list[tuple[str, str, dict[str, str], str]]
     object_resources: set[Any]
     failures: list[tuple[str, str, int]]
+    # Watch events sent, by (client User-Agent, object kind, event type).
+    delivered: collections.Counter[tuple[str, str, str]]
     keep_request_log = False  # True: kmock's own log and matching (the benchmark can ask for it)
 
     def __attrs_post_init__(self) -> None:
@@ -81,6 +75,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         self.served = []
         self.object_resources = set()
         self.failures = []
+        self.delivered = collections.Counter()
         self.resource_version = 0
         self.resources.load_bundled()
         for key, (kind, singular, shortnames) in CRDS.items():
@@ -89,6 +84,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
                 verbs=VERBS, subresources={"status"},
             )
         self[kmock.action.FETCH, kmock.resource("v1/pods"), kmock.subresource("log")] << self._serve_log
+        self[kmock.method.POST, kmock.resource("v1/pods"), kmock.subresource("binding")] << self._serve_binding
 
     def __iter__(self) -> Iterator[rendering.Request]:
         # kmock decides whether a reaction applies by iterating the requests it "sees" and looking
@@ -120,9 +116,10 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         if not self.keep_request_log:
             self._requests.clear()
             _SERVING.set(request)
+        agent = request.headers.get("User-Agent", "")
         for failure in self.failures:
             method, path_part, status = failure
-            if request.method == method and path_part in request.url.path:
+            if request.method == method and path_part in request.url.path and not is_rig_agent(agent):
                 self.failures.remove(failure)
                 raise kmock.KubernetesError(status=status, reason="InternalError", message="injected by the test")
         return await self._handle_patched(request)
@@ -147,11 +144,15 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     def _on_create(self, data: dict[str, Any]) -> None:
         meta = data.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + secrets.token_hex(3)
+            meta["name"] = generated_name(meta["generateName"])
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         meta["resourceVersion"] = self._next_version()
         meta["generation"] = 1
+        if data.get("kind") == "Job" and str(data.get("apiVersion", "")).startswith("batch/"):
+            default_job(data)
+        elif data.get("kind") == "Pod":
+            default_pod(data)
 
     def _on_update(self, request: rendering.Request) -> None:
         assert request.resource is not None
@@ -174,10 +175,13 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         # duplicates make kopf patch a stale version and stall on the 422 until the next event.
         since = request.params.get("resourceVersion", "")
         floor = int(since) if since.isdigit() else None
+        agent = request.headers.get("User-Agent", "")
         async for event in super()._serve_watch(request):
-            if floor is not None and isinstance(event, dict) and event.get("type") == "ADDED" and \
-                    int(event["object"].get("metadata", {}).get("resourceVersion") or 0) <= floor:
-                continue
+            if isinstance(event, dict):
+                if floor is not None and event.get("type") == "ADDED" and \
+                        int(event["object"].get("metadata", {}).get("resourceVersion") or 0) <= floor:
+                    continue
+                self.delivered[(agent, str(event["object"].get("kind")), str(event.get("type")))] += 1
             yield event
 
     async def _serve_list(self, request: rendering.Request) -> Any:
@@ -194,6 +198,21 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         if selector:
             answer["items"] = [item for item in answer["items"] if _selected(item, selector)]
         return answer
+
+    async def _serve_binding(self, request: rendering.Request) -> dict[str, Any]:
+        # The scheduler's POST pods/{name}/binding: the API server sets the node and PodScheduled
+        # on the Pod in one write (kmock knows no subresource writes other than its own patch).
+        resource = kmock.resource("v1/pods")
+        key: Any = (resource, request.namespace, request.name)
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                raise kmock.KubernetesObjectNotFoundError()
+            pod = self._objects[key]
+            node = ((request.data or {}).get("target") or {}).get("name", "")
+            self._objects[key].patch(scheduled_patch(pod.raw, node) | {"metadata": {
+                "resourceVersion": self._next_version()}})
+            await self._buses[resource].put({"type": "MODIFIED", "object": self._objects[key].raw})
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     def _serve_log(self, request: rendering.Request) -> bytes:
         key = (request.namespace or "", request.name or "")
@@ -238,288 +257,3 @@ def _selected(obj: dict[str, Any], selector: str) -> bool:
         elif term not in labels:
             return False
     return True
-
-
-# Operator settings for wiring tests: no ports to collide on, quick refreshes.
-WIRING_SETTINGS = Settings(metrics_port=0, health_port=0, status_refresh_seconds=1,
-                           trainer_image="example.org/trainer:test")
-
-
-def wait_for(what: str, predicate: Callable[[], T | None], timeout: float = 15, interval: float = 0.05) -> T:
-    """Poll `predicate` until it returns something truthy; fail saying `what` did not happen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(interval)
-
-
-def resource_path(resource: str, namespace: str | None, name: str | None = None) -> str:
-    """`v1/pods` or `batch/v1/jobs` or `kubetune.io/v1alpha1/tuningjobs` -> the API path."""
-    parts = resource.split("/")
-    base = f"/api/{parts[0]}" if len(parts) == 2 else f"/apis/{parts[0]}/{parts[1]}"
-    path = f"{base}/namespaces/{namespace}/{parts[-1]}" if namespace else f"{base}/{parts[-1]}"
-    return f"{path}/{name}" if name else path
-
-
-class Cluster:
-    """The test's side of the emulated API: apply, patch and delete over HTTP (so watchers see
-    it), read the in-memory objects directly (so reads cost no requests), and wait for states."""
-
-    def __init__(self, emulator: KubetuneEmulator, loop: asyncio.AbstractEventLoop, url: str) -> None:
-        self.emulator = emulator
-        self.loop = loop
-        self.url = url
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
-        async def send() -> Any:
-            data = None if body is None else json.dumps(body)
-            async with self.emulator.request(method, path, data=data,
-                                             headers={"Content-Type": content_type}) as response:
-                payload = await response.json(content_type=None)
-                if response.status >= 400:
-                    raise AssertionError(f"{method} {path} -> {response.status}: {payload.get('message')}")
-                return payload
-        return self._call(send())
-
-    def apply(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
-        namespace = obj.setdefault("metadata", {}).setdefault("namespace", "default")
-        return dict(self._request("POST", resource_path(resource, namespace), obj))
-
-    def patch(self, resource: str, namespace: str, name: str, patch: dict[str, Any],
-              subresource: str | None = None) -> dict[str, Any]:
-        path = resource_path(resource, namespace, name) + (f"/{subresource}" if subresource else "")
-        return dict(self._request("PATCH", path, patch, "application/merge-patch+json"))
-
-    def delete(self, resource: str, namespace: str, name: str) -> None:
-        self._request("DELETE", resource_path(resource, namespace, name))
-
-    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
-        async def read() -> dict[str, Any] | None:
-            key = (kmock.resource(resource), namespace, name)
-            if key not in self.emulator.objects or self.emulator.objects[key].deleted:
-                return None
-            return copy.deepcopy(self.emulator.objects[key].raw)
-        return self._call(read())
-
-    def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        wanted = kmock.resource(resource)
-
-        async def read() -> list[dict[str, Any]]:
-            return [copy.deepcopy(obj.raw) for (res, ns, _), obj in self.emulator.objects.items()
-                    if res == wanted and not obj.deleted and (namespace is None or ns == namespace)]
-        return self._call(read())
-
-    def requests(self, method: str, path_part: str) -> builtins.list[tuple[str, dict[str, str]]]:
-        """Requests the operator sent (not the test): (path, query params), oldest first."""
-        async def read() -> builtins.list[tuple[str, dict[str, str]]]:
-            return [(path, params) for verb, path, params, agent in self.emulator.served
-                    if verb == method.upper() and path_part in path and not agent.startswith("kmock/")]
-        return self._call(read())
-
-    def events(self, name: str, namespace: str = "default") -> builtins.list[dict[str, Any]]:
-        """Events about the object `name`, oldest first."""
-        return [e for e in self.list("v1/events", namespace) if e.get("involvedObject", {}).get("name") == name]
-
-    def event_reasons(self, name: str, namespace: str = "default") -> builtins.list[str]:
-        return [e.get("reason", "") for e in self.events(name, namespace)]
-
-    def fail_next(self, method: str, path_part: str, status: int = 500) -> None:
-        """Answer the next `method` request whose path contains `path_part` with `status`, storing nothing."""
-        async def add() -> None:
-            self.emulator.failures.append((method.upper(), path_part, status))
-        self._call(add())
-
-    def set_log(self, namespace: str, pod: str, text: str) -> None:
-        self.emulator.pod_logs[(namespace, pod)] = text
-
-    def wait_for(self, what: str, predicate: Callable[[], T | None], timeout: float = 15) -> T:
-        return wait_for(what, predicate, timeout)
-
-    @contextmanager
-    def operator(self, settings: Any, metrics: Any = None) -> Iterator[Any]:
-        """`running_operator` that, before stopping, lets the operator finish what it is doing:
-        a handler still in flight at exit makes kopf wait seconds for its "hung" task; a quiet
-        moment first makes the stop take milliseconds."""
-        with running_operator(settings, metrics) as runner:
-            yield runner
-            self.wait_quiet()
-
-    def wait_quiet(self, quiet: float = 0.25, timeout: float = 3) -> None:
-        """Wait until the operator has sent no request for `quiet` seconds (at most `timeout`)."""
-        async def count() -> int:
-            return len(self.emulator.served)
-        deadline = time.monotonic() + timeout
-        seen, since = self._call(count()), time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            now = self._call(count())
-            if now != seen:
-                seen, since = now, time.monotonic()
-            elif time.monotonic() - since >= quiet:
-                return
-
-    def kubeconfig(self, path: Path) -> Path:
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-            "users": [{"name": "kmock", "user": {}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
-        }))
-        return path
-
-
-@contextmanager
-def emulated_cluster() -> Iterator[Cluster]:
-    """A fresh emulator on a loopback port, served from its own thread for the `with` block."""
-    loop = asyncio.new_event_loop()
-    stop = threading.Event()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def serve() -> None:
-        async with KubetuneEmulator() as emulator, kmock.Server(emulator) as server:
-            holder["cluster"] = Cluster(emulator, loop, str(server.url).rstrip("/"))
-            ready.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(serve())
-        except BaseException as exc:  # surfaced to the test through `holder`
-            holder["error"] = exc
-            ready.set()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name="kmock-emulator", daemon=True)
-    thread.start()
-    if not ready.wait(10) or "error" in holder:
-        raise RuntimeError(f"the Kubernetes emulator did not start: {holder.get('error')!r}")
-    try:
-        yield holder["cluster"]
-    finally:
-        stop.set()
-        thread.join(10)
-
-
-def quick_kopf_settings() -> Any:
-    """kopf settings for tests: short batching and timeouts, so reactions take milliseconds."""
-    import kopf
-
-    settings = kopf.OperatorSettings()
-    settings.batching.batch_window = 0.05
-    settings.batching.idle_timeout = 1.0
-    settings.batching.exit_timeout = 1.0
-    settings.watching.connect_timeout = 5
-    settings.watching.reconnect_backoff = 0.2
-    settings.networking.request_timeout = 10
-    settings.posting.idle_timeout = 0.2
-    return settings
-
-
-@contextmanager
-def running_operator(settings: Any, metrics: Any = None) -> Iterator[Any]:
-    """The real kubetune operator (kopf, our registry) against the cluster $KUBECONFIG names."""
-    from kopf.testing import KopfRunner
-
-    from kubetune.handlers.main import build_registry
-
-    registry = build_registry(settings, metrics)
-    scope = [f"--namespace={ns}" for ns in settings.namespaces] or ["--all-namespaces"]
-    runner = KopfRunner(["run", *scope, "--standalone"], registry=registry,
-                        settings=quick_kopf_settings(), timeout=30)
-    with runner:
-        yield runner
-
-
-# --- Playing the Job controller and the kubelet --------------------------------------------------------------
-
-JOBS = "batch/v1/jobs"
-PODS = "v1/pods"
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def start_pod(cluster: Cluster, job: dict[str, Any], suffix: str = "a1b2c", index: int | None = None) -> str:
-    """Create the Pod the Job controller would: the template's labels, owned by the Job. Pending.
-
-    `index`: the Pod's completion index in an Indexed Job (as an annotation and a label).
-    """
-    meta = job["metadata"]
-    template = job["spec"]["template"]
-    name = f"{meta['name']}-{suffix}" if index is None else f"{meta['name']}-{index}-{suffix}"
-    indexed = {} if index is None else {"batch.kubernetes.io/job-completion-index": str(index)}
-    pod = {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": name, "namespace": meta["namespace"], "annotations": dict(indexed),
-            "labels": {**template["metadata"].get("labels", {}), "batch.kubernetes.io/job-name": meta["name"],
-                       **indexed},
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
-                                 "uid": meta["uid"], "controller": True}],
-        },
-        "spec": template["spec"],
-        "status": {"phase": "Pending"},
-    }
-    cluster.apply(PODS, pod)
-    return name
-
-
-def set_container(cluster: Cluster, namespace: str, pod: str, phase: str, state: dict[str, Any],
-                  conditions: list[dict[str, Any]] | None = None) -> None:
-    """Set the Pod's phase and its (single) container's state, as the kubelet reports them."""
-    container = cluster.get(PODS, namespace, pod)["spec"]["containers"][0]["name"]  # type: ignore[index]
-    status: dict[str, Any] = {"phase": phase, "containerStatuses": [{"name": container, "state": state}]}
-    if conditions is not None:
-        status["conditions"] = conditions
-    cluster.patch(PODS, namespace, pod, {"status": status}, subresource="status")
-
-
-def run_container(cluster: Cluster, namespace: str, pod: str) -> None:
-    set_container(cluster, namespace, pod, "Running", {"running": {"startedAt": _stamp()}})
-
-
-def wait_container(cluster: Cluster, namespace: str, pod: str, reason: str, message: str) -> None:
-    set_container(cluster, namespace, pod, "Pending", {"waiting": {"reason": reason, "message": message}})
-
-
-def terminate_container(cluster: Cluster, namespace: str, pod: str, *, exit_code: int, message: str = "",
-                        reason: str | None = None) -> None:
-    terminated = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0 else "Error"),
-                  "message": message, "startedAt": _stamp(), "finishedAt": _stamp()}
-    set_container(cluster, namespace, pod, "Succeeded" if exit_code == 0 else "Failed", {"terminated": terminated})
-
-
-def unschedulable(cluster: Cluster, namespace: str, pod: str, message: str) -> None:
-    cluster.patch(PODS, namespace, pod, {"status": {"phase": "Pending", "conditions": [
-        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}},
-        subresource="status")
-
-
-def job_active(cluster: Cluster, namespace: str, job: str) -> None:
-    cluster.patch(JOBS, namespace, job, {"status": {"active": 1, "startTime": _stamp()}}, subresource="status")
-
-
-def job_finished(cluster: Cluster, namespace: str, job: str, *, succeeded: bool, reason: str = "",
-                 message: str = "") -> None:
-    now = _stamp()
-    if succeeded:
-        status = {"active": 0, "succeeded": 1, "completionTime": now, "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now}]}
-    else:
-        status = {"active": 0, "failed": 1, "conditions": [
-            {"type": "Failed", "status": "True", "reason": reason or "BackoffLimitExceeded",
-             "message": message or "Job has reached the specified backoff limit", "lastTransitionTime": now}]}
-    cluster.patch(JOBS, namespace, job, {"status": status}, subresource="status")

@@ -90,7 +90,7 @@ reaches the trainer through env.valueFrom.secretKeyRef, which the kubelet resolv
 its own credentials, so the operator never reads one.
 */}}
 {{- define "kubetune.namespacedRules" -}}
-# Our resources: kopf watches them and patches its finalizer and progress annotations.
+# Our resources: listed and watched (patch/update are unused: kopf writes no finalizer or annotation).
 - apiGroups: ["kubetune.io"]
   resources: ["tuningjobs", "datasets"]
   verbs: ["get", "list", "watch", "patch", "update"]

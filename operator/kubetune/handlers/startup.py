@@ -1,9 +1,8 @@
-"""Operator-wide activities: kopf's settings at startup, and the login to the API server."""
+"""Operator-wide activities: kopf's settings, the API client, the controller's start and stop, the login."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from typing import Any, Final, cast
 
 import kopf
@@ -11,45 +10,62 @@ import kubernetes.client
 import kubernetes.config
 
 from kubetune.api.common import GROUP
-from kubetune.handlers import OperatorContext
+from kubetune.controller.manager import Controller
+from kubetune.kube import KubeClient
 
-FINALIZER = f"{GROUP}/finalizer"
-DIFFBASE_KEY = "last-handled-configuration"
-# The kinds with kopf change handlers (on.create/update/resume): only their changes need kopf's
-# record of the last handled spec. TuningJobs, Jobs and Pods are handled on plain watch events.
-CHANGE_TRACKED_KINDS: Final = frozenset({"Dataset"})
+FINALIZER: Final = f"{GROUP}/finalizer"
+# Connections beyond the worker threads: the Event poster, and a spare.
+_EXTRA_CONNECTIONS: Final = 2
 
 
-class ChangeTrackedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled-configuration, built only for the kinds that have change handlers.
+class NoDiffBaseStorage(kopf.DiffBaseStorage):
+    """kopf's record of the last handled spec, never built, kept or read.
 
-    kopf builds this "essence" of every object on every watch event, deep-copying the whole
-    body (a Pod's spec, a TuningJob's status with its log tail) just to drop most of it; for
-    kinds without change handlers nothing reads it. That copy was the largest single cost of
-    the operator's event loop in a burst of TuningJobs (bench/control_plane.py).
+    kopf builds an object's "essence" (a deep copy of its whole body) on every watch event for
+    its change handlers. The operator has none (every kind is handled on plain watch events,
+    spec changes are seen by generation), so the copy would only cost time, and storing it
+    would cost an annotation patch per object.
     """
 
-    def __init__(self, kinds: Iterable[str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.kinds = frozenset(kinds)
-
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        if body.get("kind") not in self.kinds:
-            return cast(kopf.BodyEssence, {})
-        return super().build(body=body, extra_fields=extra_fields)
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+class NoProgressStorage(kopf.ProgressStorage):
+    """kopf's record of its change handlers' progress: there are none, so nothing to keep.
+
+    kopf still "clears" every event's (empty) essence of progress marks, with a deep copy.
+    """
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """kopf keeps its bookkeeping under our own group, so `kubectl get -o yaml` shows whose it is."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = ChangeTrackedDiffBaseStorage(
-        CHANGE_TRACKED_KINDS, prefix=GROUP, key=DIFFBASE_KEY)
+    """kopf keeps no record on our objects; its finalizer, were one ever set, is under our group."""
+    settings.persistence.progress_storage = NoProgressStorage()
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()
     settings.persistence.finalizer = FINALIZER
-    # Only the Events we post ourselves; kopf's log lines stay in the operator's log.
+    # The Events about our objects are the controller's; kopf's log lines stay in the operator's log.
     settings.posting.loggers = False
-    # A status refresh in flight (a sync handler in a worker thread) gets this long to finish
-    # when the operator stops or the run ends, rather than being orphaned and re-spawned.
-    settings.background.instant_exit_timeout = 0.5
 
 
 def load_kube_configuration() -> kubernetes.client.Configuration:
@@ -89,16 +105,33 @@ def connection_info(configuration: kubernetes.client.Configuration) -> kopf.Conn
     )
 
 
-def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
+def register(registry: kopf.OperatorRegistry, kube: KubeClient, controller: Controller) -> None:
+    configured: dict[str, kubernetes.client.Configuration] = {}
+
     @kopf.on.startup(registry=registry, id="operator_startup")
     def operator_startup(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
         configure_kopf(settings)
-        logger.info("kubetune operator starting: trainer image %s, namespaces %s",
-                    ctx.settings.trainer_image, ", ".join(ctx.settings.namespaces) or "all")
+        try:
+            configuration = load_kube_configuration()
+        except kubernetes.config.ConfigException as exc:
+            raise kopf.PermanentError(f"no Kubernetes API to talk to: {exc}") from exc
+        kube.configure(configuration, connections=controller.settings.workers + _EXTRA_CONNECTIONS)
+        configured["api"] = configuration
+        try:
+            controller.prime()
+        except Exception as exc:  # the API server is not answering yet: kopf retries the startup
+            raise kopf.TemporaryError(f"listing the watched objects failed: {exc}", delay=5) from exc
+        controller.start()
+        logger.info("kubetune operator started: %d workers, trainer image %s, namespaces %s",
+                    controller.settings.workers, controller.settings.trainer_image,
+                    ", ".join(controller.settings.namespaces) or "all")
+
+    @kopf.on.cleanup(registry=registry, id="operator_cleanup")
+    def operator_cleanup(**_: Any) -> None:
+        controller.stop()
 
     @kopf.on.login(registry=registry, id="operator_login")
     def operator_login(logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo:
-        configuration = load_kube_configuration()
-        ctx.kube.configure(configuration)
+        configuration = configured.get("api") or load_kube_configuration()
         logger.info("talking to the API server at %s", configuration.host)
         return connection_info(configuration)

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from kubetune.api import Dataset, DatasetPhase, DatasetStatus
 from kubetune.builders import build_validation_job, config_json, resolve_validator_config
-from kubetune.dataset_status import derive_dataset_status
-from kubetune.events import dataset_events
 from kubetune.local.describe import TimedEvent, describe_dataset
 from kubetune.local.display import ProgressDisplay
 from kubetune.local.manifests import Key, Manifests
@@ -28,8 +26,10 @@ from kubetune.local.workspace import (
     process_args,
     process_env,
 )
-from kubetune.observe import parse_validation_report
 from kubetune.settings import Settings
+from kubetune.status.dataset import derive_dataset_status
+from kubetune.status.events import dataset_events
+from kubetune.status.observe import parse_validation_report
 
 
 class DatasetValidator:

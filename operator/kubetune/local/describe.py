@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubetune.api import Condition, Dataset, TuningJob
-from kubetune.events import EventRecord
+from kubetune.api import Dataset, TuningJob
 from kubetune.local.display import format_duration
+from kubetune.status.events import EventRecord
 
 _INDENT = "  "
 
@@ -192,7 +192,3 @@ def _scalar(value: Any) -> str:
         return f"{value:.6g}"
     return str(value)
 
-
-def condition_summary(conditions: Sequence[Condition]) -> str:
-    """`Running=True, Succeeded=False`: a one-line digest for the plain progress output."""
-    return ", ".join(f"{c.type}={c.status}" for c in conditions)

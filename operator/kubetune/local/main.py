@@ -24,7 +24,6 @@ from kubetune.api.distributed import effective_batch_size, world_size
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.builders import ResolveError, build_training_job, config_json, resolve_trainer_config
 from kubetune.builders.resolve import writable_claims
-from kubetune.events import EventRecord
 from kubetune.local.datasets import DatasetValidator
 from kubetune.local.describe import TimedEvent, describe_tuning_job
 from kubetune.local.display import ProgressDisplay
@@ -42,9 +41,10 @@ from kubetune.local.workspace import (
     process_args,
     process_env,
 )
-from kubetune.observe import parse_termination_message
 from kubetune.settings import Settings
 from kubetune.status import RunObservation, derive_status, observe_datasets, referenced_datasets, status_events
+from kubetune.status.events import EventRecord
+from kubetune.status.observe import parse_termination_message
 from kubetune.usererror import UserError
 
 # Lines of trainer output kept for status (the log file has them all).

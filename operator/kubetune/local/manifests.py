@@ -74,12 +74,6 @@ class Manifests:
     config_maps: dict[Key, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def datasets_of(self, job: TuningJob) -> dict[str, Dataset]:
-        """The Datasets a TuningJob refers to, by name (references are checked at load time)."""
-        namespace = job.metadata.namespace
-        wanted = {e.dataset for e in (*job.spec.datasets.train, *job.spec.datasets.validation) if e.dataset}
-        return {name: self.datasets[(namespace, name)].obj for name in sorted(wanted)}
-
     def secret_value(self, namespace: str, ref: SecretKeyRef) -> str | None:
         return self.secrets.get((namespace, ref.name), {}).get(ref.key)
 

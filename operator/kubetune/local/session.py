@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from kubetune.api import ExitCode
-from kubetune.conditions import Reason
 from kubetune.local.runner import ProcessOutcome
-from kubetune.observe import JobObservation, PodObservation, TerminatedState
+from kubetune.status.conditions import Reason
+from kubetune.status.observe import JobObservation, PodObservation, TerminatedState
 
 
 def running_observation(job_name: str, pod_name: str, started: datetime) -> tuple[JobObservation, PodObservation]:

@@ -28,21 +28,13 @@ from kubetune.api.distributed import effective_batch_size, world_size
 from kubetune.api.progress import LogSummary, Stage
 from kubetune.api.redact import redact
 from kubetune.builders.names import spec_hash
-from kubetune.conditions import Reason, TuningJobCondition, get_condition, is_true, make_condition, ordered
-from kubetune.dataset_status import derive_dataset_status
-from kubetune.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
-from kubetune.events import EventRecord, dataset_events, status_events
-from kubetune.observe import JobObservation, PodObservation, parse_termination_message
+from kubetune.status.conditions import Reason, TuningJobCondition, get_condition, is_true, make_condition, ordered
+from kubetune.status.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
+from kubetune.status.observe import JobObservation, PodObservation, parse_termination_message
 
 TERMINAL_PHASES: Final = frozenset({TuningJobPhase.SUCCEEDED, TuningJobPhase.FAILED})
 LOG_LINE_LIMIT: Final = 500
 LOG_TAIL_MAX: Final = 200  # TuningJobStatus.logTail holds at most this many lines
-
-__all__ = [
-    "TERMINAL_PHASES", "DatasetIssue", "DatasetsObservation", "EventRecord", "RunObservation", "dataset_events",
-    "derive_dataset_status", "derive_status", "observe_datasets", "referenced_datasets", "run_size",
-    "spec_changed_after_start", "status_events",
-]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from kubetune.api import DatasetPhase, DatasetStatus, TuningJobPhase, TuningJobStatus
-from kubetune.conditions import (
+from kubetune.status.conditions import (
     BLOCKING_WAIT_REASONS,
     DatasetCondition,
     Reason,
@@ -14,7 +14,7 @@ from kubetune.conditions import (
     get_condition,
     is_true,
 )
-from kubetune.diagnosis import clip
+from kubetune.status.diagnosis import clip
 
 MILESTONE_PERCENT: Final = 10
 _WARN_WAITING: Final = frozenset({Reason.DATASET_NOT_FOUND, Reason.DATASET_INVALID})

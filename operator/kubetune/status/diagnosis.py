@@ -12,8 +12,8 @@ from typing import Final
 
 from kubetune.api import FailureReason
 from kubetune.api.redact import redact
-from kubetune.conditions import BLOCKING_WAIT_REASONS, Reason
-from kubetune.observe import JobObservation, PodObservation
+from kubetune.status.conditions import BLOCKING_WAIT_REASONS, Reason
+from kubetune.status.observe import JobObservation, PodObservation
 
 MESSAGE_LIMIT: Final = 1024
 _TAIL_LINES: Final = 3

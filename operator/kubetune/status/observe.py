@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kubetune.api import TrainerResult, ValidationReport
-from kubetune.builders.names import ANNOTATION_GENERATION, ANNOTATION_SPEC_HASH, KUEUE_QUEUE_LABEL
+from kubetune.builders.names import ANNOTATION_SPEC_HASH, KUEUE_QUEUE_LABEL
 
 _MESSAGE_LIMIT: Final = 2048
 M = TypeVar("M", bound=BaseModel)
@@ -54,12 +54,7 @@ class JobObservation:
     start_time: datetime | None = None
     completion_time: datetime | None = None
     queue_name: str | None = None
-    spec_generation: int | None = None  # the TuningJob generation the Job was rendered from
     spec_hash: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.complete or self.failure_reason is not None
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,6 @@ def observe_job(job: Mapping[str, Any] | None) -> JobObservation | None:
     # FailureTarget comes before Failed (Kubernetes >= 1.31) while the pods are still being stopped.
     failed = _job_condition(status, "Failed") or _job_condition(status, "FailureTarget")
     complete = _job_condition(status, "Complete") is not None
-    generation = annotations.get(ANNOTATION_GENERATION)
     return JobObservation(
         name=str(meta.get("name") or ""),
         created_at=parse_time(meta.get("creationTimestamp")),
@@ -124,7 +118,6 @@ def observe_job(job: Mapping[str, Any] | None) -> JobObservation | None:
         start_time=parse_time(status.get("startTime")),
         completion_time=parse_time(status.get("completionTime")),
         queue_name=(meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL),
-        spec_generation=int(generation) if isinstance(generation, str) and generation.isdigit() else None,
         spec_hash=annotations.get(ANNOTATION_SPEC_HASH),
     )
 

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from kubetune.api import Condition, DatasetPhase, DatasetStatus, ValidationReport, ValidationSummary
-from kubetune.conditions import DatasetCondition, Reason, make_condition, ordered
-from kubetune.diagnosis import VALIDATOR_OOM_ADVICE, Diagnosis, clip, explain_failure, explain_waiting
-from kubetune.observe import JobObservation, PodObservation, parse_validation_report
+from kubetune.status.conditions import DatasetCondition, Reason, make_condition, ordered
+from kubetune.status.diagnosis import VALIDATOR_OOM_ADVICE, Diagnosis, clip, explain_failure, explain_waiting
+from kubetune.status.observe import JobObservation, PodObservation, parse_validation_report
 
 FINISHED_PHASES: Final = frozenset({DatasetPhase.READY, DatasetPhase.INVALID, DatasetPhase.FAILED})
 

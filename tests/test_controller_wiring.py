@@ -1,0 +1,129 @@
+"""The operator's controller against the emulated cluster with its Job controller: what a run costs.
+
+The emulated Job controller creates each Job's Pod and writes the Job's status; the test plays
+the scheduler and the kubelet on every Pod. So each TuningJob brings several Pod and Job watch
+events, as on a real cluster, and the operator must answer them from its cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from kubetune.api import ModelResult, TrainerResult
+from kubetune.builders import training_job_name
+from support.kube_cluster import JOBS, WIRING_SETTINGS, Cluster
+from support.kubelet_plays import run_container, start_pod, terminate_container
+
+TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
+NS = "default"
+# No refresh inside the test: every request counted below answers an event.
+SETTINGS = replace(WIRING_SETTINGS, status_refresh_seconds=300)
+
+
+def tuningjob(name: str) -> dict[str, Any]:
+    """A run that needs no Dataset: inline pvc data, pvc output."""
+    return {
+        "apiVersion": "kubetune.io/v1alpha1", "kind": "TuningJob",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "baseModel": {"scratch": {}},
+            "datasets": {"train": [{"source": {"pvc": {"claimName": "data", "path": "train.jsonl"}},
+                                    "format": "messages"}]},
+            "output": {"pvc": {"claimName": "models", "path": name}},
+            "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+        },
+    }
+
+
+def result(name: str) -> str:
+    return json.dumps(TrainerResult(status="Succeeded", model=ModelResult(path=f"/models/{name}")).to_wire())
+
+
+def phase(cluster: Cluster, name: str) -> str | None:
+    return ((cluster.get(TUNINGJOBS, NS, name) or {}).get("status") or {}).get("phase")
+
+
+def _what(method: str, path: str) -> str:
+    """`PATCH tuningjobs`, `GET log`, `LIST pods` (a collection), `GET discovery` ..."""
+    parts = path.strip("/").split("/")
+    if parts[-1] == "log":
+        return f"{method} log"
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        plural = parts[parts.index("namespaces") + 2]
+        named = len(parts) > parts.index("namespaces") + 3
+    elif len(parts) in (3, 4) and parts[0] in ("api", "apis") and parts[-1] not in ("v1", "v1alpha1"):
+        plural, named = parts[-1], False  # a list across namespaces
+    else:
+        return f"{method} discovery"
+    return f"{method} {plural}" if named or method != "GET" else f"LIST {plural}"
+
+
+def operator_requests(cluster: Cluster) -> Counter[str]:
+    """The operator's requests so far, by method and resource (watch streams left out)."""
+    counts: Counter[str] = Counter()
+    for method in ("GET", "POST", "PATCH", "PUT", "DELETE"):
+        for path, params in cluster.requests(method, "/"):
+            if not params.get("watch"):
+                counts[_what(method, path)] += 1
+    return counts
+
+
+def test_a_burst_with_pod_and_job_traffic_costs_a_bounded_number_of_requests_per_tuningjob(cluster: Cluster) -> None:
+    names = [f"run-{i:02d}" for i in range(12)]
+    with cluster.operator(SETTINGS):
+        cluster.wait_quiet()
+        before = operator_requests(cluster)
+        for name in names:
+            cluster.apply(TUNINGJOBS, tuningjob(name))
+        jobs = {name: cluster.wait_for(f"the Job of {name}", lambda n=name: cluster.get(JOBS, NS, training_job_name(n)))
+                for name in names}
+        pods = {name: start_pod(cluster, job) for name, job in jobs.items()}
+        for pod in pods.values():  # bound, ContainerCreating, Running: each a Pod event
+            run_container(cluster, NS, pod)
+        cluster.wait_for("every run Running", lambda: all(phase(cluster, n) == "Running" for n in names))
+        for name, pod in pods.items():  # the Job controller then completes each Job in two writes
+            terminate_container(cluster, NS, pod, exit_code=0, message=result(name))
+        cluster.wait_for("every run Succeeded", lambda: all(phase(cluster, n) == "Succeeded" for n in names), 30)
+        cluster.wait_quiet(quiet=0.5, timeout=5)
+        spent = operator_requests(cluster) - before
+
+    # Nothing is read per pass: no TuningJob, Dataset, Job or Pod; a run's Pods are listed at most
+    # once (a Job seen finished before its Pod's last change); the log when the trainer's Pod changed.
+    assert not {k for k in spent if k.startswith("GET ") and k != "GET log"}, spent
+    assert spent["LIST pods"] <= len(names), spent
+    # Each run: its ConfigMap and Job; one status patch per phase or message it goes through
+    # (Starting, ContainerCreating, Running, Succeeded ...); its Events (JobCreated, Started,
+    # Published, Succeeded); a few log reads.
+    assert spent["POST configmaps"] == spent["POST jobs"] == len(names), spent
+    assert spent["PATCH tuningjobs"] <= 6 * len(names), spent
+    assert spent["POST events"] == 4 * len(names), spent
+    assert spent["GET log"] <= 4 * len(names), spent
+    assert sum(spent.values()) <= 16 * len(names), spent
+    for name in names:  # and the story is told once
+        reasons = cluster.event_reasons(name)
+        assert [reasons.count(r) for r in ("JobCreated", "Started", "Published", "Succeeded")] == [1, 1, 1, 1], reasons
+
+
+def test_a_run_finished_before_a_restart_is_not_touched(cluster: Cluster) -> None:
+    with cluster.operator(SETTINGS):
+        cluster.apply(TUNINGJOBS, tuningjob("done"))
+        job = cluster.wait_for("the Job", lambda: cluster.get(JOBS, NS, training_job_name("done")))
+        pod = start_pod(cluster, job)
+        run_container(cluster, NS, pod)
+        terminate_container(cluster, NS, pod, exit_code=0, message=result("done"))
+        cluster.wait_for("Succeeded", lambda: phase(cluster, "done") == "Succeeded")
+    version = cluster.get(TUNINGJOBS, NS, "done")["metadata"]["resourceVersion"]  # type: ignore[index]
+    events = len(cluster.events("done"))
+    before = operator_requests(cluster)
+
+    with cluster.operator(SETTINGS):
+        cluster.wait_quiet(quiet=1.0, timeout=5)
+        spent = operator_requests(cluster) - before
+    # The restart lists what it watches (kopf's listing and the cache's), reads nothing else and
+    # writes nothing.
+    assert {k for k in spent if not k.startswith(("LIST ", "GET discovery"))} == set(), spent
+    assert cluster.get(TUNINGJOBS, NS, "done")["metadata"]["resourceVersion"] == version  # type: ignore[index]
+    assert len(cluster.events("done")) == events
