@@ -33,6 +33,7 @@ operator and the cluster's components: the run prints the CPU each used.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -168,6 +169,7 @@ def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settl
             last = burst(api, [f"scale-{created + i:05d}" for i in range(chunk)], namespace, operator)
             created += chunk
         print(f"{created} TuningJobs exist; settling {settle}s (two refresh intervals)")
+        settling = readings.take()
         time.sleep(settle)
         end = readings.take()
         scale_rss, scale_peak = process_rss_mb(operator.pid)
@@ -185,7 +187,7 @@ def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settl
         Figure(f"operator RSS at {created} TuningJobs", scale_rss, "MiB", ("<=", GOAL_RSS_MB)),
         Figure(f"operator peak RSS (up to {created})", scale_peak, "MiB"),
     ]
-    figures += traffic_figures(idle, burst_end, start_up, end, api, jobs, names, calls)
+    figures += traffic_figures(idle, burst_end, start_up, settling, end, api, jobs, names, calls)
     return figures
 
 
@@ -206,11 +208,16 @@ def main() -> None:
                         help="let kmock keep every request it served (its matching then slows down quadratically)")
     parser.add_argument("--profile-operator", type=Path, metavar="FILE",
                         help="run the operator under cProfile and write its stats to FILE")
+    parser.add_argument("--experiment-handler-threads", type=int, metavar="N",
+                        help="an experiment, not the shipped operator: kopf's handler thread pool at N threads")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 5 at once, 10 in all, 2 s settle")
     args = parser.parse_args()
     jobs, total = (5, 10) if args.tiny else (args.jobs, max(args.total, args.jobs + 1))
     settle = 2.0 if args.tiny else args.settle
     traffic = "none" if args.kubeconfig else args.traffic
+    if args.experiment_handler_threads:
+        os.environ["BENCH_HANDLER_THREADS"] = str(args.experiment_handler_threads)
+        print(f"EXPERIMENT: kopf's handler thread pool at {args.experiment_handler_threads} threads")
     print("control plane: the operator turning TuningJobs into Jobs")
     print(machine_line())
     print(package_versions("kopf", "kubernetes", "kmock"))

@@ -179,8 +179,19 @@ def _handler_calls(calls: list[operator_probe.Call], since: Window, until: Windo
     return figures
 
 
-def traffic_figures(idle: Window, burst_end: Window, start_up: Window | None, end: Window, api: Api, jobs: int,
-                    names: list[str], calls: list[Any]) -> list[Figure]:
+def _settling(since: Window, until: Window, api: Api) -> list[Figure]:
+    """What the operator keeps doing with every TuningJob in place: its refreshes (log polls)."""
+    if since.api is None or until.api is None:
+        return []
+    requests = [(m, p) for m, p, _, agent in api.requests(since.api, until.api) if is_operator(agent)]
+    seconds = max(1e-9, until.at - since.at)
+    return [Figure("operator requests per second while settling", len(requests) / seconds, "/s"),
+            Figure("operator Pod log reads per second while settling",
+                   sum(1 for _, path in requests if path.endswith("/log")) / seconds, "/s")]
+
+
+def traffic_figures(idle: Window, burst_end: Window, start_up: Window | None, settling: Window, end: Window,
+                    api: Api, jobs: int, names: list[str], calls: list[Any]) -> list[Figure]:
     figures: list[Figure] = []
     figures += _cpu(idle, burst_end, "burst")
     if idle.api is not None and burst_end.api is not None:
@@ -197,4 +208,5 @@ def traffic_figures(idle: Window, burst_end: Window, start_up: Window | None, en
         figures += _per_tuningjob(idle, start_up, api, jobs, "start-up")
         figures += _handler_calls(calls, idle, start_up, jobs, "start-up")
     figures += _cpu(start_up or burst_end, end, "rest of the run")
+    figures += _settling(settling, end, api)
     return figures

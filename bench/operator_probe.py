@@ -7,7 +7,9 @@ object's kind and name, the watch event type, when kopf submitted it, when a wor
 started it, when it ended (time.monotonic, which is system-wide on Linux, so comparable with
 the benchmark's own stamps) and the CPU time its thread spent. The calls are appended to
 OUT.json (one JSON array per line) every half second and at exit, so they are there even if
-the operator has to be killed. Measurement only: what the operator does is not changed.
+the operator has to be killed. Measurement only: what the operator does is not changed,
+unless an experiment is asked for: BENCH_HANDLER_THREADS=N sets kopf's handler thread pool
+to N threads (kopf's default is Python's: min(32, cores + 4), 6 here).
 
 `summarize(calls)` turns them into the figures the control-plane benchmark prints.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import os
 import statistics
 import sys
 import threading
@@ -31,14 +34,15 @@ _CALLS: list[Call] = []
 
 
 def _handler_of(fn: Any) -> tuple[str, str, str, str] | None:
-    """kopf's partial(context.run, partial(handler, **kwargs)): the handler and its object, else None."""
-    if not isinstance(fn, functools.partial) or not fn.args or not isinstance(fn.args[0], functools.partial):
+    """kopf's partial(context.run, partial(handler, **kwargs)): the handler and its object, else None.
+
+    Only plain values are read (kopf's body views cost a lookup chain per key)."""
+    if type(fn) is not functools.partial or not fn.args or type(fn.args[0]) is not functools.partial:
         return None
     inner = fn.args[0]
-    body = inner.keywords.get("body") or {}
-    name = str(inner.keywords.get("name") or (body.get("metadata") or {}).get("name") or "")
-    return (getattr(inner.func, "__name__", repr(inner.func)), str(body.get("kind") or ""), name,
-            str(inner.keywords.get("type") or ""))
+    resource = inner.keywords.get("resource")
+    return (getattr(inner.func, "__name__", "?"), str(getattr(resource, "kind", "") or ""),
+            str(inner.keywords.get("name") or ""), str(inner.keywords.get("type") or ""))
 
 
 def install() -> None:
@@ -94,9 +98,23 @@ def summarize(calls: list[Call], since: float, until: float) -> dict[str, dict[s
     return out
 
 
+def _experiment_pool_size(threads: int) -> None:
+    from kubetune.handlers import startup
+
+    configure = startup.configure_kopf
+
+    def configure_with_pool(settings: Any) -> None:
+        configure(settings)
+        settings.execution.max_workers = threads
+
+    startup.configure_kopf = configure_with_pool
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     install()
+    if os.environ.get("BENCH_HANDLER_THREADS"):
+        _experiment_pool_size(int(os.environ["BENCH_HANDLER_THREADS"]))
     written = 0
     guard = threading.Lock()
 

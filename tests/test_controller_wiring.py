@@ -13,11 +13,12 @@ from dataclasses import replace
 from typing import Any
 
 from kubetune.api import ModelResult, TrainerResult
-from kubetune.builders import training_job_name
+from kubetune.builders import training_job_name, validation_job_name
 from support.kube_cluster import JOBS, WIRING_SETTINGS, Cluster
 from support.kubelet_plays import run_container, start_pod, terminate_container
 
 TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
+DATASETS = "kubetune.io/v1alpha1/datasets"
 NS = "default"
 # No refresh inside the test: every request counted below answers an event.
 SETTINGS = replace(WIRING_SETTINGS, status_refresh_seconds=300)
@@ -127,3 +128,19 @@ def test_a_run_finished_before_a_restart_is_not_touched(cluster: Cluster) -> Non
     assert {k for k in spent if not k.startswith(("LIST ", "GET discovery"))} == set(), spent
     assert cluster.get(TUNINGJOBS, NS, "done")["metadata"]["resourceVersion"] == version  # type: ignore[index]
     assert len(cluster.events("done")) == events
+
+
+def test_kopf_writes_nothing_on_a_dataset(cluster: Cluster) -> None:
+    # Datasets were handled by kopf's create/update handlers, which kept the last handled spec
+    # in an annotation; now both kinds are handled on watch events and compared by generation.
+    with cluster.operator(SETTINGS):
+        cluster.apply(DATASETS, {
+            "apiVersion": "kubetune.io/v1alpha1", "kind": "Dataset", "metadata": {"name": "chats", "namespace": NS},
+            "spec": {"source": {"configMap": {"name": "chats", "key": "data.jsonl"}}, "format": "messages"},
+        })
+        cluster.wait_for("the validation Job", lambda: cluster.get(JOBS, NS, validation_job_name("chats", 1)))
+        cluster.wait_for("phase Validating", lambda: ((cluster.get(DATASETS, NS, "chats") or {}).get("status") or {})
+                         .get("phase") == "Validating")
+        cluster.wait_quiet()
+    meta = (cluster.get(DATASETS, NS, "chats") or {})["metadata"]
+    assert not meta.get("annotations") and not meta.get("finalizers"), meta
