@@ -40,6 +40,7 @@ from bench.common import (
     package_versions,
     print_table,
 )
+from kubetune.api.contract import TrainerConfig
 
 # A model large enough for a GPU to have work per step (~110M parameters), still quick to build.
 GPU_MODEL: dict[str, Any] = {"hiddenSize": 768, "intermediateSize": 2048, "numLayers": 12, "numHeads": 12,
@@ -72,7 +73,8 @@ def _config(folder: Path, *, processes: int, steps: int, batch: int, method: str
         },
     }
     path = folder / "config.json"
-    path.write_text(json.dumps(config), encoding="utf-8")
+    # Through the model, as the operator writes it (contractVersion and defaults included).
+    path.write_text(json.dumps(TrainerConfig.model_validate(config).to_wire()), encoding="utf-8")
     return path
 
 
