@@ -164,19 +164,30 @@ def test_a_stop_checkpoints_every_rank_at_one_step_and_two_processes_resume(
 
 
 def test_local_mode_runs_several_cpu_processes_with_the_same_code_path(tmp_path: Path) -> None:
-    from test_local_run import DATA, QUICKSTART, describe_value, kubetune
+    from test_local_run import DATA, QUICKSTART, describe_value
 
     manifest = tmp_path / "short.yaml"
     manifest.write_text(QUICKSTART.read_text().replace("epochs: 12", "maxSteps: 4")
                         .replace("loggingSteps: 5", "loggingSteps: 2").replace("type: Full", "type: LoRA"))
-    run = kubetune("run", "-f", str(manifest), "--volume", f"quickstart-data={DATA}", "--workdir", "out",
-                   "--processes", "2", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr + run.stdout[-3000:]
-    assert describe_value(run.stdout, "Phase") == "Succeeded"
-    assert describe_value(run.stdout, "World Size") == "2"
-    assert describe_value(run.stdout, "Effective Batch Size") == "32"  # 16 per device x 2 processes
-    assert "note: resources ask for 1 training process(es)" in run.stdout
-    log = (tmp_path / "out" / "default" / "quickstart" / "trainer.log").read_text()
+    log_path = tmp_path / "out" / "default" / "quickstart" / "trainer.log"
+    command = [sys.executable, "-m", "kubetune", "run", "-f", str(manifest), "--volume", f"quickstart-data={DATA}",
+               "--workdir", "out", "--processes", "2"]
+    run = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    try:
+        out, _ = run.communicate(timeout=480)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        out, _ = run.communicate()
+        log = log_path.read_text() if log_path.exists() else "(no trainer log)"
+        pytest.fail(f"kubetune run --processes 2 did not finish in 480 s:\n{out[-3000:]}\n--- trainer.log:\n"
+                    f"{log[-5000:]}")
+    assert run.returncode == 0, out[-3000:]
+    assert describe_value(out, "Phase") == "Succeeded"
+    assert describe_value(out, "World Size") == "2"
+    assert describe_value(out, "Effective Batch Size") == "32"  # 16 per device x 2 processes
+    assert "note: resources ask for 1 training process(es)" in out
+    log = log_path.read_text()
     assert "launching 2 training process(es)" in log and "distributed: 2 processes, DDP" in log
     assert [s for s, _ in _losses(log.splitlines())] == [2, 4], "one progress line per step, from rank 0"
 
