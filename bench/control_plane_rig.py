@@ -45,6 +45,16 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as the kubelet stops a container; SIGKILL if it has not exited 30 s later."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -217,12 +227,7 @@ def cluster_agents(url: str, traffic: str, folder: Path, *, rate_limits: bool) -
             time.sleep(0.05)
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
 
 
 # --- a real cluster ------------------------------------------------------------------------------
@@ -343,9 +348,4 @@ def operator_process(kubeconfig: Path, folder: Path, profile: Path | None = None
         try:
             yield OperatorProcess(process, metrics_port, probe, log)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stop_process(process)

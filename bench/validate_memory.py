@@ -23,7 +23,7 @@ from pathlib import Path
 _PEAK = 'def peak():\n    return next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:"))\n'
 _VALIDATE = _PEAK + textwrap.dedent("""
     import sys, time
-    from kubetune_trainer.data.validate import main
+    from kubetune_trainer.validatecli import main
     start = time.perf_counter()
     main(["--config", sys.argv[1]])
     print("RESULT", time.perf_counter() - start, peak())

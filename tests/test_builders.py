@@ -276,6 +276,19 @@ def test_declared_format_wins_over_detected() -> None:
     assert config.spec.datasets.train[0].format.value == "sharegpt"
 
 
+def test_a_dataset_whose_format_does_not_fit_the_objective_is_refused() -> None:
+    dpo = make_tj({"method": {"objective": "dpo"}})  # the Dataset was detected as messages
+    with pytest.raises(ResolveError) as caught:
+        resolve_trainer_config(dpo, datasets())
+    assert caught.value.reason == "InvalidSpec" and "method.objective dpo needs preference data" in str(caught.value)
+    pairs = merged(DATASET, {"status": {"detectedFormat": "preference"}})
+    config = resolve_trainer_config(dpo, datasets(pairs))
+    assert config.spec.datasets.train[0].format.value == "preference"
+    with pytest.raises(ResolveError) as caught:
+        resolve_trainer_config(make_tj(), datasets(pairs))
+    assert "set method.objective: dpo" in str(caught.value)
+
+
 def test_missing_dataset_is_a_resolve_error() -> None:
     with pytest.raises(ResolveError) as caught:
         resolve_trainer_config(make_tj(), {})
@@ -316,11 +329,6 @@ def test_claim_shared_by_data_and_output_is_mounted_once_writable() -> None:
     claims = [v for v in pod_spec(job)["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [{"name": claims[0]["name"], "persistentVolumeClaim": {"claimName": "team", "readOnly": False}}]
     assert config.work_dir == "/mnt/pvc/team/out"
-
-
-def test_default_work_dir_without_pvc_output() -> None:
-    _, _, config = render()
-    assert config.work_dir == "/workspace/output" and config.mounts.pvcs == {}
 
 
 def test_config_map_json_validates_back() -> None:
@@ -431,7 +439,9 @@ def test_the_configs_carry_the_contract_version() -> None:
 def test_a_pvc_model_path_with_a_space_mounts_the_claim_the_trainer_reads() -> None:
     # Regression: "pvc: models/x" was mounted as claim "models" but read by the trainer as " models".
     job, _, config = render({"baseModel": {"repo": None, "path": "pvc: models/org/tiny"}})
-    assert config.mounts.pvcs == {"models": "/mnt/pvc/models"}
+    # The model's claim, and the run's work volume (a claim kubetune creates).
+    assert config.mounts.pvcs == {"models": "/mnt/pvc/models",
+                                  "ministral-support-work": "/mnt/pvc/ministral-support-work"}
     assert volume_at(job, "/mnt/pvc/models")["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     assert config.spec.base_model.path is not None
     pvc = parse_pvc_path(config.spec.base_model.path)

@@ -32,6 +32,8 @@ VALUE_CASES: dict[str, dict[str, Any] | None] = {
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
     "service-monitor": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
     "metrics-off": {"metrics": {"enabled": False}},
+    "work-volume": {"workVolume": {"size": "1Ti", "storageClassName": "standard-rwo"},
+                    "trainer": {"terminationGracePeriodSeconds": 900}},
     "existing-service-account": {"serviceAccount": {"create": False, "name": "platform-sa"}},
     "no-rbac": {"rbac": {"create": False}},
     "scheduling": {
@@ -136,6 +138,8 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
         ("", "services", "create"),
         *(("", "pods", verb) for verb in ("get", "list", "watch")),
         ("", "pods/log", "get"),
+        ("", "persistentvolumeclaims", "get"),
+        ("", "persistentvolumeclaims", "create"),
         *((group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")),
         *(("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("get", "list", "watch")),
         ("", "namespaces", "list"),
@@ -275,8 +279,10 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
                 "gpuResourceName": "amd.com/gpu",
                 "cpu": "8",
                 "memory": "64Gi",
+                "terminationGracePeriodSeconds": 1800,
             },
             "validator": {"cpu": "250m", "memory": "512Mi"},
+            "workVolume": {"size": "500Gi", "storageClassName": "fast-nvme", "ephemeral": True},
             "watchNamespaces": ["ml"],
             "logTailLines": 50,
             "statusRefreshSeconds": 5,
@@ -291,6 +297,9 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
     assert (env["KUBETUNE_TRAINER_CPU"], env["KUBETUNE_TRAINER_MEMORY"]) == ("8", "64Gi")
     assert (env["KUBETUNE_VALIDATOR_CPU"], env["KUBETUNE_VALIDATOR_MEMORY"]) == ("250m", "512Mi")
     assert env["KUBETUNE_NAMESPACES"] == "ml"
+    assert env["KUBETUNE_TRAINER_TERMINATION_GRACE_SECONDS"] == "1800"
+    assert (env["KUBETUNE_WORK_VOLUME_SIZE"], env["KUBETUNE_WORK_VOLUME_STORAGE_CLASS"],
+            env["KUBETUNE_WORK_VOLUME_EPHEMERAL"]) == ("500Gi", "fast-nvme", "true")
     assert env["KUBETUNE_LOG_TAIL_LINES"] == "50"
     assert env["KUBETUNE_STATUS_REFRESH_SECONDS"] == "5"
     assert env["KUBETUNE_LOG_LEVEL"] == "DEBUG"

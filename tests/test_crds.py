@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from kubetune.api import Dataset, TrainerConfig, TuningJob
+from kubetune.api import Dataset, TrainerConfig, TuningJob, ValidatorConfig
 from kubetune.crdgen import RESOURCES, render_crds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,9 @@ def test_examples_exist_and_validate_against_models_and_schema() -> None:
     for where, doc in docs:
         if doc["kind"] == "TrainerConfig":  # the trainer's input, not a resource: no CRD to check against
             TrainerConfig.model_validate(doc)
+            continue
+        if doc["kind"] == "ValidatorConfig":  # the validator's input, likewise
+            ValidatorConfig.model_validate(doc)
             continue
         MODELS[doc["kind"]].model_validate(doc)
         errors = list(_openapi_validator(doc["kind"]).iter_errors(doc))

@@ -188,8 +188,9 @@ def test_the_containers_env_becomes_the_process_env(tmp_path: Path) -> None:
 
 
 def test_config_map_sources_are_written_to_a_folder_and_mounted(tmp_path: Path) -> None:
-    from kubetune.builders import resolve_trainer_config
+    from kubetune.builders import plan_work_volume, resolve_trainer_config
     from kubetune.local.workspace import Workspace, localize_trainer_config
+    from kubetune.settings import Settings
 
     inline_job = JOB.replace("{dataset: qa}", "{source: {configMap: {name: qa-data, key: rows.jsonl}}}")
     config_map = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: qa-data}\n"
@@ -197,11 +198,13 @@ def test_config_map_sources_are_written_to_a_folder_and_mounted(tmp_path: Path) 
     manifests = load_manifests([write(tmp_path, inline_job, config_map)], environ={})
     tj = manifests.tuning_jobs[0].obj
     workspace = Workspace(tmp_path / "out", {"models": tmp_path / "models"})
-    config = localize_trainer_config(resolve_trainer_config(tj, {}), workspace, manifests)
+    config = localize_trainer_config(resolve_trainer_config(tj, {}), workspace, manifests,
+                                     plan_work_volume(tj, Settings()))
     folder = Path(config.mounts.config_maps["qa-data"])
     assert (folder / "rows.jsonl").read_text() == '{"text": "hi"}'
     assert config.mounts.pvcs == {"models": str(tmp_path / "models")}
     assert config.work_dir == str(tmp_path / "models" / "demo")  # the output volume, as in the cluster
+    assert config.work_location is None  # local paths in messages, not pvc:CLAIM/PATH
     assert config.result_path == str(tmp_path / "out" / "default" / "demo" / "result.json")
 
 

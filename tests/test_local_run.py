@@ -24,6 +24,7 @@ from kubetune.api import (
     Condition,
     ConditionStatus,
     ModelResult,
+    SampleGeneration,
     TrainingMetrics,
     TrainingProgress,
     TuningJob,
@@ -159,6 +160,7 @@ def test_describe_reads_like_kubectl_describe() -> None:
         progress=TrainingProgress(step=300, total_steps=300, percent=100, eta_seconds=0, loss=0.4),
         metrics=TrainingMetrics(eval_loss=0.5, base_eval_loss=2.0),
         result=ModelResult(path="/tmp/models/demo/model"),
+        samples=[SampleGeneration(prompt="Capital of Peru?", reference="Lima.", base="banana", tuned="Lima.")],
     )
     events = [TimedEvent(EventRecord("Normal", "Started", "trainer started"), now - timedelta(seconds=42)),
               TimedEvent(EventRecord("Normal", "Succeeded", "training finished"), now)]
@@ -171,12 +173,27 @@ def test_describe_reads_like_kubectl_describe() -> None:
     assert "    Succeeded  True    Completed  training finished" in lines
     assert "    Eval Loss:       0.5" in lines and "    Base Eval Loss:  2" in lines
     assert "    Eval Loss Change:  2.0000 -> 0.5000 (-75.0%)" in lines
+    # Sample generations right after the figures: base and tuned answers to the same prompt.
+    at = lines.index("  Samples:")
+    assert lines[at + 1:at + 5] == ["    Prompt:     Capital of Peru?", "    Reference:  Lima.",
+                                    "    Base:       banana", "    Tuned:      Lima."]
+    assert at < lines.index("  Result:")
     assert "    Path:  /tmp/models/demo/model" in lines
     assert lines[-4:] == ["  Type    Reason     Age  From            Message",
                           "  ----    ------     ---  ----            -------",
                           "  Normal  Started    42s  kubetune-local  trainer started",
                           "  Normal  Succeeded  0s   kubetune-local  training finished"]
     assert title_case("baseEvalLoss") == "Base Eval Loss"
+
+
+def test_describe_shows_how_preference_tuning_moved_the_model() -> None:
+    job = _job()
+    job.status = TuningJobStatus(phase=TuningJobPhase.SUCCEEDED, metrics=TrainingMetrics(
+        eval_loss=0.61, base_eval_loss=0.6931, preference_accuracy=0.75, base_preference_accuracy=0.5,
+        reward_margin=0.31, reward_accuracy=0.8))
+    lines = describe_tuning_job(job).splitlines()
+    assert "    Preference Accuracy Change:  50.0% -> 75.0%" in lines
+    assert any(line.split() == ["Reward", "Margin:", "0.31"] for line in lines)
 
 
 # ---- the real pipeline: `kubetune run` with the real validator and trainer --------------------------------------
@@ -274,6 +291,12 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     eval_loss, base_loss = float(describe_value(out, "Eval Loss")), float(describe_value(out, "Base Eval Loss"))
     assert eval_loss <= base_loss / 2, (eval_loss, base_loss)
     assert "Normal  Succeeded" in out
+    # "Did tuning help?" as text: validation prompts with the base and the tuned answers.
+    assert "  Samples:" in out and out.count("    Tuned:") == 3 and out.count("    Base:") == 3
+    # The full answers stay in the run's own folder (runs/<uid>-<runHash>/) on the work volume.
+    (run_folder,) = (final.parent / "runs").iterdir()
+    samples = json.loads((run_folder / "samples.json").read_text())
+    assert len(samples) == 3 and all(s["tuned"] and s["prompt"] for s in samples)
 
     # The run folder: config, log, result; the model folder: the model, tokenizer, card, checkpoints.
     job_dir = tmp_path / "out" / "default" / "quickstart"
@@ -284,7 +307,13 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     assert f"full trainer log: {job_dir / 'trainer.log'}" in out
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md"):
         assert (final / name).is_file(), name
-    assert any((final.parent / "checkpoints").glob("checkpoint-*"))
+    # The run trained in its own folder beside the output; its checkpoints went once final/ was written.
+    runs = list((final.parent / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("local-default.quickstart-")
+    assert (runs[0] / "final" / "model.safetensors").samefile(final / "model.safetensors")
+    assert not (runs[0] / "checkpoints").exists()
+    assert f"run folder: {runs[0]}" in out
+    assert describe_value(out, "Work Dir") == str(runs[0])
 
     # The model loads with plain transformers and answers in the learned template.
     script = tmp_path / "generate.py"
@@ -316,11 +345,53 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) 
     assert describe_value(first, "Phase") == "Failed" and "Interrupted" in first
     assert "run the same command again to resume" in first
     work = tmp_path / "out" / "volumes" / "quickstart-models" / "quickstart"
-    assert any((work / "checkpoints").glob("checkpoint-*")) and not (work / "final").exists()
+    [folder] = (work / "runs").iterdir()
+    assert any((folder / "checkpoints").glob("checkpoint-*")) and not (work / "final").exists()
+    assert "add --restart to start over" in first
 
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
     assert "resuming from checkpoint-" in again.stdout
     assert describe_value(again.stdout, "Phase") == "Succeeded"
+    # The status and the Events say which checkpoint the second run resumed from.
+    resumed_from = int(describe_value(again.stdout, "Resumed From Step"))
+    assert resumed_from > 0 and describe_value(again.stdout, "Attempt") == "2"
+    assert f"Resumed from checkpoint step {resumed_from} (attempt 2)" in again.stdout
     log = (tmp_path / "out" / "default" / "quickstart" / "trainer.log").read_text()
     assert "==== new run at" in log  # one log file tells both runs
+
+
+@pytest.mark.slow
+def test_the_same_manifest_reuses_its_run_an_edited_one_starts_clean_and_restart_starts_over(tmp_path: Path) -> None:
+    short = QUICKSTART.read_text().replace("epochs: 12", "epochs: 12\n    maxSteps: 10")
+    manifest = tmp_path / "short.yaml"
+    manifest.write_text(short)
+    args = ("run", "-f", str(manifest), "--volume", f"quickstart-data={DATA}", "--workdir", "out", "--plain")
+    first = kubetune(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "step 10/10" in first.stdout
+    runs = tmp_path / "out" / "volumes" / "quickstart-models" / "quickstart" / "runs"
+    [first_run] = runs.iterdir()
+    model = first_run / "final" / "model.safetensors"
+    trained = model.read_bytes()
+
+    again = kubetune(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert f"this run finished before ({first_run}): publishing its model without training" in again.stdout
+    assert not re.search(r"^step \d+/", again.stdout, re.M), "no training step"
+    assert describe_value(again.stdout, "Phase") == "Succeeded"
+    assert model.read_bytes() == trained
+
+    manifest.write_text(short.replace("learningRate: 0.002", "learningRate: 0.001"))
+    edited = kubetune(*args, cwd=tmp_path)
+    assert edited.returncode == 0, edited.stdout[-3000:]
+    assert "step 5/10" in edited.stdout, "trained from step 0, not from the other spec's model"
+    [second_run] = [p for p in runs.iterdir() if p != first_run]
+    events = edited.stdout[edited.stdout.index("\nEvents:\n"):]
+    assert "SpecChanged" in events and f"since run {first_run.name}" in events
+    assert model.read_bytes() == trained, "the earlier run is kept"
+
+    restarted = kubetune(*args, "--restart", cwd=tmp_path)
+    assert restarted.returncode == 0, restarted.stdout[-3000:]
+    assert f"--restart: removed the run folder {second_run}" in restarted.stdout
+    assert "step 5/10" in restarted.stdout and "finished before" not in restarted.stdout

@@ -447,10 +447,10 @@ def test_a_new_run_costs_one_pass_and_its_own_echoes_are_dropped(cluster: Cluste
         wait_phase(cluster, "Starting")
         cluster.wait_quiet(quiet=1.5, timeout=5)  # more than a refresh interval
         after = {verb: len(cluster.requests(verb, "/namespaces/")) for verb in ("GET", "POST", "PATCH")}
-        # Create the ConfigMap and the Job; patch the status; post JobCreated. The Dataset is read
-        # from the operator's cache, and neither the echo of that create nor that of the status
-        # patch costs another request.
-        assert {verb: after[verb] - before[verb] for verb in after} == {"GET": 0, "POST": 3, "PATCH": 1}
+        # Create the work volume claim, the ConfigMap and the Job; patch the status; post JobCreated.
+        # The Dataset is read from the operator's cache, and neither the echo of that create nor
+        # that of the status patch costs another request.
+        assert {verb: after[verb] - before[verb] for verb in after} == {"GET": 0, "POST": 4, "PATCH": 1}
 
 
 def test_the_operator_imports_no_training_libraries() -> None:

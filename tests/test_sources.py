@@ -425,7 +425,8 @@ def test_hub_split_is_read_at_the_resolved_commit(hub_dataset: tuple[HubServer, 
     ({}, None, FailureReason.AUTH_FAILED, "no token was given"),
     ({}, "hf_wrongwrongwrongwrongwrong", FailureReason.AUTH_FAILED, "not readable"),
     ({"revision": "no-such-branch"}, "good", FailureReason.DATASET_NOT_FOUND, "revision not found"),
-    ({"split": "validation"}, "good", FailureReason.DATASET_NOT_FOUND, "no data file for split 'validation'"),
+    ({"split": "validation"}, "good", FailureReason.DATASET_NOT_FOUND,
+     "no split 'validation': its splits are test, train"),
     ({"files": ["*.csv"]}, "good", FailureReason.DATASET_NOT_FOUND, "no data file matches"),
 ])
 def test_hub_failures_say_what_to_fix(hub_dataset: tuple[HubServer, str], tmp_path: Path, fields: dict[str, Any],
@@ -451,7 +452,7 @@ def test_hub_missing_repo_and_unreachable_hub(hub_server: HubServer, tmp_path: P
     assert hub_server.token not in caught.value.message
 
 
-def test_hub_files_without_split_names_are_the_train_split(hub_server: HubServer, tmp_path: Path) -> None:
+def test_hub_subset_names_a_folder_when_the_repo_declares_no_configs(hub_server: HubServer, tmp_path: Path) -> None:
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(endpoint=hub_server.endpoint, token=hub_server.token)
@@ -462,8 +463,9 @@ def test_hub_files_without_split_names_are_the_train_split(hub_server: HubServer
             "fr/alpaca.json": json.dumps(ROWS[2:]).encode(),
             "training_notes.jsonl": jsonl([{"text": "notes"}]),
         }.items()])
+    # The Hub's convention (as `datasets` applies it): a file named after a split is that split.
     everything = open_source(hub_source(hub_server, "team/subsets"), mounts=Mounts(), token=None, cache_dir=tmp_path)
-    assert everything.files == ["en/alpaca.json", "fr/alpaca.json", "training_notes.jsonl"]
+    assert everything.files == ["training_notes.jsonl"]
     french = open_source(hub_source(hub_server, "team/subsets", subset="fr"), mounts=Mounts(), token=None,
                          cache_dir=tmp_path)
     assert rows_of(french) == [(1, ROWS[2])]

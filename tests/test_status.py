@@ -112,6 +112,7 @@ def success_message() -> str:
         "status": "Succeeded",
         "model": {"repo": "my-org/ministral-support", "revision": "9f8e7d6c5b4a", "url": "https://hf.co/x"},
         "metrics": {"trainLoss": 0.91, "evalLoss": 1.02, "baseEvalLoss": 1.8, "steps": 900},
+        "samples": [{"prompt": "Capital of Peru?", "reference": "Lima.", "base": "banana", "tuned": "Lima."}],
     }).model_dump_json(by_alias=True, exclude_none=True)
 
 
@@ -266,6 +267,7 @@ def test_success_fills_result_metrics_and_times() -> None:
     assert status.result is not None and (status.result.repo, status.result.revision) == (
         "my-org/ministral-support", "9f8e7d6c5b4a")
     assert status.metrics is not None and status.metrics.eval_loss == 1.02
+    assert [(x.prompt, x.base, x.tuned) for x in status.samples] == [("Capital of Peru?", "banana", "Lima.")]
     assert status.start_time == T0 + timedelta(minutes=2)
     assert status.completion_time == T0 + timedelta(minutes=30)
     assert status.job_name == JOB_NAME

@@ -13,7 +13,7 @@ from kubetune.api.tuningjob import Precision
 from kubetune_trainer.cli import main
 from kubetune_trainer.training.device import plan_device
 from support.toydata import generation_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 
 def _safetensors_dtypes(path: Path) -> set[str]:
@@ -44,7 +44,7 @@ def test_cpu_training_falls_back_to_fp32_with_a_warning(tmp_path: Path, capsys: 
         assert warnings == ["warning: precision bf16 requested but this machine has no CUDA GPU: training in fp32"]
     else:
         assert warnings == []
-    assert _safetensors_dtypes(tmp_path / "work" / "final" / "adapter_model.safetensors") == {"F32"}
+    assert _safetensors_dtypes(run_dir(tmp_path) / "final" / "adapter_model.safetensors") == {"F32"}
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from kubetune.api.progress import ProgressEvent, parse_line
 from kubetune.api.tuningjob import Hyperparameters, MethodSpec, Precision, ScratchModel, Task
 from kubetune_trainer.cli import main
 from support.toydata import generation_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -68,8 +68,8 @@ def test_trains_saves_and_reloads_in_bf16(tmp_path: Path, capsys: pytest.Capture
     assert result.metrics is not None and result.metrics.train_loss is not None
     assert math.isfinite(result.metrics.train_loss) and result.metrics.steps == 6
 
-    final = tmp_path / "work" / "final"
-    base = AutoModelForCausalLM.from_pretrained(tmp_path / "work" / "scratch-base", dtype=torch.bfloat16,
+    final = run_dir(tmp_path) / "final"
+    base = AutoModelForCausalLM.from_pretrained(run_dir(tmp_path) / "scratch-base", dtype=torch.bfloat16,
                                                 device_map={"": 0})
     model = PeftModel.from_pretrained(base, final).eval()
     trained_b = [p for name, p in model.named_parameters() if "lora_B" in name]

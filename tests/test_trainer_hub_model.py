@@ -27,7 +27,7 @@ from kubetune_trainer.cli import main
 from kubetune_trainer.training.scratch import build_scratch_model
 from support.hubserver import HubServer, start_hub_server
 from support.toydata import generation_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -183,4 +183,4 @@ def test_hub_failures_map_to_reasons(tmp_path: Path, hub_base: HubBase, own_hf_h
         assert "refused the token" in result.message
     for secret in (server.token, wrong):
         assert secret not in out and secret not in (tmp_path / "result.json").read_text()
-    assert not (tmp_path / "work" / "final").exists()
+    assert not (run_dir(tmp_path) / "final").exists()

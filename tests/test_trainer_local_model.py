@@ -14,7 +14,7 @@ from kubetune.api.tuningjob import ScratchModel
 from kubetune_trainer.cli import main
 from kubetune_trainer.training.scratch import build_scratch_model
 from support.toydata import generation_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_trains_from_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == ExitCode.OK, result
     assert result.model is not None and result.model.base_model_revision is None
     assert _digests(folder) == before, "the base folder (a read-only volume in a Pod) is left as it was"
-    final = tmp_path / "work" / "final"
+    final = run_dir(tmp_path) / "final"
     assert not (final / "base").exists(), "only a scratch base is shipped with the adapter"
     adapter_config = yaml.safe_load((final / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == str(folder)
@@ -73,7 +73,7 @@ def test_a_bad_model_path_fails_before_training(tmp_path: Path, capsys: pytest.C
     code, result = _train(tmp_path, path, capsys)
     assert (code, result.reason, result.retryable) == (ExitCode.PERMANENT, reason, False), result
     assert result.message is not None and path in result.message
-    assert not (tmp_path / "work" / "final").exists()
+    assert not (run_dir(tmp_path) / "final").exists()
 
 
 def test_a_pvc_path_with_a_space_is_found_where_the_operator_mounted_it(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_a_pvc_path_with_a_space_is_found_where_the_operator_mounted_it(tmp_path
         "spec": {"baseModel": {"path": "pvc: models/org/tiny"}, "output": {"repo": "o/m"},
                  "datasets": {"train": [{"source": {"hf": {"repo": "o/d"}}}]}}})
     config = resolve_trainer_config(tj, {})
-    assert set(config.mounts.pvcs) == {"models"}
+    assert set(config.mounts.pvcs) == {"models", "j-work"}  # the model's claim and the work volume
     folder = tmp_path / "models" / "org" / "tiny"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")

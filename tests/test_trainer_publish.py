@@ -18,7 +18,7 @@ from kubetune.api.progress import Stage, StageEvent, parse_line
 from kubetune_trainer.cli import main
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 from support.toydata import generation_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -126,8 +126,10 @@ def test_failed_pushes_keep_the_model_and_a_rerun_only_pushes(tmp_path: Path, hu
     capsys.readouterr()
     assert code == ExitCode.RETRYABLE
     assert result.status == "Failed" and result.reason == "PushFailed" and result.retryable
-    final = tmp_path / "work" / "final"
+    final = run_dir(tmp_path) / "final"
     assert result.model is not None and result.model.path == str(final)
+    assert result.message is not None and f"saved in {final}" in result.message
+    assert "a new attempt only pushes it" in result.message
     assert result.metrics is not None and result.metrics.steps == 6
     trained = _digest(final)
 

@@ -12,7 +12,7 @@ from kubetune.api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, TrainerRe
 from kubetune.api.progress import ProgressEvent, Stage, StageEvent, parse_line
 from kubetune_trainer.cli import main
 from support.toydata import GENERATION_FORMATS, classification_rows, generation_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_every_format_trains_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert all(e.total_steps == 4 and e.tokens_per_second for e in progress(lines) if e.loss is not None)
     assert stages(lines) == [Stage.LOADING, Stage.LOADING, Stage.EVALUATING, Stage.TRAINING, Stage.EVALUATING,
                              Stage.SAVING, Stage.DONE]
-    final = tmp_path / "work" / "final"
+    final = run_dir(tmp_path) / "final"
     assert (final / "adapter_model.safetensors").is_file() and (final / "README.md").is_file()
     assert list((final / "runs").iterdir()), "TensorBoard events are kept with the model"
 
@@ -71,9 +71,17 @@ def test_a_learnable_task_learns(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # LoRA on a random base moves slower than Full, but both must beat the base clearly.
     assert result.metrics.eval_loss < result.metrics.base_eval_loss * 0.9
     assert any(e.eval_loss is not None and e.step == 20 for e in progress(lines)), "evalSteps reaches the trainer"
-    final = tmp_path / "work" / "final"
+    final = run_dir(tmp_path) / "final"
     weights = "adapter_model.safetensors" if method == "LoRA" else "model.safetensors"
     assert (final / weights).is_file()
+    # Sample generations: the same three validation prompts, before and after. The random base cannot
+    # answer; the tuned model has learnt the shape of the answers.
+    assert [s.prompt for s in result.samples] == [r["messages"][0]["content"]
+                                                  for r in generation_rows("messages", 16, seed=2)[:3]]
+    assert all(s.tuned.startswith("The capital of") for s in result.samples), result.samples
+    assert all(not s.base.startswith("The capital of") for s in result.samples), result.samples
+    card = (final / "README.md").read_text(encoding="utf-8")
+    assert "## Sample generations" in card and result.samples[0].tuned in card
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
@@ -88,7 +96,7 @@ def test_classification_with_lora(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert metrics is not None and metrics.eval_accuracy is not None and metrics.base_eval_accuracy is not None
     assert metrics.eval_loss is not None and metrics.base_eval_loss is not None
     assert metrics.eval_loss < metrics.base_eval_loss
-    final = tmp_path / "work" / "final"
+    final = run_dir(tmp_path) / "final"
     assert json.loads((final / "labels.json").read_text()) == ["food", "music", "sports"]
     adapter_config = json.loads((final / "adapter_config.json").read_text())
     assert adapter_config["task_type"] == "SEQ_CLS" and adapter_config["modules_to_save"]
@@ -102,7 +110,7 @@ def test_a_defective_row_fails_with_its_row_and_field(tmp_path: Path, capsys: py
     assert code == ExitCode.PERMANENT
     assert result.reason == "DatasetInvalid" and result.retryable is False
     assert result.message is not None and "row 7" in result.message and "output" in result.message
-    assert not (tmp_path / "work" / "scratch-base").exists(), "fails before the model is built"
+    assert not (run_dir(tmp_path) / "scratch-base").exists(), "fails before the model is built"
 
 
 def test_qlora_without_cuda_is_refused_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,7 +121,7 @@ def test_qlora_without_cuda_is_refused_before_loading(tmp_path: Path, capsys: py
     result = TrainerResult.model_validate_json((tmp_path / "result.json").read_text())
     assert code == ExitCode.PERMANENT and result.reason == "UnsupportedDevice"
     assert "CUDA" in (result.message or "")
-    assert not (tmp_path / "work" / "scratch-base").exists()
+    assert not (run_dir(tmp_path) / "scratch-base").exists()
     assert stages(capsys.readouterr().out.splitlines()) == []
 
 

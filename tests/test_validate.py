@@ -15,8 +15,9 @@ import pytest
 
 from kubetune.api.contract import TERMINATION_MESSAGE_LIMIT, ExitCode, FailureReason, ValidationReport, ValidatorConfig
 from kubetune.api.dataset import DatasetFormat
-from kubetune_trainer.data.validate import main, validate_dataset
+from kubetune_trainer.data.validate import validate_dataset
 from kubetune_trainer.termination import fit_termination_message, termination_json
+from kubetune_trainer.validatecli import main
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 
 SECRET = "hf_" + "Q" * 34
@@ -59,7 +60,7 @@ def test_bad_rows_are_listed_with_row_number_and_field(tmp_path: Path) -> None:
     assert report.detected_format is DatasetFormat.MESSAGES
     assert [(e.row, e.field) for e in report.errors] == [
         (2, "messages[1].content"), (3, ""), (5, "messages[1].content"), (6, "messages[1].role"),
-        (7, "messages[0].content"), (8, ""),
+        (7, "messages"), (8, ""),
     ]
     assert "not valid JSON" in report.errors[1].message
     assert "merge them" in report.errors[2].message
@@ -162,7 +163,7 @@ def test_main_prints_summary_and_json_and_writes_the_result(tmp_path: Path, caps
     code, out, printed = run_main(config_for(tmp_path, "d.jsonl"), tmp_path, capsys, monkeypatch)
     assert code == ExitCode.PERMANENT
     assert out.startswith("Dataset default/rows: Invalid (DatasetInvalid)")
-    assert "row 4 messages[2].content: the last turn must be the assistant's" in out
+    assert "row 4 messages[2]: the conversation ends with a user turn" in out
     written = (tmp_path / "result.json").read_text()
     assert json.loads(written) == printed and printed["outcome"] == "Invalid"
     assert SECRET not in out and SECRET not in written
@@ -235,6 +236,12 @@ def test_token_stats_are_measured_with_the_tokenizer(tmp_path: Path) -> None:
     assert (report.token_stats.min, report.token_stats.median, report.token_stats.max) == (5, 6, 34)
     assert report.token_stats.over_max_percent == pytest.approx(33.33)
 
+    # Preference rows: the prompt and the longer answer, through the same template.
+    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q q", "chosen": "w", "rejected": " ".join(["w"] * 30)}])
+    report = validate_dataset(config_for(tmp_path, "pairs.jsonl", validation={
+        "tokenizer": str(chat), "maxSeqLength": 16}), token=None)
+    assert report.token_stats is not None and report.token_stats.max == 34
+
     report = validate_dataset(config_for(tmp_path, "chat.jsonl", validation={
         "tokenizer": str(tmp_path / "no-such-tokenizer")}), token=None)
     assert report.outcome == "Ready" and report.token_stats is None
@@ -247,7 +254,7 @@ def test_token_stats_are_measured_with_the_tokenizer(tmp_path: Path) -> None:
 # process, which may hold a loaded model), which would hide the child's own peak.
 _PEAK_RSS = textwrap.dedent("""
     import sys
-    from kubetune_trainer.data.validate import main
+    from kubetune_trainer.validatecli import main
     code = main(["--config", sys.argv[1]])
     peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print("PEAK_KIB", peak)

@@ -71,7 +71,8 @@ class KubeClient:
     # --- create -------------------------------------------------------------------------
 
     def create(self, obj: Mapping[str, Any]) -> Obj | None:
-        """Create a ConfigMap, Service or Job; the object as the API server stored it, or None if it already existed.
+        """Create a ConfigMap, Service, Job or PersistentVolumeClaim; the object as the API server stored it,
+        or None if it already existed.
 
         AlreadyExists is success: names are deterministic, so an existing object is the one a
         previous attempt (or a previous operator process) created.
@@ -84,6 +85,8 @@ class KubeClient:
             path = _core_path(namespace, "services")
         elif kind == "Job":
             path = _batch_path(namespace, "jobs")
+        elif kind == "PersistentVolumeClaim":
+            path = _core_path(namespace, "persistentvolumeclaims")
         else:
             raise ValueError(f"kubetune does not create objects of kind {kind!r}")
         try:
@@ -97,6 +100,9 @@ class KubeClient:
 
     def get_job(self, namespace: str, name: str) -> Obj | None:
         return self._get(_batch_path(namespace, "jobs", name))
+
+    def get_claim(self, namespace: str, name: str) -> Obj | None:
+        return self._get(_core_path(namespace, "persistentvolumeclaims", name))
 
     def list_all(self, plural: str, *, namespaces: Sequence[str] = (),
                  labels: Mapping[str, str | None] | None = None) -> list[Obj]:

@@ -7,8 +7,10 @@ Everything has a default so that `kubetune operator` runs with no configuration.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
+from kubetune.api.common import BYTE_QUANTITY
 from kubetune.usererror import UserError
 
 ENV_PREFIX = "KUBETUNE_"
@@ -45,6 +47,14 @@ def _env_bool(name: str, default: bool) -> bool:
                     f"or unset it (default {'true' if default else 'false'})")
 
 
+def _env_quantity(name: str, default: str) -> str:
+    raw = _env(name, default).strip()
+    if not re.match(BYTE_QUANTITY, raw):
+        raise UserError(f"{ENV_PREFIX}{name} must be a byte quantity such as 50Gi, got {raw!r}: fix it or unset "
+                        f"it (default {default})")
+    return raw
+
+
 def _env_list(name: str) -> list[str]:
     return [item.strip() for item in _env(name, "").split(",") if item.strip()]
 
@@ -61,6 +71,17 @@ class Settings:
     """Default CPU request of a training container (KUBETUNE_TRAINER_CPU)."""
     trainer_memory: str = "32Gi"
     """Default memory request and limit of a training container (KUBETUNE_TRAINER_MEMORY)."""
+    trainer_termination_grace_seconds: int = 600
+    """Seconds a stopped trainer Pod gets to save a checkpoint when a TuningJob names none
+    (KUBETUNE_TRAINER_TERMINATION_GRACE_SECONDS)."""
+    work_volume_size: str = "50Gi"
+    """Size of the work volume claim kubetune creates when a TuningJob names none (KUBETUNE_WORK_VOLUME_SIZE)."""
+    work_volume_storage_class: str = ""
+    """StorageClass of the created work volume claims; empty means the cluster's default
+    (KUBETUNE_WORK_VOLUME_STORAGE_CLASS)."""
+    work_volume_ephemeral: bool = False
+    """Keep work folders on the Pods' own disks unless a TuningJob names a volume: for clusters
+    without persistent storage; a new Pod then trains from step 0 (KUBETUNE_WORK_VOLUME_EPHEMERAL)."""
     validator_cpu: str = "500m"
     """CPU request of a dataset validation container (KUBETUNE_VALIDATOR_CPU)."""
     validator_memory: str = "1Gi"
@@ -91,6 +112,11 @@ class Settings:
             gpu_resource_name=_env("GPU_RESOURCE_NAME", defaults.gpu_resource_name),
             trainer_cpu=_env("TRAINER_CPU", defaults.trainer_cpu),
             trainer_memory=_env("TRAINER_MEMORY", defaults.trainer_memory),
+            trainer_termination_grace_seconds=_env_int("TRAINER_TERMINATION_GRACE_SECONDS",
+                                                       defaults.trainer_termination_grace_seconds),
+            work_volume_size=_env_quantity("WORK_VOLUME_SIZE", defaults.work_volume_size),
+            work_volume_storage_class=_env("WORK_VOLUME_STORAGE_CLASS", defaults.work_volume_storage_class),
+            work_volume_ephemeral=_env_bool("WORK_VOLUME_EPHEMERAL", defaults.work_volume_ephemeral),
             validator_cpu=_env("VALIDATOR_CPU", defaults.validator_cpu),
             validator_memory=_env("VALIDATOR_MEMORY", defaults.validator_memory),
             namespaces=_env_list("NAMESPACES"),

@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 
+from kubetune.kube import merge_patch
 from support.job_rules import (
     BACKOFF_LIMIT_EXCEEDED,
     COMPLETIONS_REACHED,
@@ -53,7 +54,6 @@ from support.job_rules import (
     is_active,
     is_pod_failed,
     is_terminating,
-    merge_patch,
     new_condition,
     parse_stamp,
     phase,

@@ -202,20 +202,6 @@ def finished_at(pod: Mapping[str, Any]) -> float | None:
     return None
 
 
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> Obj:
-    """The JSON merge patch (RFC 7386) turning `old` into `new`: removed keys become None."""
-    patch: Obj = {key: None for key in old.keys() - new.keys()}
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif key not in old or value != before:
-            patch[key] = value
-    return patch
-
-
 def wire_status(status: Mapping[str, Any]) -> Obj:
     """The status as the API server serialises batch/v1 JobStatus: zero counters are omitted
     (`active`, `succeeded`, `failed` are omitempty); `ready`, `terminating` are pointers, kept at 0."""

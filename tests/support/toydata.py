@@ -61,6 +61,33 @@ def generation_rows(fmt: str, n: int = 64, seed: int = 0) -> list[dict[str, Any]
     return rows
 
 
+PREFERENCE_FORMATS = ["standard", "conversational", "openai"]
+
+
+def preference_rows(fmt: str = "standard", n: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+    """n capitals questions with the right answer chosen and a wrong capital rejected, in `fmt`:
+    trl's standard (prompt/chosen/rejected strings) or conversational form, or OpenAI's preference JSONL."""
+    rng = random.Random(seed + 1)
+    rows: list[dict[str, Any]] = []
+    for question, answer in _pairs(n, seed):
+        country = answer.removeprefix("The capital of ").split(" is ")[0]
+        wrong = rng.choice([c for k, c in CAPITALS.items() if k != country])
+        rejected = f"The capital of {country} is {wrong}."
+        if fmt == "standard":
+            rows.append({"prompt": question, "chosen": answer, "rejected": rejected})
+        elif fmt == "conversational":
+            user = {"role": "user", "content": question}
+            rows.append({"chosen": [user, {"role": "assistant", "content": answer}],
+                         "rejected": [user, {"role": "assistant", "content": rejected}]})
+        elif fmt == "openai":
+            rows.append({"input": {"messages": [{"role": "user", "content": question}]},
+                         "preferred_output": [{"role": "assistant", "content": answer}],
+                         "non_preferred_output": [{"role": "assistant", "content": rejected}]})
+        else:
+            raise ValueError(f"unknown preference format {fmt}")
+    return rows
+
+
 def classification_rows(n: int = 64, seed: int = 0, *, multi_label: bool = False) -> list[dict[str, Any]]:
     """Sentences whose topic words decide the label(s): one topic, or one or two when multi_label."""
     rng = random.Random(seed)

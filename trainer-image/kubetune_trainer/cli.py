@@ -2,11 +2,14 @@
 
     kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE]
     kubetune-trainer validate --config /etc/kubetune/config.json [--result-path FILE]
+    kubetune-trainer validate -f DATA_FILE_OR_FOLDER [--format FORMAT]   (see validate --help)
     kubetune-trainer train --config FILE --check    # refuse what a run would refuse at start
 
 `train` reads a TrainerConfig (JSON or YAML: the TuningJob spec with every dataset
 resolved to an inline source, the work folder, the volume mounts), trains, evaluates the
-base and tuned models, writes <work_dir>/final and pushes it when spec.output.repo is set.
+base and tuned models, writes final/ in the run's folder (<workDir>/runs/<uid>-<runHash>/; a
+new start of the same run resumes from its newest checkpoint, or only publishes a finished
+model), delivers it to output.pvc and pushes it when spec.output.repo is set.
 It prints one `##kubetune {...}` progress line per logging step and a stage line per stage
 (kubetune.api.progress), and writes a TrainerResult JSON (<= 4096 bytes) to the result path
 (default /dev/termination-log). The Hugging Face token comes from HF_TOKEN, a data token
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] not in ("train", "validate"):
         parser.parse_args(args)  # prints usage and exits
     if args[0] == "validate":
-        from kubetune_trainer.data.validate import main as validate_main
+        from kubetune_trainer.validatecli import main as validate_main
 
         return validate_main(args[1:])
     return train_main(args[1:])

@@ -109,6 +109,11 @@ its own credentials, so the operator never reads one.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create"]
+# Each TuningJob's work volume (checkpoints, the finished model), owned by the TuningJob so the
+# garbage collector deletes it; an existing claim of that name is read to check it is ours.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "create"]
 # Pod state, termination messages and log tails feed status.progress/result/logTail.
 - apiGroups: [""]
   resources: ["pods"]

@@ -43,21 +43,25 @@ from kubetune.api.dataset import (
     ValidationSummary,
 )
 from kubetune.api.distributed import DistributedSpec, LaunchPlan, ParallelStrategy
+from kubetune.api.run import RunIdentity, run_hash
 from kubetune.api.tuningjob import (
     BaseModelSpec,
     ClassificationSpec,
     DatasetEntry,
     DatasetsSpec,
+    DpoSpec,
     Hyperparameters,
     JobError,
     LoraSpec,
     LRScheduler,
     MethodSpec,
     ModelResult,
+    Objective,
     OutputSpec,
     Precision,
     QuantizationSpec,
     ResourcesSpec,
+    SampleGeneration,
     ScratchModel,
     Task,
     TrainingMetrics,
@@ -68,15 +72,17 @@ from kubetune.api.tuningjob import (
     TuningJobStatus,
     TuningMethod,
 )
+from kubetune.api.workvolume import RetainPolicy, WorkVolumeSpec
 
 __all__ = [
-    "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION",
-    "BaseModelSpec", "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource",
-    "DataSource", "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus",
-    "DatasetValidation", "DatasetsSpec", "DistributedSpec", "ExitCode", "FailureReason", "HubSource",
-    "Hyperparameters", "JobError", "KubeModel", "LRScheduler", "LaunchPlan", "LoraSpec", "MethodSpec", "ModelResult",
-    "Mounts", "ObjectMeta", "OutputSpec", "ParallelStrategy", "Precision", "PvcSource", "QuantizationSpec",
-    "ResourcesSpec", "RowError", "ScratchModel", "SecretKeyRef", "Task", "TokenStats", "TrainerConfig",
-    "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob", "TuningJobPhase", "TuningJobSpec",
-    "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport", "ValidationSummary", "ValidatorConfig",
+    "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION", "BaseModelSpec",
+    "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource", "DataSource", "Dataset",
+    "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus", "DatasetValidation",
+    "DatasetsSpec", "DistributedSpec", "DpoSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters",
+    "JobError", "KubeModel", "LRScheduler", "LaunchPlan", "LoraSpec", "MethodSpec", "ModelResult", "Mounts",
+    "ObjectMeta", "Objective", "OutputSpec", "ParallelStrategy", "Precision", "PvcSource", "QuantizationSpec",
+    "ResourcesSpec", "RetainPolicy", "RowError", "RunIdentity", "SampleGeneration", "ScratchModel", "SecretKeyRef",
+    "Task", "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
+    "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport",
+    "ValidationSummary", "ValidatorConfig", "WorkVolumeSpec", "run_hash",
 ]

@@ -23,14 +23,17 @@ from kubetune.api.dataset import (
     ValidationSummary,
 )
 from kubetune.api.distributed import LaunchPlan
-from kubetune.api.tuningjob import ModelResult, TrainingMetrics, TuningJobSpec
+from kubetune.api.run import RunIdentity
+from kubetune.api.tuningjob import ModelResult, SampleGeneration, TrainingMetrics, TuningJobSpec
 from kubetune.api.volumes import path_inside_volume
 
 # The version of this contract, MAJOR.MINOR. The operator writes it into every config; a
 # trainer reads a config of its own major version (dropping, with a log line, fields a newer
 # minor added) and refuses any other. Bump the minor for additions an older trainer may
 # ignore, the major for anything it would misread.
-# 1.1: TrainerConfig.launch (processes and rendezvous); a 1.0 trainer ignores it and runs one process per Pod.
+# 1.1: TrainerConfig.run and workLocation (workDir holds runs/); method.objective and dpo, the preference
+# format, hf.streaming, samples; TrainerConfig.launch (processes and rendezvous: a 1.0 trainer ignores it and
+# runs one process per Pod).
 CONTRACT_VERSION: Final = "1.1"
 CONTRACT_VERSION_PATTERN: Final = r"^[0-9]+\.[0-9]+$"
 
@@ -71,7 +74,7 @@ class ExitCode:
     OK = 0
     RETRYABLE = 1  # network, push, interruption: a new attempt may succeed
     PERMANENT = 2  # bad config, bad data, auth, unsupported device: retrying cannot help
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # stopped by SIGTERM/SIGINT after saving a checkpoint: the Job retries it uncounted
 
 
 class Mounts(KubeModel):
@@ -104,7 +107,16 @@ class TrainerConfig(KubeModel):
     namespace: str = Field(default="default", description="TuningJob namespace.")
     spec: TuningJobSpec = Field(description="The job's spec with Dataset references replaced by their sources.")
     dataset_names: list[str] = Field(default_factory=list, description="Names of the datasets, for the model card.")
-    work_dir: str = Field(default="/workspace/output", description="Checkpoints and the final model go here.")
+    work_dir: str = Field(default="/workspace",
+                          description="The work volume's folder: each run works in <workDir>/runs/<uid>-<runHash>/.")
+    work_location: str | None = Field(
+        default=None, max_length=4096,
+        description="workDir as people find it (pvc:CLAIM/PATH), for messages and results; workDir when unset.",
+    )
+    run: RunIdentity | None = Field(
+        default=None,
+        description="The run's identity; when unset the trainer derives it from namespace, name and the spec.",
+    )
     mounts: Mounts = Field(default_factory=Mounts, description="Where volumes are mounted.")
     allow_private_urls: bool = Field(default=False, description="Allow URLs on private/loopback addresses.")
     result_path: str = Field(default=TERMINATION_LOG, description="Where the TrainerResult is written.")
@@ -140,6 +152,8 @@ class TrainerResult(KubeModel):
     retryable: bool | None = Field(default=None, description="Whether a new attempt may succeed.")
     model: ModelResult | None = Field(default=None, description="Where the model is.")
     metrics: TrainingMetrics | None = Field(default=None, description="Final figures.")
+    samples: list[SampleGeneration] = Field(default_factory=list, max_length=10,
+                                            description="Base vs tuned answers to a few validation prompts.")
 
 
 class ValidationReport(ValidationSummary):

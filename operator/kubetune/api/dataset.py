@@ -32,6 +32,7 @@ class DatasetFormat(StrEnum):
     PROMPT_COMPLETION = "promptCompletion"
     TEXT = "text"
     CLASSIFICATION = "classification"
+    PREFERENCE = "preference"
 
 
 class DatasetPhase(StrEnum):
@@ -50,12 +51,22 @@ class HubSource(KubeModel):
         default="main", description="Branch, tag or commit sha; resolved to a commit sha by validation.",
         min_length=1, max_length=200,
     )
-    split: str = Field(default="train", description="Split to read.", min_length=1, max_length=100)
-    subset: str | None = Field(default=None, description="Configuration (subset) name, if the repo has several.",
-                               max_length=200)
+    split: str = Field(default="train", min_length=1, max_length=100,
+                       description="Split to read, by its exact name (train does not match train_sft).")
+    subset: str | None = Field(
+        default=None, max_length=200,
+        description="Configuration (subset) name, as the repo's README configs declare it; in a repo without "
+                    "configs, a folder holding the data. Required when the repo has several configs and no default.",
+    )
     files: list[str] = Field(
         default_factory=list, max_length=1000,
-        description="Files or glob patterns in the repo to read instead of the split's own files.",
+        description="Files or glob patterns in the repo to read instead of the split's own files (they become "
+                    "the split named in split).",
+    )
+    streaming: bool = Field(
+        default=True,
+        description="Read the rows as they download, without a local copy (data larger than memory or disk); "
+                    "false downloads the files into the datasets cache first.",
     )
     endpoint: str | None = Field(
         default=None, pattern=r"^https?://", max_length=2048,
@@ -157,6 +168,10 @@ class ColumnMapping(KubeModel):
     text: str | None = Field(default=None, description="text/classification: text column.", max_length=256)
     label: str | None = Field(default=None, description="classification: label column (a string or a list).",
                               max_length=256)
+    chosen: str | None = Field(default=None, description="preference: the preferred answer column.",
+                               max_length=256)
+    rejected: str | None = Field(default=None, description="preference: the dispreferred answer column.",
+                                 max_length=256)
     label_columns: list[str] = Field(
         default_factory=list, max_length=1000,
         description="classification: one 0/1 column per label (multi-label data), named after the label.",

@@ -45,6 +45,10 @@ class ProgressEvent(KubeModel):
     learning_rate: float | None = Field(default=None, ge=0)
     tokens_per_second: float | None = Field(default=None, ge=0)
     eta_seconds: int | None = Field(default=None, ge=0)
+    # Set on every line of an attempt that resumed from a checkpoint (not only the first, which
+    # may have left the log window the operator reads); `attempt` counts starts on the work folder.
+    resumed_from_step: int | None = Field(default=None, ge=0)
+    attempt: int | None = Field(default=None, ge=1)
 
     @property
     def percent(self) -> int | None:

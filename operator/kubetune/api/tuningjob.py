@@ -21,12 +21,18 @@ from kubetune.api.common import (
 from kubetune.api.dataset import ColumnMapping, DatasetFormat, DataSource, PvcSource
 from kubetune.api.distributed import DistributedSpec, ParallelStrategy
 from kubetune.api.volumes import VolumePathError, parse_pvc_path
+from kubetune.api.workvolume import WorkVolumeSpec
 
 
 class TuningMethod(StrEnum):
     LORA = "LoRA"
     QLORA = "QLoRA"
     FULL = "Full"
+
+
+class Objective(StrEnum):
+    SFT = "sft"
+    DPO = "dpo"
 
 
 class Precision(StrEnum):
@@ -139,10 +145,27 @@ class QuantizationSpec(KubeModel):
     double_quant: bool = Field(default=True, description="Quantize the quantization constants too.")
 
 
+class DpoSpec(KubeModel):
+    """Direct Preference Optimization settings (objective dpo)."""
+
+    beta: float = Field(
+        default=0.1, gt=0, le=10,
+        description="How far the tuned model may drift from the base model: higher keeps it closer "
+                    "(trl's beta; 0.1 is the usual start, 0.01-0.5 the usual range).",
+    )
+
+
 class MethodSpec(KubeModel):
     """How the weights are trained."""
 
     type: TuningMethod = Field(default=TuningMethod.LORA, description="LoRA, QLoRA or Full.")
+    objective: Objective = Field(
+        default=Objective.SFT,
+        description="sft: learn the answers in the data (supervised fine-tuning); dpo: learn to prefer the chosen "
+                    "answer over the rejected one (Direct Preference Optimization, needs preference data). With "
+                    "LoRA the reference model is the base itself (the adapter switched off).",
+    )
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings, used when objective is dpo.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="Adapter shape for LoRA and QLoRA.")
     quantization: QuantizationSpec | None = Field(default=None, description="Required for QLoRA.")
 
@@ -238,8 +261,11 @@ class OutputSpec(KubeModel):
     merge: bool = Field(default=False, description="Also push the base model merged with the adapter.")
     endpoint: str | None = Field(default=None, pattern=r"^https?://", max_length=2048,
                                  description="Hub endpoint for a self-hosted hub; the public hub when unset.")
-    pvc: PvcSource | None = Field(default=None,
-                                  description="A folder on a volume for the model and the checkpoints.")
+    pvc: PvcSource | None = Field(
+        default=None,
+        description="A folder on a volume that receives the finished model in final/ (and merged/); unless "
+                    "workVolume says otherwise, the run's checkpoints live on this claim too, under path/runs/.",
+    )
 
     @model_validator(mode="after")
     def _somewhere(self) -> OutputSpec:
@@ -307,6 +333,40 @@ class TuningJobSpec(KubeModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000, description="Delete the finished Job (not the TuningJob) after this."
     )
+    work_volume: WorkVolumeSpec = Field(
+        default_factory=WorkVolumeSpec,
+        description="Where checkpoints and the finished model are kept so a new Pod (retry, eviction, "
+                    "preemption, suspend and resume) continues from the last checkpoint.",
+    )
+    termination_grace_period_seconds: int | None = Field(
+        default=None, ge=30, le=86_400,
+        description="Seconds a stopped trainer Pod gets to save a checkpoint before it is killed; the "
+                    "operator's default when unset.",
+    )
+
+    @model_validator(mode="after")
+    def _objective_fits(self) -> TuningJobSpec:
+        problem = self.objective_mismatch()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def objective_mismatch(self) -> str | None:
+        """Why the data or task does not fit method.objective, or None. Entries whose format is not known yet
+        (a Dataset reference, or auto) are checked again once resolved, and by the trainer."""
+        dpo = self.method.objective is Objective.DPO
+        if dpo and self.task is Task.TEXT_CLASSIFICATION:
+            return "method.objective dpo trains text generation: remove it or set task: textGeneration"
+        for entry in [*self.datasets.train, *self.datasets.validation]:
+            if entry.source is None or entry.format is DatasetFormat.AUTO:
+                continue
+            if dpo and entry.format is not DatasetFormat.PREFERENCE:
+                return (f"method.objective dpo needs preference data (prompt/chosen/rejected), but dataset "
+                        f"{entry.describe()} has format {entry.format}: give preference data, or set "
+                        "method.objective: sft")
+            if not dpo and entry.format is DatasetFormat.PREFERENCE:
+                return f"dataset {entry.describe()} holds preference pairs: set method.objective: dpo to train on them"
+        return None
 
     @model_validator(mode="after")
     def _classification_has_labels(self) -> TuningJobSpec:
@@ -330,6 +390,9 @@ class TuningJobSpec(KubeModel):
         if self.distributed.strategy is ParallelStrategy.FSDP and self.method.type is TuningMethod.QLORA:
             raise ValueError("distributed.strategy FSDP does not combine with QLoRA (4-bit weights are not "
                              "sharded): use DDP or Auto, or method LoRA/Full")
+        if self.method.objective is Objective.DPO and (self.resources.nodes > 1 or self.resources.gpus > 1):
+            raise ValueError("method.objective dpo trains in one process for now: set resources.gpus to 1 (or 0) "
+                             "and resources.nodes to 1")
         return self
 
 
@@ -345,6 +408,11 @@ class TrainingProgress(KubeModel):
     eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
     learning_rate: float | None = Field(default=None, ge=0, description="Current learning rate.")
     tokens_per_second: float | None = Field(default=None, ge=0, description="Training throughput.")
+    resumed_from_step: int | None = Field(default=None, ge=0,
+                                          description="The checkpoint step this attempt resumed from; "
+                                                      "unset when it started from step 0.")
+    attempt: int | None = Field(default=None, ge=1,
+                                description="Which start of the trainer on this work folder this is (1: the first).")
     updated_at: datetime | None = Field(default=None, description="When this was read.")
 
 
@@ -361,6 +429,27 @@ class TrainingMetrics(KubeModel):
     train_rows: int | None = Field(default=None, ge=0, description="Training rows used.")
     steps: int | None = Field(default=None, ge=0, description="Optimizer steps run.")
     runtime_seconds: float | None = Field(default=None, ge=0, description="Wall time of training.")
+    preference_accuracy: float | None = Field(
+        default=None, ge=0, le=1,
+        description="dpo: share of validation pairs the tuned model finds more likely chosen than rejected.")
+    base_preference_accuracy: float | None = Field(default=None, ge=0, le=1,
+                                                   description="dpo: the same share for the base model.")
+    reward_margin: float | None = Field(
+        default=None,
+        description="dpo: mean implicit reward of chosen minus rejected on the validation pairs (beta times the "
+                    "log-likelihood margin gained over the base); above 0 means the tuning moved the right way.")
+    reward_accuracy: float | None = Field(
+        default=None, ge=0, le=1,
+        description="dpo: share of validation pairs whose chosen answer gained more likelihood than the rejected.")
+
+
+class SampleGeneration(KubeModel):
+    """One validation prompt answered by the base and the tuned model (greedy decoding, truncated)."""
+
+    prompt: str = Field(description="The prompt (its last user turn), truncated.", max_length=2048)
+    reference: str | None = Field(default=None, max_length=2048, description="The answer in the data, truncated.")
+    base: str = Field(description="The base model's answer, truncated.", max_length=2048)
+    tuned: str = Field(description="The tuned model's answer, truncated.", max_length=2048)
 
 
 class ModelResult(KubeModel):
@@ -369,7 +458,8 @@ class ModelResult(KubeModel):
     repo: str | None = Field(default=None, max_length=200, description="Hub repo.")
     revision: str | None = Field(default=None, max_length=200, description="Commit sha of the push.")
     url: str | None = Field(default=None, max_length=4096, description="Where to see it.")
-    path: str | None = Field(default=None, max_length=4096, description="Folder holding the weights.")
+    path: str | None = Field(default=None, max_length=4096,
+                             description="Folder holding the weights: pvc:CLAIM/PATH, or a local folder.")
     base_model_revision: str | None = Field(default=None, max_length=200,
                                             description="Commit sha of the base model used.")
 
@@ -394,6 +484,9 @@ class TuningJobStatus(KubeModel):
     effective_batch_size: int | None = Field(
         default=None, ge=1, description="Rows per optimizer step: perDeviceBatchSize x worldSize x "
                                         "gradientAccumulationSteps.")
+    work_dir: str | None = Field(default=None, max_length=4096,
+                                 description="Where this run's checkpoints and finished model are kept "
+                                             "(pvc:CLAIM/PATH, or the Pod's own disk).")
     start_time: datetime | None = Field(default=None, description="When the trainer started.")
     completion_time: datetime | None = Field(default=None, description="When the run finished.")
     progress: TrainingProgress | None = Field(default=None, description="Latest progress.")
@@ -403,6 +496,10 @@ class TuningJobStatus(KubeModel):
                                 description="Last lines of the trainer log, secrets redacted.")
     error: JobError | None = Field(default=None, description="Why the run failed.")
     message: str | None = Field(default=None, max_length=32768, description="What is happening, for humans.")
+    samples: list[SampleGeneration] = Field(
+        default_factory=list, max_length=10,
+        description="A few validation prompts answered by the base and the tuned model (full text in the model card).",
+    )
 
 
 class TuningJob(KubeModel):

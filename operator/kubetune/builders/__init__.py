@@ -18,6 +18,7 @@ from kubetune.builders.jobs import (
 from kubetune.builders.names import (
     ANNOTATION_GENERATION,
     ANNOTATION_SPEC_HASH,
+    ANNOTATION_WORK_DIR,
     KUEUE_QUEUE_LABEL,
     LABEL_DATASET,
     LABEL_TUNINGJOB,
@@ -29,6 +30,7 @@ from kubetune.builders.names import (
     training_job_name,
     validation_job_name,
     validator_config_map_name,
+    work_volume_claim_name,
 )
 from kubetune.builders.pod import CONFIG_DIR, CONFIG_PATH
 from kubetune.builders.resolve import (
@@ -37,13 +39,15 @@ from kubetune.builders.resolve import (
     resolve_trainer_config,
     resolve_validator_config,
 )
+from kubetune.builders.workvolume import WorkVolumePlan, build_work_volume_claim, plan_work_volume
 
 __all__ = [
-    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "CONFIG_DIR", "CONFIG_PATH", "KUEUE_QUEUE_LABEL", "LABEL_DATASET",
-    "LABEL_TUNINGJOB", "TRAINER_CONTAINER", "VALIDATOR_CONTAINER",
-    "ResolveError", "build_rendezvous_service", "build_trainer_config_map", "build_training_job",
-    "build_validation_job", "build_validator_config_map", "config_json", "data_token_ref", "dns_label", "label_value",
-    "launch_plan", "owner_reference", "parse_pvc_path", "rendezvous_service_name", "resolve_trainer_config",
-    "resolve_validator_config", "spec_hash", "trainer_config_map_name", "training_job_name", "validation_job_name",
-    "validator_config_map_name",
+    "ANNOTATION_GENERATION", "ANNOTATION_SPEC_HASH", "ANNOTATION_WORK_DIR", "CONFIG_DIR", "CONFIG_PATH",
+    "KUEUE_QUEUE_LABEL", "LABEL_DATASET", "LABEL_TUNINGJOB", "TRAINER_CONTAINER", "VALIDATOR_CONTAINER",
+    "ResolveError", "WorkVolumePlan", "build_rendezvous_service", "build_trainer_config_map", "build_training_job",
+    "build_validation_job", "build_validator_config_map", "build_work_volume_claim", "config_json", "data_token_ref",
+    "dns_label", "label_value", "launch_plan", "owner_reference", "parse_pvc_path", "plan_work_volume",
+    "rendezvous_service_name", "resolve_trainer_config", "resolve_validator_config", "spec_hash",
+    "trainer_config_map_name", "training_job_name", "validation_job_name", "validator_config_map_name",
+    "work_volume_claim_name",
 ]

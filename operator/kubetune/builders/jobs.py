@@ -12,12 +12,14 @@ from kubetune.builders.distributed import rendezvous_service_name
 from kubetune.builders.names import (
     ANNOTATION_GENERATION,
     ANNOTATION_SPEC_HASH,
+    ANNOTATION_WORK_DIR,
     COMPONENT_TRAINER,
     COMPONENT_VALIDATOR,
     KUEUE_QUEUE_LABEL,
     LABEL_DATASET,
     LABEL_TUNINGJOB,
     label_value,
+    run_work_dir,
     spec_hash,
     trainer_config_map_name,
     training_job_name,
@@ -91,6 +93,8 @@ def build_training_job(tj: TuningJob, config: TrainerConfig, settings: Settings,
                  "limits": limits}
 
     annotations = {ANNOTATION_SPEC_HASH: spec_hash(spec)}
+    if config.run is not None:
+        annotations[ANNOTATION_WORK_DIR] = run_work_dir(config.work_location, config.work_dir, config.run.folder_name)
     if tj.metadata.generation is not None:
         annotations[ANNOTATION_GENERATION] = str(tj.metadata.generation)
     job_labels = {KUEUE_QUEUE_LABEL: spec.queue_name} if spec.queue_name else {}
@@ -107,7 +111,7 @@ def build_training_job(tj: TuningJob, config: TrainerConfig, settings: Settings,
         env=env,
         resources=resources,
         mounts=config.mounts,
-        writable_claims=frozenset(writable_claims(tj)),
+        writable_claims=frozenset(writable_claims(tj, settings)),
         shm_size=spec.resources.shm_size,
         job_labels=job_labels,
         annotations=annotations,
@@ -123,6 +127,9 @@ def build_training_job(tj: TuningJob, config: TrainerConfig, settings: Settings,
         ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
         nodes=spec.resources.nodes,
         subdomain=rendezvous_service_name(tj.metadata.name) if spec.resources.nodes > 1 else None,
+        # Room to finish the step and save a checkpoint after SIGTERM (preemption, drain, suspend).
+        termination_grace_period_seconds=(spec.termination_grace_period_seconds
+                                          or settings.trainer_termination_grace_seconds),
     )
     return render_job(plan)
 

@@ -24,9 +24,16 @@ KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 # detected by comparing them, and a new run is a new TuningJob.
 ANNOTATION_GENERATION: Final = "kubetune.io/generation"
 ANNOTATION_SPEC_HASH: Final = "kubetune.io/spec-hash"
+# Where the Job's run keeps its checkpoints and model (pvc:CLAIM/PATH/runs/<uid>-<runHash>): the
+# status reports it from the Job, since the run hash is of the spec as resolved when the Job was made.
+ANNOTATION_WORK_DIR: Final = "kubetune.io/work-dir"
+# On a work volume claim kubetune created with retainPolicy Retain (it has no ownerReference).
+ANNOTATION_RETAIN_POLICY: Final = "kubetune.io/retain-policy"
 
 COMPONENT_TRAINER: Final = "trainer"
 COMPONENT_VALIDATOR: Final = "validator"
+COMPONENT_WORK_VOLUME: Final = "work-volume"
+MANAGED_BY: Final = "kubetune-operator"
 
 DNS_LABEL_MAX = 63
 _HASH_LEN = 8
@@ -36,6 +43,10 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LEN]
+
+
+def standard_labels(component: str) -> dict[str, str]:
+    return {LABEL_NAME: "kubetune", LABEL_COMPONENT: component, LABEL_MANAGED_BY: MANAGED_BY}
 
 
 def dns_label(base: str, suffix: str = "") -> str:
@@ -68,6 +79,16 @@ def training_job_name(tuningjob_name: str) -> str:
 
 def trainer_config_map_name(tuningjob_name: str) -> str:
     return dns_label(tuningjob_name, "-trainer-config")
+
+
+def run_work_dir(work_location: str | None, work_dir: str, run_folder: str) -> str:
+    """The run folder as people name it: pvc:CLAIM/PATH/runs/<run>, or emptyDir:<path> on the Pod's disk."""
+    where = work_location if work_location is not None else f"emptyDir:{work_dir}"
+    return f"{where.rstrip('/')}/runs/{run_folder}"
+
+
+def work_volume_claim_name(tuningjob_name: str) -> str:
+    return dns_label(tuningjob_name, "-work")
 
 
 def validation_job_name(dataset_name: str, generation: int) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from kubetune.api import ExitCode, Mounts, SecretKeyRef
 from kubetune.api.contract import CONFIG_FILE_NAME, TERMINATION_LOG
-from kubetune.builders.names import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME
+from kubetune.builders.names import standard_labels
 from kubetune.builders.resolve import WORKSPACE_DIR
 
 CONFIG_DIR: Final = "/etc/kubetune"
@@ -20,7 +20,6 @@ CACHE_DIR: Final = "/cache"
 HF_HOME: Final = f"{CACHE_DIR}/huggingface"
 SHM_DIR: Final = "/dev/shm"
 RUN_AS_USER: Final = 1000
-MANAGED_BY: Final = "kubetune-operator"
 
 _CONFIG_VOLUME = "kubetune-config"
 _SHM_VOLUME = "dshm"
@@ -43,10 +42,6 @@ def common_env() -> list[dict[str, Any]]:
         env_value("HF_HUB_DISABLE_TELEMETRY", "1"),
         env_value("PYTHONUNBUFFERED", "1"),
     ]
-
-
-def standard_labels(component: str) -> dict[str, str]:
-    return {LABEL_NAME: "kubetune", LABEL_COMPONENT: component, LABEL_MANAGED_BY: MANAGED_BY}
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -105,11 +100,16 @@ def volumes_and_mounts(
 
 
 def pod_failure_policy(container_name: str) -> dict[str, Any]:
-    """Fail the Job at once when the trainer says retrying cannot help; don't count evictions."""
+    """Fail the Job at once when the trainer says retrying cannot help. Don't count a stop from
+    outside against backoffLimit: a Pod the cluster disrupted (preemption, eviction, drain), or a
+    trainer that exited INTERRUPTED after saving a checkpoint on SIGTERM; its replacement resumes."""
+    def exit_codes(*codes: int) -> dict[str, Any]:
+        return {"containerName": container_name, "operator": "In", "values": list(codes)}
+
     return {
         "rules": [
-            {"action": "FailJob",
-             "onExitCodes": {"containerName": container_name, "operator": "In", "values": [ExitCode.PERMANENT]}},
+            {"action": "FailJob", "onExitCodes": exit_codes(ExitCode.PERMANENT)},
+            {"action": "Ignore", "onExitCodes": exit_codes(ExitCode.INTERRUPTED)},
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
@@ -146,6 +146,7 @@ class JobPlan:
     # Several nodes: an Indexed Job of this many Pods, their host names under this headless Service.
     nodes: int = 1
     subdomain: str | None = None
+    termination_grace_period_seconds: int | None = None
 
 
 def render_job(plan: JobPlan) -> dict[str, Any]:
@@ -175,6 +176,8 @@ def render_job(plan: JobPlan) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
+    if plan.termination_grace_period_seconds is not None:
+        pod_spec["terminationGracePeriodSeconds"] = plan.termination_grace_period_seconds
     if plan.service_account_name:
         pod_spec["serviceAccountName"] = plan.service_account_name
     if plan.priority_class_name:
@@ -189,6 +192,9 @@ def render_job(plan: JobPlan) -> dict[str, Any]:
     job_spec: dict[str, Any] = {
         "backoffLimit": plan.backoff_limit,
         "podFailurePolicy": pod_failure_policy(plan.container_name),
+        # A replacement Pod starts only once the old one is gone: two trainers never share a work
+        # folder, and a ReadWriteOnce claim is free again (the only value podFailurePolicy allows).
+        "podReplacementPolicy": "Failed",
         "suspend": plan.suspend,
         "template": {
             "metadata": {"labels": pod_labels, "annotations": dict(plan.annotations)},

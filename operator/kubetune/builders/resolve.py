@@ -15,18 +15,22 @@ from kubetune.api import (
     DatasetFormat,
     DataSource,
     Mounts,
+    RunIdentity,
     SecretKeyRef,
     TrainerConfig,
     TuningJob,
     ValidatorConfig,
+    run_hash,
 )
+from kubetune.api.run import local_uid
 from kubetune.api.volumes import VolumePathError, parse_pvc_path
+from kubetune.builders.workvolume import plan_work_volume
 from kubetune.settings import Settings
 
 PVC_ROOT: Final = "/mnt/pvc"
 CONFIG_MAP_ROOT: Final = "/mnt/configmaps"
+# The Pod's own scratch disk (emptyDir): the work folder when the work volume is ephemeral.
 WORKSPACE_DIR: Final = "/workspace"
-DEFAULT_WORK_DIR: Final = "/workspace/output"
 
 
 class ResolveError(ValueError):
@@ -97,22 +101,27 @@ def data_token_ref(entries: Iterable[DatasetEntry]) -> SecretKeyRef | None:
     return next(iter(refs.values()), None)
 
 
-def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset]) -> TrainerConfig:
-    """The TuningJob with Dataset references replaced by their (pinned) sources, and its mounts.
+def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset],
+                           settings: Settings | None = None) -> TrainerConfig:
+    """The TuningJob with Dataset references replaced by their (pinned) sources, its mounts, its
+    work volume and its run identity (uid + hash of the resolved spec).
 
     Raises ResolveError (reason DatasetNotFound or InvalidSpec) when it cannot be resolved.
     """
     spec = tj.spec
+    settings = settings or Settings()
+    work = plan_work_volume(tj, settings)
     train = [_resolve_entry(e, datasets) for e in spec.datasets.train]
     validation = [_resolve_entry(e, datasets) for e in spec.datasets.validation]
     data_token_ref([*train, *validation])
     resolved = spec.model_copy(
         update={"datasets": spec.datasets.model_copy(update={"train": train, "validation": validation})}
     )
+    mismatch = resolved.objective_mismatch()  # a Dataset's format is known only now
+    if mismatch:
+        raise ResolveError("InvalidSpec", mismatch)
 
-    output_claims: list[str] = []
-    if spec.output.pvc is not None:
-        output_claims.append(spec.output.pvc.claim_name)
+    output_claims = sorted(writable_claims(tj, settings))
     model_claims: list[str] = []
     if spec.base_model.path is not None:
         try:
@@ -124,26 +133,31 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset]) -> Tr
     sources = [e.source for e in (*train, *validation) if e.source is not None]
     mounts = _mounts(sources, [*output_claims, *model_claims])
 
-    work_dir = DEFAULT_WORK_DIR
-    if spec.output.pvc is not None:
-        work_dir = mounts.path_of_pvc(spec.output.pvc.claim_name, spec.output.pvc.path)
+    work_dir = mounts.path_of_pvc(work.claim_name, work.path) if work.claim_name is not None else WORKSPACE_DIR
     names = [e.describe() for e in (*spec.datasets.train, *spec.datasets.validation)]
     from kubetune.builders.distributed import launch_plan  # it reports through ResolveError, defined here
 
+    uid = tj.metadata.uid or local_uid(tj.metadata.namespace, tj.metadata.name)
     return TrainerConfig(
         name=tj.metadata.name,
         namespace=tj.metadata.namespace,
         spec=resolved,
         dataset_names=list(dict.fromkeys(names)),
         work_dir=work_dir,
+        work_location=work.location,
+        run=RunIdentity(uid=uid, hash=run_hash(resolved)),
         mounts=mounts,
         launch=launch_plan(tj),
     )
 
 
-def writable_claims(tj: TuningJob) -> set[str]:
-    """Claims the trainer writes to (the output volume); every other claim is mounted read-only."""
-    return {tj.spec.output.pvc.claim_name} if tj.spec.output.pvc is not None else set()
+def writable_claims(tj: TuningJob, settings: Settings) -> set[str]:
+    """Claims the trainer writes to (the output and work volumes); every other claim is mounted read-only."""
+    claims = {tj.spec.output.pvc.claim_name} if tj.spec.output.pvc is not None else set()
+    work = plan_work_volume(tj, settings)
+    if work.claim_name is not None:
+        claims.add(work.claim_name)
+    return claims
 
 
 def resolve_validator_config(ds: Dataset, settings: Settings) -> ValidatorConfig:

@@ -33,12 +33,14 @@ from kubetune.builders import (
     build_rendezvous_service,
     build_trainer_config_map,
     build_training_job,
+    build_work_volume_claim,
     owner_reference,
     resolve_trainer_config,
     training_job_name,
 )
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey, version_of
 from kubetune.controller.reconciler import ControllerContext, create_children, job_is_over, pods_now, publish
+from kubetune.controller.workvolume import ensure_work_claim
 from kubetune.kube import TUNINGJOBS
 from kubetune.status import (
     TERMINAL_PHASES,
@@ -231,9 +233,13 @@ class TuningJobReconciler:
 
     def _create_job(self, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset]) -> Obj:
         ctx = self.ctx
-        config = resolve_trainer_config(tj, datasets).model_copy(
+        config = resolve_trainer_config(tj, datasets, ctx.settings).model_copy(
             update={"allow_private_urls": ctx.settings.allow_private_urls})
         owner = owner_reference(body)
+        claim = build_work_volume_claim(tj, ctx.settings, owner)
+        if claim is not None:
+            # Before the Job: its Pod mounts the claim (a missing one would only leave it Pending).
+            ensure_work_claim(ctx, tj, claim)
         if tj.spec.resources.nodes > 1:
             # Before the Job: Pod 0's name must resolve when the other nodes look for the rendezvous.
             ctx.kube.create(build_rendezvous_service(tj, owner))

@@ -76,8 +76,8 @@ def _header(kind: str, api_version: str, name: str, namespace: str, labels: dict
 
 # Status sections in the order a reader wants them: where it is, why, then the figures.
 _STATUS_ORDER = ("phase", "message", "error", "conditions", "progress", "worldSize", "effectiveBatchSize", "metrics",
-                 "result", "startTime",
-                 "completionTime", "jobName", "observedGeneration", "logTail")
+                 "samples", "result", "startTime", "completionTime", "jobName", "workDir", "observedGeneration",
+                 "logTail")
 
 
 def _status_lines(status: dict[str, Any], now: datetime) -> list[str]:
@@ -95,9 +95,7 @@ def _status_lines(status: dict[str, Any], now: datetime) -> list[str]:
         elif key == "metrics":
             lines.append(f"{_INDENT}Metrics:")
             lines.extend(_render(value, 2))
-            improvement = _improvement(value)
-            if improvement:
-                lines.append(f"{_INDENT * 2}{improvement}")
+            lines.extend(f"{_INDENT * 2}{change}" for change in _improvement(value))
         elif key == "logTail":
             lines.append(f"{_INDENT}Log Tail:")
             lines.extend(f"{_INDENT * 2}{line}" for line in value)
@@ -113,11 +111,16 @@ def _readable_progress(progress: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _improvement(metrics: dict[str, Any]) -> str | None:
+def _improvement(metrics: dict[str, Any]) -> list[str]:
+    """Base -> tuned at a glance: the eval loss, and for preference tuning the preference accuracy."""
+    changes = []
     base, tuned = metrics.get("baseEvalLoss"), metrics.get("evalLoss")
-    if not isinstance(base, int | float) or not isinstance(tuned, int | float) or base <= 0:
-        return None
-    return f"Eval Loss Change:  {base:.4f} -> {tuned:.4f} ({100 * (tuned - base) / base:+.1f}%)"
+    if isinstance(base, int | float) and isinstance(tuned, int | float) and base > 0:
+        changes.append(f"Eval Loss Change:  {base:.4f} -> {tuned:.4f} ({100 * (tuned - base) / base:+.1f}%)")
+    base, tuned = metrics.get("basePreferenceAccuracy"), metrics.get("preferenceAccuracy")
+    if isinstance(base, int | float) and isinstance(tuned, int | float):
+        changes.append(f"Preference Accuracy Change:  {base:.1%} -> {tuned:.1%}")
+    return changes
 
 
 def _conditions(conditions: list[dict[str, Any]]) -> list[str]:

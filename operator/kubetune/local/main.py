@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from collections import deque
 from dataclasses import replace
@@ -22,7 +23,14 @@ import yaml
 from kubetune.api import Dataset, ExitCode, LaunchPlan, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
 from kubetune.api.distributed import effective_batch_size, world_size
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
-from kubetune.builders import ResolveError, build_training_job, config_json, resolve_trainer_config
+from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
+from kubetune.builders import (
+    ResolveError,
+    build_training_job,
+    config_json,
+    plan_work_volume,
+    resolve_trainer_config,
+)
 from kubetune.builders.resolve import writable_claims
 from kubetune.local.datasets import DatasetValidator
 from kubetune.local.describe import TimedEvent, describe_tuning_job
@@ -35,11 +43,13 @@ from kubetune.local.workspace import (
     Workspace,
     check_input_volumes,
     container_of,
+    earlier_runs,
     localize_trainer_config,
     missing_input_volumes,
     parse_volume,
     process_args,
     process_env,
+    run_folder,
 )
 from kubetune.settings import Settings
 from kubetune.status import RunObservation, derive_status, observe_datasets, referenced_datasets, status_events
@@ -69,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the job, and print the trainer config; do not train")
     parser.add_argument("--plain", action="store_true",
                         help="print progress as plain lines even on a terminal")
+    parser.add_argument("--restart", action="store_true",
+                        help="start each run over from step 0: delete its run folder (checkpoints and finished "
+                             "model) first; without it the same manifest resumes, or only publishes a finished model")
     parser.add_argument("--processes", type=_positive, default=1, metavar="N",
                         help="training processes (torchrun; gloo on CPU, one GPU each with CUDA) for the "
                              "data-parallel code path a cluster runs with resources.gpus x nodes (default: 1)")
@@ -102,7 +115,8 @@ def run_local(args: argparse.Namespace) -> int:
     display = ProgressDisplay(interactive=False if args.plain else None)
     for note in manifests.notes:
         display.message(f"note: {note}")
-    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run, processes=args.processes)
+    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run, restart=args.restart,
+                   processes=args.processes)
     try:
         return run.run_all()
     except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -132,13 +146,14 @@ class LocalRun:
     """Runs every TuningJob of the files in turn (and validates every Dataset once)."""
 
     def __init__(self, manifests: Manifests, workspace: Workspace, display: ProgressDisplay, *,
-                 dry_run: bool = False, settings: Settings | None = None, out: TextIO | None = None,
-                 processes: int = 1) -> None:
+                 dry_run: bool = False, restart: bool = False, settings: Settings | None = None,
+                 out: TextIO | None = None, processes: int = 1) -> None:
         self.manifests = manifests
         self.workspace = workspace
         self.display = display
         self.dry_run = dry_run
         self.processes = processes
+        self.restart = restart
         self.settings = settings or Settings.from_env()
         self.out = out or sys.stdout
         self.validator = DatasetValidator(manifests, workspace, display, self.settings)
@@ -176,13 +191,14 @@ class LocalRun:
             return self._finish(tracker)
 
         try:
-            config = resolve_trainer_config(job, datasets)
+            config = resolve_trainer_config(job, datasets, self.settings)
         except ResolveError as exc:
             tracker.observe(RunObservation(datasets=observed, spec_error=exc.message))
             return self._finish(tracker)
-        config = localize_trainer_config(config, self.workspace, self.manifests)
+        config = localize_trainer_config(config, self.workspace, self.manifests,
+                                         plan_work_volume(job, self.settings))
         config = self._local_launch(job, config)
-        writable = writable_claims(job)
+        writable = writable_claims(job, self.settings)
         missing = missing_input_volumes(config.mounts, writable)
         if missing:
             hints = "; ".join(f"claim {claim} maps to {path}, which does not exist: pass --volume {claim}=FOLDER"
@@ -205,7 +221,24 @@ class LocalRun:
 
         for claim in writable:
             Path(config.mounts.pvcs[claim]).mkdir(parents=True, exist_ok=True)
+        self._prepare_run_folder(config, tracker)
         return self._train(job, config, config_path, tracker)
+
+    def _prepare_run_folder(self, config: TrainerConfig, tracker: StatusTracker) -> None:
+        """Say what the trainer will find in the run folder: nothing, checkpoints, a finished model;
+        and that an edited manifest (another run hash) starts clean rather than reusing the old run."""
+        folder = run_folder(config)
+        if self.restart and folder.exists():
+            shutil.rmtree(folder)
+            self.display.message(f"--restart: removed the run folder {folder}")
+        for earlier in earlier_runs(config):
+            tracker.note(EventRecord(
+                "Normal", "SpecChanged",
+                f"the manifest changed what the model is trained from since run {earlier.name}: this run starts "
+                f"from step 0 in {folder.name}; the earlier run stays in {earlier} (delete it to free the space)"))
+        if (folder / FINAL_DIR / FINISHED_MARKER).is_file():
+            self.display.message(f"this run finished before ({folder}): publishing its model without training; "
+                                 "--restart trains it again from step 0")
 
     def _trainer_argv_env(self, job: TuningJob, config: TrainerConfig,
                           config_path: Path) -> tuple[dict[str, Any], list[str], dict[str, str]]:
@@ -243,6 +276,8 @@ class LocalRun:
         started = _now()
         pod_name = f"{job_name}-local"
         running_job, running_pod = running_observation(job_name, pod_name, started)
+        # status.workDir, as the operator reads it from the Job: here the local run folder.
+        running_job = replace(running_job, work_dir=str(run_folder(config)))
         tracker.observe(RunObservation(job=running_job, pod=running_pod))
 
         def on_line(line: str) -> None:
@@ -262,13 +297,17 @@ class LocalRun:
         outcome = process.run(append_log=True)
         self.display.close()
         done_job, done_pod = finished_observation(job_name, pod_name, outcome)
+        done_job = replace(done_job, work_dir=running_job.work_dir)
         tracker.observe(RunObservation(job=done_job, pod=done_pod, log=summarize(lines)))
         code = self._finish(tracker)
+        folder = run_folder(config)
         if outcome.interrupted:
-            self.display.message(f"interrupted: checkpoints are in {config.work_dir}/checkpoints; "
-                                 "run the same command again to resume")
+            self.display.message(f"interrupted: checkpoints are in {folder / 'checkpoints'}; "
+                                 "run the same command again to resume (add --restart to start over)")
             return ExitCode.INTERRUPTED
         self.display.message(f"full trainer log: {log_path}")
+        self.display.message(f"run folder: {folder} (the same command again resumes it or only publishes its "
+                             "model; --restart starts over)")
         return code
 
     def _local_launch(self, job: TuningJob, config: TrainerConfig) -> TrainerConfig:
@@ -306,6 +345,10 @@ class StatusTracker:
         self.effective_batch_size = effective_batch_size
         self.status: TuningJobStatus | None = None
         self.events: list[TimedEvent] = []
+
+    def note(self, record: EventRecord) -> None:
+        """An Event the local mode itself posts (the operator has no such moment)."""
+        self.events.append(TimedEvent(record, _now()))
 
     def observe(self, obs: RunObservation) -> TuningJobStatus:
         now = _now()

@@ -16,7 +16,8 @@ from typing import Any
 
 from kubetune.api import Mounts, TrainerConfig, ValidatorConfig
 from kubetune.api.contract import HF_TOKEN_ENV
-from kubetune.builders import parse_pvc_path
+from kubetune.api.run import RUNS_DIR
+from kubetune.builders import WorkVolumePlan, parse_pvc_path
 from kubetune.local.manifests import Manifests
 
 # Container env vars that name paths inside the image: a local process keeps the user's own.
@@ -67,14 +68,36 @@ def local_mounts(mounts: Mounts, namespace: str, workspace: Workspace, manifests
     return Mounts(pvcs={claim: str(workspace.claim_dir(claim)) for claim in mounts.pvcs}, config_maps=config_maps)
 
 
-def localize_trainer_config(config: TrainerConfig, workspace: Workspace, manifests: Manifests) -> TrainerConfig:
+def localize_trainer_config(config: TrainerConfig, workspace: Workspace, manifests: Manifests,
+                            work: WorkVolumePlan) -> TrainerConfig:
+    """The cluster's config with local folders. The work volume follows the cluster's rule: a claim
+    the spec names (workVolume.claimName, output.pvc) is that claim's folder; the claim kubetune
+    would create (or the Pod's own disk) is the job's folder under --workdir."""
     mounts = local_mounts(config.mounts, config.namespace, workspace, manifests)
     job_dir = workspace.job_dir(config.namespace, config.name)
-    output_pvc = config.spec.output.pvc
-    # As in the cluster: with an output volume the model and checkpoints live there, else in the run folder.
-    work_dir = mounts.path_of_pvc(output_pvc.claim_name, output_pvc.path) if output_pvc else str(job_dir)
-    return config.model_copy(update={"mounts": mounts, "work_dir": work_dir, "allow_private_urls": True,
-                                     "result_path": str(job_dir / "result.json")})
+    if work.claim_name is None or work.created:
+        if work.claim_name is not None:
+            mounts = mounts.model_copy(update={"pvcs": {**mounts.pvcs, work.claim_name: str(job_dir)}})
+        work_dir = str(job_dir)
+    else:
+        work_dir = mounts.path_of_pvc(work.claim_name, work.path)
+    # work_location unset: messages and results name local folders, not pvc:CLAIM/PATH.
+    return config.model_copy(update={"mounts": mounts, "work_dir": work_dir, "work_location": None,
+                                     "allow_private_urls": True, "result_path": str(job_dir / "result.json")})
+
+
+def run_folder(config: TrainerConfig) -> Path:
+    """The run's own folder (what the trainer opens): <workDir>/runs/<uid>-<runHash>."""
+    assert config.run is not None, "resolve_trainer_config names every run"
+    return Path(config.work_dir) / RUNS_DIR / config.run.folder_name
+
+
+def earlier_runs(config: TrainerConfig) -> list[Path]:
+    """Run folders of the same TuningJob made from another spec: kept, not reused."""
+    runs = Path(config.work_dir) / RUNS_DIR
+    if config.run is None or not runs.is_dir():
+        return []
+    return sorted(p for p in runs.iterdir() if p.is_dir() and config.run.is_earlier_spec(p.name))
 
 
 def localize_validator_config(config: ValidatorConfig, workspace: Workspace, manifests: Manifests) -> ValidatorConfig:

@@ -59,6 +59,17 @@ def _milestone(before: TuningJobStatus, current: TuningJobStatus) -> EventRecord
     return _normal("Progress", ", ".join(parts))
 
 
+def _resumed(before: TuningJobStatus, current: TuningJobStatus) -> EventRecord | None:
+    """One Event per attempt that resumed from a checkpoint (a retry, a replaced Pod, a resume)."""
+    now, was = current.progress, before.progress
+    if now is None or now.resumed_from_step is None:
+        return None
+    if was is not None and (was.attempt, was.resumed_from_step) == (now.attempt, now.resumed_from_step):
+        return None
+    attempt = f" (attempt {now.attempt})" if now.attempt is not None else ""
+    return _normal("ResumedFromCheckpoint", f"Resumed from checkpoint step {now.resumed_from_step}{attempt}")
+
+
 def status_events(previous: TuningJobStatus | None, current: TuningJobStatus) -> list[EventRecord]:
     """The Events that the step from `previous` to `current` deserves (none when nothing moved)."""
     before = previous or TuningJobStatus()
@@ -86,6 +97,9 @@ def status_events(previous: TuningJobStatus | None, current: TuningJobStatus) ->
     finished_before = b in (TuningJobPhase.SUCCEEDED, TuningJobPhase.FAILED)
     if before.start_time is None and current.start_time is not None and not finished_before:
         events.append(_normal("Started", "the trainer started"))
+    resumed = _resumed(before, current)
+    if resumed is not None:
+        events.append(resumed)
     milestone = _milestone(before, current)
     if milestone is not None:
         events.append(milestone)

@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kubetune.api import TrainerResult, ValidationReport
-from kubetune.builders.names import ANNOTATION_SPEC_HASH, KUEUE_QUEUE_LABEL
+from kubetune.builders.names import ANNOTATION_SPEC_HASH, ANNOTATION_WORK_DIR, KUEUE_QUEUE_LABEL
 
 _MESSAGE_LIMIT: Final = 2048
 M = TypeVar("M", bound=BaseModel)
@@ -55,6 +55,7 @@ class JobObservation:
     completion_time: datetime | None = None
     queue_name: str | None = None
     spec_hash: str | None = None
+    work_dir: str | None = None  # the run folder the Job's Pods work in (pvc:CLAIM/PATH/runs/<run>)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def observe_job(job: Mapping[str, Any] | None) -> JobObservation | None:
         completion_time=parse_time(status.get("completionTime")),
         queue_name=(meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL),
         spec_hash=annotations.get(ANNOTATION_SPEC_HASH),
+        work_dir=annotations.get(ANNOTATION_WORK_DIR),
     )
 
 

@@ -16,6 +16,7 @@ from kubetune.api import (
     ConditionStatus,
     Dataset,
     DatasetPhase,
+    FailureReason,
     JobError,
     TrainerResult,
     TrainingProgress,
@@ -221,6 +222,11 @@ def _verdict(previous: TuningJobStatus, obs: RunObservation, result: TrainerResu
             return _Verdict(TuningJobPhase.RUNNING, "the trainer finished; waiting for the Job to complete",
                             (False, Reason.COMPLETED))
         attempt = _failure(obs, result, previous)
+        if result is not None and result.reason is FailureReason.INTERRUPTED:
+            # SIGTERM: preemption, eviction, a drained node, a deleted Pod. The Job retries it uncounted.
+            return _Verdict(TuningJobPhase.STARTING, clip(f"the trainer was stopped and saved a checkpoint "
+                                                          f"({attempt.message}); a new Pod resumes from it"),
+                            (False, Reason.RETRYING))
         return _Verdict(TuningJobPhase.STARTING, clip(f"attempt {max(job.failed, 1)} failed ({attempt.reason}): "
                                                       f"{attempt.message}; a new Pod will be started"),
                         (False, Reason.RETRYING))
@@ -243,6 +249,7 @@ def _progress(previous: TuningJobStatus, obs: RunObservation, phase: TuningJobPh
             step=event.step, total_steps=event.total_steps, epoch=event.epoch, percent=event.percent,
             eta_seconds=event.eta_seconds, loss=event.loss, eval_loss=event.eval_loss,
             learning_rate=event.learning_rate, tokens_per_second=event.tokens_per_second,
+            resumed_from_step=event.resumed_from_step, attempt=event.attempt,
         )
     if candidate is None:
         return None
@@ -354,10 +361,12 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         job_name=obs.job.name if obs.job is not None else previous.job_name,
         world_size=obs.world_size or previous.world_size,
         effective_batch_size=obs.effective_batch_size or previous.effective_batch_size,
+        work_dir=obs.job.work_dir if obs.job is not None and obs.job.work_dir else previous.work_dir,
         start_time=_start_time(previous, obs.pod),
         completion_time=_completion_time(previous, obs, now) if terminal else None,
         progress=_progress(previous, obs, verdict.phase, now),
         metrics=(result.metrics if result is not None and result.metrics is not None else previous.metrics),
+        samples=(result.samples if result is not None and result.samples else previous.samples),
         result=(result.model if result is not None and result.status == "Succeeded" and result.model is not None
                 else previous.result),
         log_tail=_log_tail(previous, obs, log_tail_lines),
@@ -395,4 +404,6 @@ def derive_status(previous: TuningJobStatus | None, obs: RunObservation, *, now:
                                  "observed_generation": obs.generation}
     if same_run and before.metrics is None and fresh.metrics is not None:
         update["metrics"] = fresh.metrics
+    if same_run and not before.samples and fresh.samples:
+        update["samples"] = fresh.samples
     return before.model_copy(update=update)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubetune.api.contract import FailureReason, Mounts
 from kubetune.api.dataset import DatasetFormat
@@ -41,6 +41,7 @@ class DataMix:
     train: list[Example]
     validation: list[Example]
     note: str  # how the validation rows were chosen, for the log
+    formats: dict[str, DatasetFormat] = field(default_factory=dict)  # per dataset, for messages about the mix
 
 
 def load_entry(entry: DatasetEntry, name: str, *, mounts: Mounts, token: str | None, labels: Sequence[str] = (),
@@ -121,7 +122,8 @@ def mix_datasets(spec: DatasetsSpec, train_sets: list[LoadedDataset], validation
         train = [train[i] for i in sorted(rng.sample(range(len(train)), max_samples))]
     if not train:
         raise TrainerFailure(FailureReason.DATASET_INVALID, "no training rows left after the validation split")
-    return DataMix(train=train, validation=validation, note=note)
+    formats = {loaded.name: loaded.fmt for loaded in [*train_sets, *validation_sets]}
+    return DataMix(train=train, validation=validation, note=note, formats=formats)
 
 
 def load_mix(spec: DatasetsSpec, names: Sequence[str], *, mounts: Mounts, token: str | None, seed: int,

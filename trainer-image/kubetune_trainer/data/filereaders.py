@@ -130,8 +130,20 @@ def _jsonl_rows(lines: Iterator[tuple[int | None, str]], label: str) -> Iterator
         try:
             yield json.loads(line)
         except json.JSONDecodeError as error:
-            yield RowDefect("", f"{where}: not valid JSON ({error.msg} at column {error.colno}): "
-                                "fix or remove the line")
+            yield RowDefect("", f"{where}: {json_problem(line, error)}: fix or remove the line")
+
+
+def json_problem(line: str, error: json.JSONDecodeError) -> str:
+    """What is wrong with one JSON line, at a column of that line (json counts the newline as line 2)."""
+    text = line.rstrip("\r\n")
+    what = error.msg.removesuffix(" at").removesuffix(":")
+    if error.msg.startswith("Unterminated string"):
+        return f"not valid JSON: the line ends inside a string that starts at column {error.pos + 1}, as if it " \
+               "was cut off"
+    if error.pos >= len(text.rstrip()):
+        return (f"not valid JSON: the line ends inside a value at column {len(text) + 1}, as if it was cut off "
+                f"({what})")
+    return f"not valid JSON ({what} at column {error.pos + 1})"
 
 
 def _csv_rows(text: io.TextIOWrapper, label: str, delimiter: str) -> Iterator[Record]:
@@ -170,15 +182,31 @@ class _JsonScanner:
 
     def __init__(self, text: IO[str]) -> None:
         self._text, self._buffer, self._pos, self._eof = text, "", 0, False
+        # Where the buffer starts in the file: lines before it, and its column on its first line.
+        self._lines_before, self._column_before = 0, 0
 
     def _fill(self, size: int = _CHUNK) -> bool:
         chunk = self._text.read(size)
         if not chunk:
             self._eof = True
             return False
-        self._buffer = self._buffer[self._pos:] + chunk
-        self._pos = 0
+        self._drop_consumed()
+        self._buffer += chunk
         return True
+
+    def _drop_consumed(self) -> None:
+        consumed = self._buffer[: self._pos]
+        newlines = consumed.count("\n")
+        self._lines_before += newlines
+        self._column_before = len(consumed) - consumed.rfind("\n") - 1 if newlines else \
+            self._column_before + len(consumed)
+        self._buffer, self._pos = self._buffer[self._pos:], 0
+
+    def where(self, error: json.JSONDecodeError) -> str:
+        """The error's line and column in the file (json counts from the start of the buffer)."""
+        column = error.colno + (self._column_before if error.lineno == 1 else 0)
+        what = error.msg.removesuffix(" at").removesuffix(":")
+        return f"{what} at line {self._lines_before + error.lineno}, column {column}"
 
     def peek(self) -> str:
         """The next non-space character ("" at the end), without consuming it."""
@@ -207,9 +235,9 @@ class _JsonScanner:
                 if end < len(self._buffer) or self._eof:
                     self._pos = end
                     return value
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as error:
                 if self._eof:
-                    raise
+                    raise ValueError(f"not valid JSON: {self.where(error)}") from None
             self._fill(want)
             want *= 2  # a long value is re-tried a logarithmic number of times, not once per chunk
 
@@ -226,20 +254,22 @@ class _JsonScanner:
             self.take("]")
             return
 
-    def rest_lines(self) -> Iterator[str]:
-        """The remaining text as lines (for JSON Lines after the first object)."""
-        pending = self._buffer[self._pos:]
-        self._buffer, self._pos = "", 0
+    def rest_lines(self) -> Iterator[tuple[int | None, str]]:
+        """The remaining text as numbered lines (for JSON Lines after the first object)."""
+        self._drop_consumed()
+        number = self._lines_before + 1  # the rest of the line the first object ended on
+        pending, self._buffer = self._buffer, ""
         while True:
             newline = pending.find("\n")
             if newline >= 0:
-                yield pending[: newline + 1]
+                yield number, pending[: newline + 1]
+                number += 1
                 pending = pending[newline + 1:]
                 continue
             more = self._text.readline()
             if not more:
                 if pending:
-                    yield pending
+                    yield number, pending
                 return
             pending += more
 
@@ -268,7 +298,7 @@ def _json_rows(text: IO[str], label: str) -> Iterator[Record]:
         scanner.take("}")
         # No "data"/"rows" list: the object is the first row of a JSON Lines file.
         yield head
-        yield from _jsonl_rows(((None, line) for line in scanner.rest_lines()), label)
+        yield from _jsonl_rows(scanner.rest_lines(), label)
         return
     else:
         raise ValueError(f"not JSON (it starts with {first!r}): if it is CSV or Parquet, name it .csv or .parquet")

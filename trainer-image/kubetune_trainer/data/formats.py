@@ -45,7 +45,16 @@ class ClassificationExample:
     labels: tuple[str, ...]
 
 
-Example = ChatExample | TextExample | ClassificationExample
+@dataclass(frozen=True)
+class PreferenceExample:
+    """A prompt (optional system, then user/assistant turns ending with a user turn) and two answers."""
+
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str
+
+
+Example = ChatExample | TextExample | ClassificationExample | PreferenceExample
 
 
 class RowDefect(Exception):
@@ -95,6 +104,10 @@ def _first_turn(value: Any) -> Mapping[str, Any] | None:
 def _fits(record: Mapping[str, Any], columns: ColumnMapping) -> DatasetFormat | None:
     """The format one row looks like, by its keys; None when nothing fits."""
     keys = set(record)
+    # Before prompt+completion: trl's standard preference rows carry a prompt too.
+    if {_col(columns, "chosen"), _col(columns, "rejected")} <= keys or \
+            {"preferred_output", "non_preferred_output"} <= keys:
+        return DatasetFormat.PREFERENCE
     turns_key = columns.messages
     for key in ([turns_key] if turns_key else ["messages", "conversations"]):
         if key in keys:
@@ -139,7 +152,8 @@ def detect_format(records: Sequence[Mapping[str, Any]], columns: ColumnMapping) 
             "",
             f"cannot tell the format from the keys seen ({keys}); expected e.g. instruction+output "
             "(alpaca), messages, conversations (sharegpt), request+response (yandex), prompt+completion, "
-            "text, or text+label: set spec.format and map your column names in spec.columns",
+            "text, text+label, or chosen+rejected (preference): set spec.format and map your column names in "
+            "spec.columns",
             row=0,
         )
     return max(_DETECTION_ORDER, key=lambda f: (votes.get(f, 0), -_DETECTION_ORDER.index(f)))
@@ -201,8 +215,8 @@ def _system_turn(record: Mapping[str, Any], columns: ColumnMapping) -> list[Mess
 
 # --- chat checks ----------------------------------------------------------------------------
 
-def _check_chat(messages: list[Message], paths: list[str], turns_path: str) -> ChatExample:
-    """Optional system first, then user/assistant alternating, starting with user, ending with assistant."""
+def check_turn_order(messages: list[Message], paths: list[str], turns_path: str) -> None:
+    """Optional system first, then user/assistant alternating, starting with user."""
     if not messages:
         raise RowDefect(turns_path, "has no turns")
     previous: Role | None = None
@@ -216,8 +230,23 @@ def _check_chat(messages: list[Message], paths: list[str], turns_path: str) -> C
             raise RowDefect(path, f"two {message.role} turns in a row: merge them into one turn "
                                   "(roles must alternate user/assistant)")
         previous = message.role
+
+
+def turn_path(path: str) -> str:
+    """messages[2].content -> messages[2]: a defect about a whole turn names the turn, not its text."""
+    end = path.rfind("]")
+    return path[: end + 1] if end >= 0 else path
+
+
+def _check_chat(messages: list[Message], paths: list[str], turns_path: str) -> ChatExample:
+    """Turns in order (check_turn_order), ending with the assistant's answer."""
+    check_turn_order(messages, paths, turns_path)
+    if not any(m.role == "assistant" for m in messages):
+        raise RowDefect(turns_path, "has no assistant turn: add the assistant's answer as the last turn "
+                                    "(there is nothing to learn otherwise)")
     if messages[-1].role != "assistant":
-        raise RowDefect(paths[-1], "the last turn must be the assistant's answer (nothing to learn otherwise)")
+        raise RowDefect(turn_path(paths[-1]), f"the conversation ends with a {messages[-1].role} turn: end it with "
+                                              "the assistant's answer, or drop the last turn")
     return ChatExample(tuple(messages))
 
 
@@ -423,6 +452,10 @@ def parse_record(record: Mapping[str, Any], fmt: DatasetFormat, columns: ColumnM
         raise ValueError("parse_record needs a concrete format: call detect_format first")
     if fmt is DatasetFormat.CLASSIFICATION:
         return _parse_classification(record, columns, labels, columns.label_columns)
+    if fmt is DatasetFormat.PREFERENCE:
+        from kubetune_trainer.data.preference import parse_preference  # it builds on this module's helpers
+
+        return parse_preference(record, columns)
     return _CHAT_PARSERS[fmt](record, columns)
 
 
@@ -433,8 +466,9 @@ def render_text(example: Example) -> str:
     """The example as plain text (role-prefixed turns): for previews and tokenizers without a template."""
     if isinstance(example, ChatExample):
         return "\n".join(f"{m.role}: {m.content}" for m in example.messages)
-    if isinstance(example, ClassificationExample):
-        return example.text
+    if isinstance(example, PreferenceExample):
+        prompt = "\n".join(f"{m.role}: {m.content}" for m in example.prompt)
+        return f"{prompt}\nchosen: {example.chosen}\nrejected: {example.rejected}"
     return example.text
 
 
@@ -444,6 +478,10 @@ def preview_line(example: Example, limit: int = 120) -> str:
         line = " | ".join(f"{m.role}: {_SPACES.sub(' ', m.content).strip()}" for m in example.messages)
     elif isinstance(example, ClassificationExample):
         line = f"[{', '.join(example.labels)}] {_SPACES.sub(' ', example.text).strip()}"
+    elif isinstance(example, PreferenceExample):
+        parts = [*(f"{m.role}: {m.content}" for m in example.prompt), f"chosen: {example.chosen}",
+                 f"rejected: {example.rejected}"]
+        line = " | ".join(_SPACES.sub(" ", p).strip() for p in parts)
     else:
         line = _SPACES.sub(" ", example.text).strip()
     return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -9,10 +9,8 @@ files it is filled in once the stream is exhausted).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from typing import Any
 
 from kubetune.api.common import quantity_bytes
 from kubetune.api.contract import FailureReason, Mounts
-from kubetune.api.dataset import DataSource, HubSource
+from kubetune.api.dataset import DataSource
 from kubetune.api.redact import redact
 from kubetune_trainer.data.filereaders import DATA_SUFFIXES, is_data_file, read_records
 from kubetune_trainer.data.formats import RowDefect
@@ -54,7 +52,9 @@ def open_source(source: DataSource, *, mounts: Mounts, token: str | None, allow_
                 cache_dir: Path | None = None) -> OpenedSource:
     """Locate and open the data; raises SourceError when it cannot be reached or found."""
     if source.hf is not None:
-        return _open_hub(source.hf, token, cache_dir)
+        from kubetune_trainer.data.hubdata import open_hub
+
+        return open_hub(source.hf, token, cache_dir)
     if source.url is not None:
         return _open_url(source.url.url, allow_private_urls, cache_dir, max_size=source.url.max_size)
     try:
@@ -167,99 +167,4 @@ def _reason_for_status(status: int) -> FailureReason:
     return FailureReason.DATASET_NOT_FOUND
 
 
-# --- Hugging Face Hub -----------------------------------------------------------------------
-
-def _word(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])")
-
-
-_ANY_SPLIT = re.compile(r"(?<![A-Za-z0-9])(?:train|test|validation|valid|dev|eval)(?![A-Za-z0-9])")
-
-
-def select_hub_files(names: list[str], hf: HubSource) -> list[str]:
-    """The repo files that hold the split (or match `files`), in sorted order."""
-    data = sorted(n for n in names if is_data_file(n) and not n.rsplit("/", 1)[-1].startswith("."))
-    if hf.files:
-        chosen = [n for n in data if any(fnmatch.fnmatchcase(n, pattern) for pattern in hf.files)]
-        if not chosen:
-            raise SourceError(FailureReason.DATASET_NOT_FOUND,
-                              f"hf:{hf.repo}: no data file matches files={hf.files} (data files: "
-                              f"{', '.join(data[:10]) or 'none'})")
-        return chosen
-    if hf.subset:
-        data = [n for n in data if hf.subset in n.split("/")[:-1]]
-        if not data:
-            raise SourceError(FailureReason.DATASET_NOT_FOUND,
-                              f"hf:{hf.repo}: no folder named after subset {hf.subset!r} holds data files")
-    split = _word(hf.split)
-    chosen = [n for n in data if split.search(n)]
-    if not chosen and hf.split == "train":
-        # The Hub's convention too: files that name no split are the train split.
-        chosen = [n for n in data if not _ANY_SPLIT.search(n)]
-    if not chosen:
-        raise SourceError(FailureReason.DATASET_NOT_FOUND,
-                          f"hf:{hf.repo}: no data file for split {hf.split!r} (data files: "
-                          f"{', '.join(data[:10]) or 'none'}); name the files with spec.source.hf.files")
-    return chosen
-
-
-def _hub_failure(error: Exception, what: str, token: str | None) -> SourceError:
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    response = getattr(error, "response", None)
-    status = getattr(response, "status_code", None)
-    if isinstance(error, GatedRepoError):
-        return SourceError(FailureReason.AUTH_FAILED, f"{what} is gated: accept its conditions on the Hub with "
-                           "the account whose token is in tokenSecretRef", token)
-    if isinstance(error, RevisionNotFoundError):
-        return SourceError(FailureReason.DATASET_NOT_FOUND, f"{what}: revision not found", token)
-    if status in (401, 403) or (isinstance(error, RepositoryNotFoundError) and status != 404):
-        hint = "the token cannot read it" if token else "it is private and no token was given (tokenSecretRef)"
-        return SourceError(FailureReason.AUTH_FAILED, f"{what}: not found or not readable ({hint})", token)
-    if isinstance(error, RepositoryNotFoundError) or status == 404 or (
-            isinstance(error, EntryNotFoundError) and not isinstance(error, LocalEntryNotFoundError)):
-        return SourceError(FailureReason.DATASET_NOT_FOUND, f"{what}: not found on the Hub", token)
-    if isinstance(error, HfHubHTTPError) and status is not None:
-        return SourceError(FailureReason.UNREACHABLE, f"{what}: the Hub answered HTTP {status}", token)
-    return SourceError(FailureReason.UNREACHABLE, f"{what}: cannot reach the Hub ({type(error).__name__}: "
-                       f"{str(error)[:300]})", token)
-
-
-def _is_network_error(error: Exception) -> bool:
-    # huggingface_hub raises httpx(-fork) errors for transport failures; they are not OSErrors.
-    return isinstance(error, OSError) or type(error).__module__.split(".")[0].startswith("httpx")
-
-
-def _open_hub(hf: HubSource, token: str | None, cache_dir: Path | None) -> OpenedSource:
-    from huggingface_hub import HfApi, hf_hub_download
-
-    what = f"hf:{hf.repo}@{hf.revision}"
-    try:
-        info = HfApi(endpoint=hf.endpoint, token=token).dataset_info(hf.repo, revision=hf.revision)
-    except Exception as error:
-        if not _is_network_error(error):
-            raise
-        raise _hub_failure(error, what, token) from error
-    sha = info.sha
-    names = select_hub_files([s.rfilename for s in info.siblings or []], hf)
-    paths: list[Path] = []
-    for name in names:
-        try:
-            local = hf_hub_download(hf.repo, name, repo_type="dataset", revision=sha or hf.revision,
-                                    token=token, endpoint=hf.endpoint, cache_dir=cache_dir)
-            paths.append(Path(str(local)))
-        except Exception as error:
-            if not _is_network_error(error):
-                raise
-            raise _hub_failure(error, f"{what}: {name}", token) from error
-    opened = OpenedSource(records=iter(()), revision=sha, size_bytes=sum(p.stat().st_size for p in paths),
-                          files=names)
-    opened.records = _stream(paths, names, opened)
-    return opened
+# --- Hugging Face Hub: hubdata.py (imported when needed: `datasets` takes a while to import) ------

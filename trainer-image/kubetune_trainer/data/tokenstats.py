@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.dataset import TokenStats
-from kubetune_trainer.data.formats import ChatExample, Example, render_text
+from kubetune_trainer.data.formats import ChatExample, Example, Message, PreferenceExample, render_text
 
 _BATCH = 256
 
@@ -35,8 +35,13 @@ class TokenMeter:
         self._has_template = bool(getattr(tokenizer, "chat_template", None))
 
     def add(self, example: Example) -> None:
-        if isinstance(example, ChatExample) and self._has_template:
-            turns = [{"role": m.role, "content": m.content} for m in example.messages]
+        if isinstance(example, ChatExample | PreferenceExample) and self._has_template:
+            if isinstance(example, PreferenceExample):  # the longer of the two conversations counts
+                answer = max(example.chosen, example.rejected, key=len)
+                messages = (*example.prompt, Message("assistant", answer))
+            else:
+                messages = example.messages
+            turns = [{"role": m.role, "content": m.content} for m in messages]
             self._templated.append(self._tokenizer.apply_chat_template(turns, tokenize=False))
         else:
             self._plain.append(render_text(example))

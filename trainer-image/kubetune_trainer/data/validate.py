@@ -1,41 +1,29 @@
-"""`kubetune-trainer validate`: read every row of a Dataset once and report what was found.
+"""Dataset validation: read every row of a Dataset once and report what was found.
 
-The report goes to stdout (a human summary, then the JSON on the last line) and to the
-termination-message path, where it must fit in 4096 bytes: termination.py shrinks it
-(shorter texts, fewer errors) until it does, so the JSON is always whole.
+The command line (validatecli.py) prints the report and writes it to the termination-message
+path, where it must fit in 4096 bytes: termination.py shrinks it (shorter texts, fewer
+errors) until it does, so the JSON is always whole.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import (
-    DATA_TOKEN_ENV,
-    HF_TOKEN_ENV,
-    TERMINATION_LOG,
-    ExitCode,
     FailureReason,
     ValidationReport,
     ValidatorConfig,
 )
 from kubetune.api.dataset import DatasetFormat, RowError
-from kubetune.api.redact import redact
-from kubetune_trainer.config import load_config
 from kubetune_trainer.data.examples import ExampleStream
 from kubetune_trainer.data.formats import ClassificationExample, RowDefect, preview_line
 from kubetune_trainer.data.sources import OpenedSource, SourceError, open_source
 from kubetune_trainer.data.tokenstats import TokenMeter, load_tokenizer
-from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.termination import (
-    fit_termination_message,
     redact_message,
-    termination_json,
-    write_termination_message,
 )
 
 PREVIEW_ROWS = 3
@@ -141,60 +129,3 @@ def _report(config: ValidatorConfig, opened: OpenedSource, tally: _Tally, fmt: D
         detected_format=fmt, revision=opened.revision, errors=tally.errors, error_count=tally.error_count,
         preview=tally.preview, labels=labels[:_MAX_LABELS], token_stats=stats,
     )
-
-
-# --- command line -----------------------------------------------------------------------------
-
-def exit_code(report: ValidationReport) -> int:
-    if report.outcome == "Ready":
-        return ExitCode.OK
-    if report.outcome == "Failed" and report.reason is FailureReason.UNREACHABLE:
-        return ExitCode.RETRYABLE
-    return ExitCode.PERMANENT
-
-
-def summary(report: ValidationReport, name: str) -> str:
-    lines = [f"Dataset {name}: {report.outcome}" + (f" ({report.reason})" if report.reason else "")]
-    if report.rows is not None:
-        lines.append(f"  rows: {report.rows}, valid: {report.valid_rows}, size: {report.size_bytes} bytes, "
-                     f"format: {report.detected_format or 'unknown'}, revision: {report.revision}")
-    for error in report.errors:
-        at = f"row {error.row}" if error.row else "file"
-        lines.append(f"  {at} {error.field}: {error.message}" if error.field else f"  {at}: {error.message}")
-    if report.error_count and report.error_count > len(report.errors):
-        lines.append(f"  ... {report.error_count - len(report.errors)} more")
-    if report.token_stats is not None:
-        s = report.token_stats
-        lines.append(f"  tokens: min {s.min}, median {s.median}, p95 {s.p95}, max {s.max}, "
-                     f"{s.over_max_percent}% over maxSeqLength")
-    lines.extend(f"  preview: {p}" for p in report.preview)
-    if report.message:
-        lines.append(f"  {report.message}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kubetune-trainer validate", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="ValidatorConfig file (JSON or YAML)")
-    parser.add_argument("--result-path", help="where to write the JSON report (default: config.resultPath)")
-    args = parser.parse_args(argv)
-    token = os.environ.get(DATA_TOKEN_ENV) or os.environ.get(HF_TOKEN_ENV) or None
-    name, result_path = "?", args.result_path or TERMINATION_LOG
-    try:
-        config = load_config(Path(args.config), ValidatorConfig, log=lambda line: print(redact(line, [token])))
-    except TrainerFailure as failure:
-        report = ValidationReport(outcome="Failed", reason=failure.reason, message=_clip(failure.message, 2048))
-    else:
-        name = f"{config.namespace}/{config.name}"
-        result_path = args.result_path or config.result_path
-        try:
-            report = validate_dataset(config, token=token)
-        except Exception as error:  # a bug must still leave a report behind
-            report = ValidationReport(outcome="Failed", message=_clip(
-                f"the validator crashed: {type(error).__name__}: {error}", 2048))
-    report = fit_termination_message(report, [token])
-    text = termination_json(report)
-    print(redact(summary(report, name), [token]))
-    print(text, flush=True)
-    write_termination_message(text, result_path)
-    return exit_code(report)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import TrainerConfig
 from kubetune.api.distributed import effective_batch_size
-from kubetune.api.tuningjob import Task, TrainingMetrics, TuningMethod
+from kubetune.api.tuningjob import Objective, Task, TrainingMetrics, TuningMethod
 from kubetune_trainer.distributed import ranks
 from kubetune_trainer.events import Reporter
-from kubetune_trainer.output.modelcard import ModelCardInfo, render_model_card
+from kubetune_trainer.output.modelcard import CardSample, ModelCardInfo, render_model_card
 from kubetune_trainer.training.device import DevicePlan
 from kubetune_trainer.training.modelload import ResolvedModel
+from kubetune_trainer.training.samples import Sample, for_result
 from kubetune_trainer.workdir import FinishedModel, WorkDir, promote, write_finished
 
 SCRATCH_BASE_IN_REPO = "base"
@@ -29,7 +31,7 @@ MERGED_IN_REPO = "merged"  # output/publish.py pushes <work_dir>/merged there
 
 def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, model: Any, tokenizer: Any,
                resolved: ResolvedModel, metrics: TrainingMetrics, labels: list[str],
-               plan: DevicePlan, state_dict: Any = None) -> FinishedModel:
+               plan: DevicePlan, samples: Sequence[Sample] = (), state_dict: Any = None) -> FinishedModel:
     spec = config.spec
     adapter = spec.method.type is not TuningMethod.FULL
     staging = work.root / "final.tmp"
@@ -53,12 +55,14 @@ def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, mode
             reporter.log(f"merged model written to {work.merged}")
         else:
             reporter.log("output.merge: a Full fine-tune has no adapter to merge; the model itself is published")
-    card = render_model_card(_card_info(config, resolved, metrics, labels, adapter, merged=merged))
+    card = render_model_card(_card_info(config, resolved, metrics, labels, adapter, merged=merged, samples=samples))
     (staging / "README.md").write_text(card, encoding="utf-8")
     if merged:
-        merged_card = render_model_card(_card_info(config, resolved, metrics, labels, adapter=False, merged=True))
+        merged_card = render_model_card(_card_info(config, resolved, metrics, labels, adapter=False, merged=True,
+                                                   samples=samples))
         (work.merged / "README.md").write_text(merged_card, encoding="utf-8")
-    finished = FinishedModel(metrics=metrics, base_model_revision=resolved.revision, merged=merged)
+    finished = FinishedModel(metrics=metrics, base_model_revision=resolved.revision, merged=merged,
+                             samples=tuple(for_result(samples)))
     write_finished(staging, finished)
     promote(staging, work.final)
     reporter.log(f"final model written to {work.final}")
@@ -92,14 +96,17 @@ def _merge(config: TrainerConfig, work: WorkDir, adapter_folder: Path, resolved:
 
 
 def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: TrainingMetrics, labels: list[str],
-               adapter: bool, *, merged: bool) -> ModelCardInfo:
+               adapter: bool, *, merged: bool, samples: Sequence[Sample] = ()) -> ModelCardInfo:
     """The card of the adapter (or full model) at the repo root, or with adapter=False and merged=True,
     of the merged model in merged/."""
     spec = config.spec
+    dpo = spec.method.objective is Objective.DPO
     hyperparameters: dict[str, object] = dict(spec.hyperparameters.to_wire())
     world = ranks().world_size
     hyperparameters.update({"worldSize": world, "effectiveBatchSize": effective_batch_size(
         spec.hyperparameters.per_device_batch_size, world, spec.hyperparameters.gradient_accumulation_steps)})
+    if dpo:
+        hyperparameters["dpoBeta"] = spec.method.dpo.beta
     if spec.method.type is not TuningMethod.FULL:
         lora = spec.method.lora
         hyperparameters.update({"loraR": lora.r, "loraAlpha": lora.alpha, "loraDropout": lora.dropout,
@@ -123,13 +130,16 @@ def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: Training
         merged_subfolder=MERGED_IN_REPO if merged and adapter else None,
         base_model_revision=resolved.revision,
         datasets=list(dict.fromkeys(datasets)),
-        method=spec.method.type.value,
+        method=spec.method.type.value + (" + DPO" if dpo else ""),
         task=spec.task.value,
         hyperparameters=hyperparameters,
         metrics={
             "eval_loss": metrics.eval_loss, "base_eval_loss": metrics.base_eval_loss,
             **({"accuracy": metrics.eval_accuracy, "base_accuracy": metrics.base_eval_accuracy}
                if spec.task is Task.TEXT_CLASSIFICATION else {}),
+            **({"preference_accuracy": metrics.preference_accuracy,
+                "base_preference_accuracy": metrics.base_preference_accuracy,
+                "reward_margin": metrics.reward_margin, "reward_accuracy": metrics.reward_accuracy} if dpo else {}),
             "train_loss": metrics.train_loss, "trained_tokens": metrics.trained_tokens,
             "runtime_seconds": metrics.runtime_seconds, "steps": metrics.steps, "train_rows": metrics.train_rows,
         },
@@ -137,4 +147,5 @@ def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: Training
         endpoint=config.spec.output.endpoint,
         adapter=adapter,
         labels=labels or None,
+        samples=[CardSample(s.prompt, s.reference, s.base, s.tuned) for s in samples],
     )

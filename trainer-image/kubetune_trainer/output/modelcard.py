@@ -23,6 +23,16 @@ _METRIC_NAMES = {
 
 
 @dataclass(frozen=True)
+class CardSample:
+    """A validation prompt with the base and the tuned model's answers, in full."""
+
+    prompt: str
+    reference: str | None
+    base: str
+    tuned: str
+
+
+@dataclass(frozen=True)
 class ModelCardInfo:
     base_model: str
     base_model_revision: str | None
@@ -44,6 +54,7 @@ class ModelCardInfo:
     subfolder: str | None = None  # this card's model lives in this folder of the repo (merged/)
     merged_subfolder: str | None = None  # a merged model is in this folder of the repo
     endpoint: str | None = None  # a self-hosted Hub holds the repo; None: the public Hub
+    samples: list[CardSample] | None = None  # base vs tuned answers to a few validation prompts
 
 
 def is_classification(task: str) -> bool:
@@ -57,9 +68,10 @@ def render_model_card(info: ModelCardInfo) -> str:
         _about(info),
         _training(info),
         _results(info),
+        _samples(info),
         _usage(info),
     ]
-    return "\n".join(sections).rstrip() + "\n"
+    return "\n".join(s for s in sections if s).rstrip() + "\n"
 
 
 def card_metadata(info: ModelCardInfo) -> dict[str, object]:
@@ -121,18 +133,49 @@ def _training(info: ModelCardInfo) -> str:
 def _results(info: ModelCardInfo) -> str:
     metrics = dict(info.metrics)
     lines = ["## Results", "", "| Metric | Base model | Fine-tuned |", "| --- | --- | --- |"]
+    loss_name = "Eval loss (DPO)" if "preference_accuracy" in metrics else "Eval loss"
     lines.append(
-        f"| Eval loss | {_cell(metrics.pop('base_eval_loss', None))} | {_cell(metrics.pop('eval_loss', None))} |"
+        f"| {loss_name} | {_cell(metrics.pop('base_eval_loss', None))} | {_cell(metrics.pop('eval_loss', None))} |"
     )
     if is_classification(info.task) or "accuracy" in metrics:
         lines.append(
             f"| Accuracy | {_cell(metrics.pop('base_accuracy', None))} | {_cell(metrics.pop('accuracy', None))} |"
         )
+    if "preference_accuracy" in metrics:
+        # Share of validation pairs where the model finds the chosen answer more likely than the rejected.
+        lines.append(f"| Preference accuracy | {_cell(metrics.pop('base_preference_accuracy', None))} | "
+                     f"{_cell(metrics.pop('preference_accuracy', None))} |")
+        # The base is the reference: its implicit rewards are 0 by definition.
+        lines.append(f"| Reward margin (DPO) | 0 | {_cell(metrics.pop('reward_margin', None))} |")
+        lines.append(f"| Reward accuracy (DPO) | 0 | {_cell(metrics.pop('reward_accuracy', None))} |")
     lines += ["", "| Training figure | Value |", "| --- | --- |"]
     for key, title in _METRIC_NAMES.items():
         lines.append(f"| {title} | {_cell(metrics.pop(key, None))} |")
     lines += [f"| {key} | {_cell(value)} |" for key, value in metrics.items()]
     return "\n".join(lines) + "\n"
+
+
+def _samples(info: ModelCardInfo) -> str:
+    """Base and tuned answers to the same prompts (greedy decoding): did the tuning help, in words."""
+    if not info.samples:
+        return ""
+    lines = ["## Sample generations", "",
+             "Validation prompts answered by the base model and by the fine-tuned one (greedy decoding, "
+             "answers cut at 64 tokens).", ""]
+    for number, sample in enumerate(info.samples, start=1):
+        lines += [f"### Sample {number}", "", "Prompt:", "", _quoted(sample.prompt), ""]
+        if sample.reference:
+            lines += ["Answer in the data:", "", _quoted(sample.reference), ""]
+        lines += ["Base model:", "", _quoted(sample.base), "", "Fine-tuned:", "", _quoted(sample.tuned), ""]
+    return "\n".join(lines)
+
+
+def _quoted(text: str) -> str:
+    """A Markdown block quote that shows the text as it is (no markup from the model's output)."""
+    if not text.strip():
+        return "> *(nothing, or only spaces and newlines)*"
+    escaped = re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in escaped.splitlines())
 
 
 def _usage(info: ModelCardInfo) -> str:

@@ -1,9 +1,10 @@
-"""Publishing: push <work_dir>/final (and merged/) to a Hugging Face Hub, or point at the volume.
+"""Publishing: deliver final/ (and merged/) to output.pvc, push them to a Hugging Face Hub.
 
 The adapter (or full model) goes to the repo root in one commit; a merged model follows in
 a second commit under merged/ of the same repo, so one repo holds both and the result's
-revision (the last commit) has everything. A failed push leaves the weights in place and
-says where they are: a new attempt of the Job finds the finished model and only pushes.
+revision (the last commit) has everything. A failed push leaves the weights in the run folder
+on the work volume and says where (pvc:CLAIM/PATH): a new attempt of the Job opens the same
+run folder, finds the finished model and only pushes.
 
 Each commit is retried with exponential backoff on transient failures (5xx, 429,
 connection errors, timeouts); authentication failures are permanent and fail at once. The
@@ -25,8 +26,10 @@ from kubetune.api.redact import redact
 from kubetune.api.tuningjob import ModelResult
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.huberrors import describe_error, error_chain, is_transport_error, status_code
+from kubetune_trainer.output.delivery import DELIVERED_MARKER, deliver_to_volume, output_location
 from kubetune_trainer.output.finalize import MERGED_IN_REPO
-from kubetune_trainer.workdir import FINISHED_MARKER, FinishedModel, WorkDir
+from kubetune_trainer.runfolder import RunFolder
+from kubetune_trainer.workdir import FINISHED_MARKER, FinishedModel
 
 _MAX_BACKOFF_SECONDS = 60.0
 
@@ -35,13 +38,24 @@ ATTEMPTS_ENV = "KUBETUNE_PUSH_ATTEMPTS"
 BACKOFF_ENV = "KUBETUNE_PUSH_BACKOFF_SECONDS"
 
 
-def publish_step(config: TrainerConfig, work: WorkDir, finished: FinishedModel, reporter: Reporter,
+def publish_step(config: TrainerConfig, run: RunFolder, finished: FinishedModel, reporter: Reporter,
                  token: str | None) -> TrainerResult:
-    output = config.spec.output
-    model = ModelResult(path=str(work.final), base_model_revision=finished.base_model_revision)
+    output, work = config.spec.output, run.work
+    try:
+        deliver_to_volume(config, run, finished, reporter)
+    except OSError as error:
+        model = ModelResult(path=run.where(work.final), base_model_revision=finished.base_model_revision)
+        message = (f"the model is trained and saved in {model.path}, but writing it to {output_location(config)} "
+                   f"failed: {error.strerror or error}; a new attempt only delivers it")
+        reporter.log(message)
+        return TrainerResult(status="Failed", reason=FailureReason.PUSH_FAILED, message=message, retryable=True,
+                             model=model, metrics=finished.metrics)
+    saved_in = output_location(config) or run.where(work.final)
+    model = ModelResult(path=saved_in, base_model_revision=finished.base_model_revision)
     if output.repo is None:
-        reporter.stage(Stage.DONE, f"model saved in {work.final}")
-        return TrainerResult(status="Succeeded", model=model, metrics=finished.metrics)
+        reporter.stage(Stage.DONE, f"model saved in {saved_in}")
+        return TrainerResult(status="Succeeded", model=model, metrics=finished.metrics,
+                             samples=list(finished.samples))
     reporter.stage(Stage.PUBLISHING, f"pushing to {output.repo}")
     attempts = int(os.environ.get(ATTEMPTS_ENV, "5"))
     backoff = float(os.environ.get(BACKOFF_ENV, "2"))
@@ -50,7 +64,8 @@ def publish_step(config: TrainerConfig, work: WorkDir, finished: FinishedModel, 
         published = publish_folder(
             work.final, repo=output.repo, token=token, endpoint=output.endpoint, private=output.private,
             commit_message=f"kubetune: {name} ({config.spec.method.type.value})",
-            ignore_patterns=[FINISHED_MARKER], attempts=attempts, backoff_seconds=backoff, log=reporter.log,
+            ignore_patterns=[FINISHED_MARKER, DELIVERED_MARKER], attempts=attempts, backoff_seconds=backoff,
+            log=reporter.log,
         )
         if finished.merged and work.merged.is_dir():
             published = publish_folder(
@@ -60,11 +75,11 @@ def publish_step(config: TrainerConfig, work: WorkDir, finished: FinishedModel, 
             )
     except PublishError as error:
         reason = error.reason if error.reason is FailureReason.AUTH_FAILED else FailureReason.PUSH_FAILED
-        message = (f"the model is trained and saved in {work.final}, but pushing to {output.repo} failed: "
-                   f"{error.message}")
+        message = (f"the model is trained and saved in {saved_in}, but pushing to {output.repo} failed: "
+                   f"{error.message}; a new attempt only pushes it")
         reporter.log(message)
         return TrainerResult(status="Failed", reason=reason, message=message, retryable=error.retryable,
-                             model=model, metrics=finished.metrics)
+                             model=model, metrics=finished.metrics, samples=list(finished.samples))
     return _succeeded(published, model, finished, reporter)
 
 
@@ -73,7 +88,7 @@ def _succeeded(published: PublishedModel, model: ModelResult, finished: Finished
     reporter.stage(Stage.DONE, f"pushed {published.repo}@{published.revision}")
     pushed = model.model_copy(update={"repo": published.repo, "revision": published.revision,
                                       "url": published.url})
-    return TrainerResult(status="Succeeded", model=pushed, metrics=finished.metrics)
+    return TrainerResult(status="Succeeded", model=pushed, metrics=finished.metrics, samples=list(finished.samples))
 
 
 # --- one folder, one commit ------------------------------------------------------------------

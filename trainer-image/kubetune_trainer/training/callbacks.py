@@ -1,22 +1,46 @@
-"""Trainer callbacks: progress lines at every logging step, and a clean stop when a StopRequest is set."""
+"""Trainer callbacks: progress lines at every logging step, a clean stop when a StopRequest is set,
+and checkpoints marked complete once they are on disk."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from kubetune.api.progress import ProgressEvent
-from kubetune_trainer.distributed import any_rank
+from kubetune_trainer.distributed import any_rank, barrier
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
+from kubetune_trainer.workdir import mark_complete
+
+
+class CheckpointMarker(TrainerCallback):
+    """Called after the Trainer wrote a checkpoint (trainer_state.json last): flush and mark it.
+
+    In a distributed run every rank writes a part (its RNG state, its shard): all of them are on
+    disk before the rank that wrote trainer_state.json (rank 0, or each node's first with a
+    volume per node) marks the checkpoint complete.
+    """
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        barrier()
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if args.should_save and checkpoint.is_dir():
+            mark_complete(checkpoint)
 
 
 class ProgressCallback(TrainerCallback):
-    def __init__(self, reporter: Reporter, stop: StopRequest) -> None:
+    """One progress line per logging step. An attempt that resumed says so on every line (and at
+    once when training starts), so the operator sees it whichever part of the log it reads."""
+
+    def __init__(self, reporter: Reporter, stop: StopRequest, *, resumed_from_step: int | None = None,
+                 attempt: int | None = None) -> None:
         self.reporter = reporter
         self.stop = stop
+        self.resumed_from_step = resumed_from_step
+        self.attempt = attempt
         self._start_time = 0.0
         self._start_step = 0
         self._last_time = 0.0
@@ -29,6 +53,12 @@ class ProgressCallback(TrainerCallback):
         self._start_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen
         self.stop.training = True
+        if self.resumed_from_step is not None:
+            self.reporter.progress(ProgressEvent(
+                step=state.global_step, total_steps=state.max_steps or 0,
+                epoch=round(state.epoch, 4) if state.epoch is not None else None,
+                resumed_from_step=self.resumed_from_step, attempt=self.attempt,
+            ))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.stop.training = False
@@ -65,6 +95,8 @@ class ProgressCallback(TrainerCallback):
             learning_rate=logs.get("learning_rate"),
             tokens_per_second=round(tokens_per_second, 1) if tokens_per_second is not None else None,
             eta_seconds=eta,
+            resumed_from_step=self.resumed_from_step,
+            attempt=self.attempt,
         ))
 
 

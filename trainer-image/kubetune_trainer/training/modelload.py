@@ -142,8 +142,12 @@ def load_tokenizer(folder: Path, log: Callable[[str], None] = print) -> Any:
 
 
 def load_model(folder: Path, *, task: Task, method: MethodSpec, plan: DevicePlan, pad_token_id: int,
-               labels: Sequence[str] = (), multi_label: bool = False) -> Any:
-    """The base model, wrapped in a LoRA adapter for LoRA/QLoRA, ready for the Trainer."""
+               labels: Sequence[str] = (), multi_label: bool = False, wrap: bool = True) -> Any:
+    """The base model, wrapped in a LoRA adapter for LoRA/QLoRA, ready for the Trainer.
+
+    wrap=False leaves the adapter to the caller (lora_config): trl's DPOTrainer adds it itself, so
+    that switching the adapter off gives the reference model.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -171,7 +175,11 @@ def load_model(folder: Path, *, task: Task, method: MethodSpec, plan: DevicePlan
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
-    return _with_lora(model, task, method)
+    if not wrap:
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, task, method))
 
 
 def classification_head(model: Any) -> str:
@@ -183,8 +191,9 @@ def classification_head(model: Any) -> str:
                          f"cannot find the classification head of {type(model).__name__}")
 
 
-def _with_lora(model: Any, task: Task, method: MethodSpec) -> Any:
-    from peft import LoraConfig, TaskType, get_peft_model
+def lora_config(model: Any, task: Task, method: MethodSpec) -> Any:
+    """peft's LoraConfig for the spec's adapter shape on this model."""
+    from peft import LoraConfig, TaskType
 
     lora = method.lora
     targets: str | list[str] = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
@@ -195,11 +204,10 @@ def _with_lora(model: Any, task: Task, method: MethodSpec) -> Any:
         extra["modules_to_save"] = [head]
         if targets == "all-linear":
             targets = _linear_names(model, exclude=head)
-    config = LoraConfig(
+    return LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
         task_type=TaskType.SEQ_CLS if task is Task.TEXT_CLASSIFICATION else TaskType.CAUSAL_LM, **extra,
     )
-    return get_peft_model(model, config)
 
 
 def _linear_names(model: Any, exclude: str) -> list[str]:

@@ -60,10 +60,13 @@ class ParallelPlan:
         return args
 
 
+ONE_PROCESS = ParallelPlan(None, "one process")
+
+
 def choose_parallelism(requested: ParallelStrategy, *, method: TuningMethod, model_folder: Path, world_size: int,
                        cuda: bool, shared_work_dir: bool, gpu_memory: int | None = None) -> ParallelPlan:
     if world_size <= 1:
-        return ParallelPlan(None, "one process")
+        return ONE_PROCESS
     chosen, reason = _choose(requested, method, model_folder, gpu_memory)
     warning = None
     if chosen is ParallelStrategy.FSDP and not cuda:

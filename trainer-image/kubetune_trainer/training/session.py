@@ -10,14 +10,14 @@ from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Task
 from kubetune_trainer.data.dataprep import TokenizedData
-from kubetune_trainer.distributed import common_checkpoint, decide, ranks
+from kubetune_trainer.distributed import barrier, common_checkpoint, decide, ranks
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
-from kubetune_trainer.training.callbacks import ProgressCallback
+from kubetune_trainer.training.callbacks import CheckpointMarker, ProgressCallback
 from kubetune_trainer.training.collate import PackRows, PadToLongest
 from kubetune_trainer.training.device import DevicePlan
-from kubetune_trainer.training.parallel import ParallelPlan
+from kubetune_trainer.training.parallel import ONE_PROCESS, ParallelPlan
 from kubetune_trainer.training.trainloop import (
     Evaluation,
     LengthGroupedTrainer,
@@ -27,7 +27,7 @@ from kubetune_trainer.training.trainloop import (
     save_base_eval,
     training_arguments,
 )
-from kubetune_trainer.workdir import WorkDir
+from kubetune_trainer.workdir import WorkDir, checkpoint_step
 
 
 @dataclass
@@ -42,12 +42,9 @@ class TrainingOutcome:
     state_dict: Any = None  # FSDP: the whole model gathered from its shards (rank 0); else None
 
 
-SINGLE_PROCESS = ParallelPlan(None, "one process")
-
-
 def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest, *, model: Any,
                  tokenizer: Any, plan: DevicePlan, train_data: TokenizedData, eval_data: TokenizedData | None,
-                 multi_label: bool, parallel: ParallelPlan = SINGLE_PROCESS) -> TrainingOutcome:
+                 multi_label: bool, attempt: int = 1, parallel: ParallelPlan = ONE_PROCESS) -> TrainingOutcome:
     import torch
     from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
@@ -65,8 +62,17 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
         collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
     args = training_arguments(hp, output_dir=work.checkpoints, plan=plan, has_eval=eval_data is not None,
                               classification=classification, parallel=parallel.training_arguments())
-    callbacks: list[Any] = [ProgressCallback(reporter, stop)]
-    if ranks().is_main:  # one TensorBoard log per run, not one per rank
+    me = ranks()
+    if me.is_local_main:  # one rank per folder tidies it: a shared volume tolerates the others' attempt
+        torn = work.discard_incomplete_checkpoints()
+        if torn:
+            reporter.log(f"removed {', '.join(torn)}: the previous attempt was stopped while saving it")
+    barrier()
+    checkpoint = _resume_point(work, parallel)
+    resumed_from = checkpoint_step(checkpoint) if checkpoint is not None else None
+    callbacks: list[Any] = [ProgressCallback(reporter, stop, resumed_from_step=resumed_from, attempt=attempt),
+                            CheckpointMarker()]
+    if me.is_main:  # one TensorBoard log per run, not one per rank
         work.runs.mkdir(parents=True, exist_ok=True)
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(work.runs))))
     trainer = LengthGroupedTrainer(
@@ -79,7 +85,6 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
     # Evaluation always pads (packing changes nothing to the loss, and classification never packs).
     eval_collator = PadToLongest(tokenizer.pad_token_id, token_labels=not classification)
 
-    checkpoint = _resume_point(work, parallel)
     # Rank 0's file decides: every rank must take part in the base evaluation, or none.
     base = decide(lambda: load_base_eval(work.base_eval) if checkpoint is not None else None)
     try:
@@ -90,8 +95,9 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
                 save_base_eval(work.base_eval, base)
             reporter.log(f"base model: eval loss {_show(base.loss)}" + _accuracy(base))
         if checkpoint is not None:
-            reporter.log(f"resuming from {checkpoint.name}")
-        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name}" if checkpoint else "training")
+            reporter.log(f"attempt {attempt}: resuming from {checkpoint.name}")
+        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name} (checkpoint step {resumed_from})"
+                       if checkpoint is not None else "training from step 0")
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if stop.requested:
             raise TrainerFailure(

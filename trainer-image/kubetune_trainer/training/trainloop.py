@@ -69,8 +69,15 @@ class LengthGroupedTrainer(Trainer):
 def training_arguments(hp: Hyperparameters, *, output_dir: Path, plan: DevicePlan, has_eval: bool,
                        classification: bool, parallel: dict[str, Any] | None = None) -> TrainingArguments:
     """Every hyperparameter of the spec, mapped onto TrainingArguments (`parallel`: DDP/FSDP settings)."""
+    return TrainingArguments(**training_argument_values(hp, output_dir=output_dir, plan=plan, has_eval=has_eval,
+                                                        classification=classification), **(parallel or {}))
+
+
+def training_argument_values(hp: Hyperparameters, *, output_dir: Path, plan: DevicePlan, has_eval: bool,
+                             classification: bool) -> dict[str, Any]:
+    """The TrainingArguments keywords for the spec (trl's configs take them too)."""
     eval_steps = hp.eval_steps if has_eval else None
-    return TrainingArguments(
+    return dict(
         output_dir=str(output_dir),
         num_train_epochs=hp.epochs,
         max_steps=hp.max_steps if hp.max_steps is not None else -1,
@@ -101,7 +108,6 @@ def training_arguments(hp: Hyperparameters, *, output_dir: Path, plan: DevicePla
         prediction_loss_only=not classification,
         label_names=["labels"],
         save_only_model=False,
-        **(parallel or {}),
     )
 
 
