@@ -21,10 +21,10 @@ import pytest
 from kubetune.api.contract import ExitCode, TrainerConfig, TrainerResult
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line
 from kubetune_trainer.cli import main
-from kubetune_trainer.workdir import WorkDir
+from kubetune_trainer.workdir import WorkDir, checkpoint_step
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 from support.toydata import generation_rows, write_jsonl
-from support.trainer_config import data_entry, trainer_config, write_config
+from support.trainer_config import data_entry, run_dir, trainer_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -87,11 +87,8 @@ def test_two_processes_follow_the_loss_curve_of_one_with_the_same_effective_batc
     result = _result(double_dir / "result.json")
     assert result.status == "Succeeded" and result.metrics is not None and result.metrics.steps == 6
     assert "distributed: 2 processes, DDP" in run.stdout and "effective batch 8" in run.stdout
-    card = (double_dir / "work" / "final" / "README.md").read_text(encoding="utf-8")
+    card = (run_dir(double_dir) / "final" / "README.md").read_text(encoding="utf-8")
     assert "effectiveBatchSize" in card and "worldSize" in card
-    checkpoint = WorkDir(double_dir / "work").newest_checkpoint()
-    assert checkpoint is not None and {p.name for p in checkpoint.glob("rng_state_*.pth")} == \
-        {"rng_state_0.pth", "rng_state_1.pth"}, "both ranks took part in the checkpoint"
 
 
 def _free_port() -> int:
@@ -128,7 +125,8 @@ def test_two_nodes_meet_on_loopback_train_and_publish_once(tmp_path: Path, hub_s
 
 def test_a_stop_checkpoints_every_rank_at_one_step_and_two_processes_resume(
         tmp_path: Path) -> None:
-    config = _config(tmp_path, processes=2, maxSteps=5000, saveSteps=1000)
+    # saveSteps far away: only the stop itself can have saved the checkpoint the rerun resumes from.
+    config = _config(tmp_path, processes=2, maxSteps=12, saveSteps=1000)
     path = write_config(tmp_path, config)
     process = subprocess.Popen([*TRAINER, "--config", str(path)], env=_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -145,20 +143,21 @@ def test_a_stop_checkpoints_every_rank_at_one_step_and_two_processes_resume(
     assert code == ExitCode.INTERRUPTED, "".join(seen[-30:])
     result = _result(tmp_path / "result.json")
     assert result.reason == "Interrupted" and result.retryable is True
-    checkpoint = WorkDir(tmp_path / "work").newest_checkpoint()
+    # Marked complete (newest_checkpoint needs the marker) once every rank had written its part.
+    checkpoint = WorkDir(run_dir(tmp_path)).newest_checkpoint()
     assert checkpoint is not None, "".join(seen[-30:])
-    stopped_at = int(checkpoint.name.split("-")[1])
+    stopped_at = checkpoint_step(checkpoint)
     state = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert state["global_step"] == stopped_at >= 2
+    assert state["global_step"] == stopped_at and 2 <= stopped_at < 12
     assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
-    resumed = config.model_copy(deep=True)
-    resumed.spec.hyperparameters.max_steps = stopped_at + 2
-    run = subprocess.run([*TRAINER, "--config", str(write_config(tmp_path, resumed))], env=_env(),
-                         capture_output=True, text=True, timeout=600)
+    # The same config again, as new Pods of the same Job would get it: both ranks resume.
+    run = subprocess.run([*TRAINER, "--config", str(path)], env=_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == ExitCode.OK, run.stdout[-3000:] + run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    assert [s for s, _ in _losses(lines)] == [stopped_at + 1, stopped_at + 2]
+    assert [s for s, _ in _losses(lines)] == list(range(stopped_at + 1, 13))
+    events = [e for e in map(parse_line, lines) if isinstance(e, ProgressEvent)]
+    assert {(e.resumed_from_step, e.attempt) for e in events} == {(stopped_at, 2)}
     assert any(isinstance(e, StageEvent) and checkpoint.name in e.message for e in map(parse_line, lines))
     assert _result(tmp_path / "result.json").status == "Succeeded"
 
