@@ -101,3 +101,20 @@ def test_fsdp_with_qlora_is_refused_by_the_spec() -> None:
 
     with pytest.raises(ValidationError, match="FSDP does not combine with QLoRA"):
         make_tj({"method": {"type": "QLoRA", "quantization": {"bits": 4}}, "distributed": {"strategy": "FSDP"}})
+
+
+def test_the_work_volume_of_a_multi_node_run_is_mounted_on_every_node() -> None:
+    from pydantic import ValidationError
+    from test_builders import SETTINGS
+
+    from kubetune.builders import build_work_volume_claim
+
+    tj = make_tj({"resources": {"nodes": 2}})
+    claim = build_work_volume_claim(tj, SETTINGS, owner_reference(tj.model_dump(mode="json", by_alias=True)))
+    assert claim is not None and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    one_node = make_tj()
+    single = build_work_volume_claim(one_node, SETTINGS, owner_reference(one_node.model_dump(mode="json",
+                                                                                         by_alias=True)))
+    assert single is not None and single["spec"]["accessModes"] == ["ReadWriteOnce"]
+    with pytest.raises(ValidationError, match="mounts its work volume on each of them"):
+        make_tj({"resources": {"nodes": 2}, "workVolume": {"accessModes": ["ReadWriteOnce"]}})

@@ -390,6 +390,11 @@ class TuningJobSpec(KubeModel):
         if self.distributed.strategy is ParallelStrategy.FSDP and self.method.type is TuningMethod.QLORA:
             raise ValueError("distributed.strategy FSDP does not combine with QLoRA (4-bit weights are not "
                              "sharded): use DDP or Auto, or method LoRA/Full")
+        modes = self.work_volume.access_modes
+        if self.resources.nodes > 1 and modes is not None and "ReadWriteMany" not in modes:
+            raise ValueError(f"workVolume.accessModes {modes}: a run on {self.resources.nodes} nodes mounts its work "
+                             "volume on each of them: use [ReadWriteMany] (the default for several nodes), or "
+                             "workVolume.ephemeral")
         if self.method.objective is Objective.DPO and (self.resources.nodes > 1 or self.resources.gpus > 1):
             raise ValueError("method.objective dpo trains in one process for now: set resources.gpus to 1 (or 0) "
                              "and resources.nodes to 1")
