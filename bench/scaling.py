@@ -57,7 +57,7 @@ def _config(folder: Path, *, processes: int, steps: int, batch: int, method: str
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     config = {
         "name": "scaling", "namespace": "bench", "workDir": str(folder / "work"),
-        "mounts": {"pvcs": {"data": str(data)}}, "resultPath": str(folder / "result.json"),
+        "mounts": {"pvcs": {"data": str(data), "out": str(folder / "out")}}, "resultPath": str(folder / "result.json"),
         "launch": {"nodes": 1, "processesPerNode": processes, "runId": folder.name},
         "spec": {
             "baseModel": {"scratch": TINY_MODEL if tiny else GPU_MODEL},
