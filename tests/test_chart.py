@@ -279,6 +279,9 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
                 "gpuResourceName": "amd.com/gpu",
                 "cpu": "8",
                 "memory": "64Gi",
+                "gpuMemory": "24Gi",
+
+
                 "terminationGracePeriodSeconds": 1800,
             },
             "validator": {"cpu": "250m", "memory": "512Mi"},
@@ -295,6 +298,7 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
     assert env["KUBETUNE_TRAINER_IMAGE"] == "registry.local/trainer:cu124"
     assert env["KUBETUNE_GPU_RESOURCE_NAME"] == "amd.com/gpu"
     assert (env["KUBETUNE_TRAINER_CPU"], env["KUBETUNE_TRAINER_MEMORY"]) == ("8", "64Gi")
+    assert env["KUBETUNE_GPU_MEMORY"] == "24Gi"
     assert (env["KUBETUNE_VALIDATOR_CPU"], env["KUBETUNE_VALIDATOR_MEMORY"]) == ("250m", "512Mi")
     assert env["KUBETUNE_NAMESPACES"] == "ml"
     assert env["KUBETUNE_TRAINER_TERMINATION_GRACE_SECONDS"] == "1800"

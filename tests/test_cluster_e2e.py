@@ -119,8 +119,9 @@ def test_a_run_on_a_real_cluster(api: Any, namespace: str) -> None:
                 "output": {"pvc": {"claimName": "models", "path": "sums"}},
             },
         })
+        # The preflight (a CPU Job from the same image) runs first: the training Job follows its report.
         job = wait_for("the training Job", lambda: _or_none(
-            lambda: batch.read_namespaced_job(training_job_name("sums"), namespace)), 60, 2)
+            lambda: batch.read_namespaced_job(training_job_name("sums"), namespace)), 300, 2)
         assert job.metadata.owner_references[0].uid == created["metadata"]["uid"]
         wait_for("the run finished", lambda: phase("tuningjobs", "sums") in ("Succeeded", "Failed"), 1200, 5)
         status = get("tuningjobs", "sums")["status"]

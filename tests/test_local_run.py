@@ -275,6 +275,36 @@ def test_a_dataset_with_bad_rows_stops_the_run_before_training(tmp_path: Path) -
     assert not (tmp_path / "out" / "default" / "quickstart" / "trainer.log").exists()
 
 
+def test_a_failed_preflight_runs_no_trainer(tmp_path: Path) -> None:
+    manifest = tmp_path / "missing-data.yaml"
+    manifest.write_text(textwrap.dedent("""\
+        apiVersion: kubetune.io/v1alpha1
+        kind: TuningJob
+        metadata: {name: missing-data}
+        spec:
+          baseModel: {scratch: {}}
+          datasets:
+            train: [{source: {pvc: {claimName: quickstart-data, path: no-such-file.jsonl}}, format: messages}]
+          output: {pvc: {claimName: models, path: out}}
+          resources: {gpus: 0}
+        """))
+    run = kubetune("run", "-f", str(manifest), "--volume", f"quickstart-data={REPO / 'examples' / 'data'}",
+                   "--workdir", "out", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr + run.stdout
+    assert describe_value(run.stdout, "Phase") == "Failed"
+    assert re.search(r"^    PreflightPassed +False +DataUnreachable +preflight: datasets.train\[0\] "
+                     r"\(pvc:quickstart-data/no-such-file.jsonl\)", run.stdout, re.M), run.stdout
+    assert "Warning  Failed" in run.stdout and "Normal  JobCreated" not in run.stdout
+    assert re.search(r"^    JobCreated +False", run.stdout, re.M)
+    job_dir = tmp_path / "out" / "default" / "missing-data"
+    assert (job_dir / "preflight.log").is_file() and not (job_dir / "trainer.log").exists()
+
+    dry = kubetune("run", "--dry-run", "-f", str(manifest), "--volume",
+                   f"quickstart-data={REPO / 'examples' / 'data'}", "--workdir", "out", cwd=tmp_path)
+    assert dry.returncode == 2, dry.stderr + dry.stdout
+    assert "error: the preflight refuses TuningJob missing-data (DataUnreachable)" in dry.stderr
+
+
 @pytest.mark.slow
 def test_quickstart_end_to_end(tmp_path: Path) -> None:
     run = kubetune("run", "-f", str(QUICKSTART), "--volume", f"quickstart-data={DATA}", "--workdir", "out",
@@ -284,8 +314,13 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     # Live progress (plain lines: stdout is a pipe), then the final status as kubectl describe prints it.
     assert "step 5/180 (2%)  loss " in out
     assert describe_value(out, "Phase") == "Succeeded"
-    assert "    Succeeded       True    Succeeded" in out
-    assert "    ModelPublished  True    Saved" in out
+    assert re.search(r"^    Succeeded +True +Succeeded", out, re.M)
+    assert re.search(r"^    ModelPublished +True +Saved", out, re.M)
+    # The preflight ran before training (a scratch model and volumes: data and memory to check).
+    assert re.search(r"^    PreflightPassed +True +Passed +checked data, memory", out, re.M)
+    assert "Normal  PreflightPassed" in out
+    assert float(describe_value(out, "Wall Seconds")) > 0 and int(describe_value(out, "Trained Tokens")) > 0
+    assert describe_value(out, "Revision").startswith("sha256:"), "the dataset's content hash is pinned"
     final = tmp_path / "out" / "volumes" / "quickstart-models" / "quickstart" / "final"
     assert describe_value(out, "Path") == str(final)
     eval_loss, base_loss = float(describe_value(out, "Eval Loss")), float(describe_value(out, "Base Eval Loss"))

@@ -46,6 +46,9 @@ SETTINGS = WIRING_SETTINGS
 # --- manifests and plays ------------------------------------------------------------------------------------------
 
 def tuningjob(name: str = "support-bot", dataset: str = "support-chats", **spec: Any) -> dict[str, Any]:
+    """A run straight to its training Job: the preflight before it has scenarios of its own
+    (test_preflight_wiring.py)."""
+    spec.setdefault("guardrails", {"preflight": False})
     return {
         "apiVersion": "kubetune.io/v1alpha1", "kind": "TuningJob",
         "metadata": {"name": name, "namespace": NS},

@@ -131,3 +131,34 @@ def test_bf16_is_what_the_layers_compute_in(tmp_path: Path, method: str) -> None
     finally:
         hook.remove()
     assert seen and all(dtype == torch.bfloat16 for dtype in seen), seen
+
+
+def test_a_real_cuda_out_of_memory_is_retried_with_a_smaller_batch(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The OOM retry on a real CUDA allocator: the process is capped at 1.5 GiB, where a batch of 64
+    rows of 512 tokens (~3 GiB of activations on this model) cannot fit and a batch of 8 can."""
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 1.5 * 2**30 / total))
+    try:
+        long_answer = " ".join(f"word{i % 97}" for i in range(900))  # well past 512 tokens: every row truncated
+        rows = [{"messages": [{"role": "user", "content": f"question {i}"},
+                              {"role": "assistant", "content": long_answer}]} for i in range(256)]
+        write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+        config = trainer_config(tmp_path, train=[data_entry("train.jsonl")], scratch=SCRATCH,
+                                hyperparameters={"maxSteps": 4, "loggingSteps": 1, "saveSteps": 2,
+                                                 "perDeviceBatchSize": 64, "maxSeqLength": 512,
+                                                 "precision": "fp16"})
+        code = main(["train", "--config", str(write_config(tmp_path, config))])
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    out = capsys.readouterr().out
+    result = TrainerResult.model_validate_json((tmp_path / "result.json").read_text())
+    assert code == ExitCode.OK, result
+    assert any(line.startswith("CUDA out of memory at step") for line in out.splitlines()), out[-3000:]
+    events = [e for e in map(parse_line, out.splitlines()) if isinstance(e, ProgressEvent) and e.loss is not None]
+    assert events and events[-1].per_device_batch_size is not None and events[-1].per_device_batch_size < 64
+    assert events[-1].per_device_batch_size * (events[-1].gradient_accumulation_steps or 0) == 64
+    assert result.metrics is not None and result.metrics.steps == 4

@@ -149,6 +149,7 @@ def _closed_port() -> int:
         ("missing-revision", "ModelNotFound", ExitCode.PERMANENT),
         ("closed-port", "Unreachable", ExitCode.RETRYABLE),
         ("downloads-fail", "Unreachable", ExitCode.RETRYABLE),
+        ("gated", "ModelGated", ExitCode.PERMANENT),
     ],
 )
 def test_hub_failures_map_to_reasons(tmp_path: Path, hub_base: HubBase, own_hf_home: Path,
@@ -157,7 +158,9 @@ def test_hub_failures_map_to_reasons(tmp_path: Path, hub_base: HubBase, own_hf_h
                                      exit_code: int) -> None:
     server = hub_base.server
     wrong = "hf_" + "WrongTokenValue0123456789abcdefXYZ"
-    token = {"no-token": None, "wrong-token": wrong}.get(case, server.token)
+    stranger = "hf_" + "StrangerTokenValue0123456789abcdef"
+    server.add_token(stranger, user="stranger", orgs={})
+    token = {"no-token": None, "wrong-token": wrong, "gated": stranger}.get(case, server.token)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     if token is not None:
         monkeypatch.setenv("HF_TOKEN", token)
@@ -168,10 +171,15 @@ def test_hub_failures_map_to_reasons(tmp_path: Path, hub_base: HubBase, own_hf_h
         base["revision"] = "v9"
     if case == "downloads-fail":  # the repo answers, its files do not (more failures than the client retries)
         server.fail_next("resolve", 100, 521)  # a status the client does not retry itself: quick
+    repo = server.store.get("model", BASE_REPO)
+    assert repo is not None
+    if case == "gated":  # public, but its files only for users granted access: not the stranger
+        repo.private, repo.gated = False, "manual"
     try:
         code = main(["train", "--config", str(_config(tmp_path, base))])
     finally:
         server.clear_faults()
+        repo.private, repo.gated = True, None
     out = capsys.readouterr().out
     result = _result(tmp_path)
     assert (result.status, result.reason, code) == ("Failed", reason, exit_code), result
@@ -181,6 +189,8 @@ def test_hub_failures_map_to_reasons(tmp_path: Path, hub_base: HubBase, own_hf_h
         assert "no token was given" in result.message and "hfTokenSecretRef" in result.message
     if case == "wrong-token":
         assert "refused the token" in result.message
-    for secret in (server.token, wrong):
+    if case == "gated":
+        assert "is gated: accept its licence" in result.message
+    for secret in (server.token, wrong, stranger):
         assert secret not in out and secret not in (tmp_path / "result.json").read_text()
     assert not (run_dir(tmp_path) / "final").exists()

@@ -8,6 +8,14 @@
     kubetune_tuningjob_progress_percent{namespace, name}
     kubetune_tuningjob_loss{namespace, name}
     kubetune_tuningjob_tokens_per_second{namespace, name}
+    kubetune_tuningjob_gpu_seconds{namespace, name}     GPUs x seconds the run's trainer Pods ran
+    kubetune_tuningjob_trained_tokens{namespace, name}
+    kubetune_gpu_seconds_total{namespace}               GPU time of all runs, for accounting by team
+    kubetune_trained_tokens_total{namespace}
+
+The *_total counters grow by what each run's status.usage grew by since this operator last saw
+it; a run first seen after an operator start sets the baseline without counting, so a restart
+never counts a run's past twice (Prometheus' increase() copes with the counter's reset).
 
 Each `OperatorMetrics` has its own registry, so tests (and several operators in one process)
 never trip over prometheus-client's global one.
@@ -23,6 +31,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kubetune.api.dataset import DatasetPhase
+from kubetune.api.guardrails import Usage
 from kubetune.api.tuningjob import TrainingProgress, TuningJobPhase
 from kubetune.settings import ENV_PREFIX
 from kubetune.usererror import UserError
@@ -54,6 +63,15 @@ class OperatorMetrics:
         self.loss = Gauge("kubetune_tuningjob_loss", "Latest training loss.", labels, registry=self.registry)
         self.tokens_per_second = Gauge("kubetune_tuningjob_tokens_per_second", "Training throughput.",
                                        labels, registry=self.registry)
+        self.gpu_seconds = Gauge("kubetune_tuningjob_gpu_seconds", "GPUs x seconds the run's trainer Pods ran.",
+                                 labels, registry=self.registry)
+        self.trained_tokens = Gauge("kubetune_tuningjob_trained_tokens", "Tokens the run trained on.",
+                                    labels, registry=self.registry)
+        self.gpu_seconds_total = Counter("kubetune_gpu_seconds", "GPU seconds of all runs, by namespace.",
+                                         ["namespace"], registry=self.registry)
+        self.trained_tokens_total = Counter("kubetune_trained_tokens", "Tokens trained on by all runs, by namespace.",
+                                            ["namespace"], registry=self.registry)
+        self._usage_seen: dict[Key, tuple[float, float]] = {}  # (gpu seconds, tokens) already counted
         self.queue_depth = Gauge("kubetune_workqueue_depth", "TuningJobs and Datasets waiting for a worker.",
                                  registry=self.registry)
         for tj_phase in TuningJobPhase:
@@ -86,6 +104,28 @@ class OperatorMetrics:
             if value is not None:
                 gauge.labels(namespace, name).set(value)
 
+    def observe_usage(self, namespace: str, name: str, usage: Usage | None) -> None:
+        """Publish a run's status.usage, and add what it grew by to the namespace's totals."""
+        if usage is None:  # not started: everything it will use is new
+            with self._lock:
+                self._usage_seen.setdefault((namespace, name), (0.0, 0.0))
+            return
+        gpu, tokens = usage.gpu_seconds or 0.0, float(usage.trained_tokens or 0)
+        if usage.gpu_seconds is not None:
+            self.gpu_seconds.labels(namespace, name).set(gpu)
+        if usage.trained_tokens is not None:
+            self.trained_tokens.labels(namespace, name).set(tokens)
+        with self._lock:
+            before = self._usage_seen.get((namespace, name))
+            self._usage_seen[(namespace, name)] = \
+                (max(gpu, before[0]), max(tokens, before[1])) if before else (gpu, tokens)
+        if before is None:
+            return  # first seen already running (an operator restart): a baseline, not new usage
+        if gpu > before[0]:
+            self.gpu_seconds_total.labels(namespace).inc(gpu - before[0])
+        if tokens > before[1]:
+            self.trained_tokens_total.labels(namespace).inc(tokens - before[1])
+
     def observe_dataset(self, namespace: str, name: str, phase: str | None) -> None:
         with self._lock:
             _move(self.datasets, self._dataset_phases, self._dataset_counts, (namespace, name), phase)
@@ -96,7 +136,9 @@ class OperatorMetrics:
     def forget_tuningjob(self, namespace: str, name: str) -> None:
         """Drop a deleted TuningJob's series, so dashboards do not show ghosts."""
         self.observe_tuningjob(namespace, name, None, None)
-        for gauge in (self.progress, self.loss, self.tokens_per_second):
+        with self._lock:
+            self._usage_seen.pop((namespace, name), None)
+        for gauge in (self.progress, self.loss, self.tokens_per_second, self.gpu_seconds, self.trained_tokens):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
 

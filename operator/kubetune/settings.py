@@ -59,6 +59,14 @@ def _env_list(name: str) -> list[str]:
     return [item.strip() for item in _env(name, "").split(",") if item.strip()]
 
 
+def _env_optional_quantity(name: str, default: str | None) -> str | None:
+    raw = _env(name, default or "").strip()
+    if raw and not re.fullmatch(BYTE_QUANTITY, raw):
+        raise UserError(f"{ENV_PREFIX}{name} must be a byte quantity such as 80Gi, got {raw!r}: fix it, or set "
+                        "it empty to skip the comparison")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the operator needs to know that is not in a TuningJob or Dataset."""
@@ -103,6 +111,9 @@ class Settings:
     """Operator log level (KUBETUNE_LOG_LEVEL)."""
     allow_private_urls: bool = False
     """Allow dataset URLs on loopback, link-local and private ranges (KUBETUNE_ALLOW_PRIVATE_URLS)."""
+    gpu_memory: str | None = "80Gi"
+    """Memory of one GPU for the preflight's fit estimate when a TuningJob names none; empty: no
+    estimate against a size (KUBETUNE_GPU_MEMORY)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -127,4 +138,5 @@ class Settings:
             health_port=_env_int("HEALTH_PORT", defaults.health_port),
             log_level=_env("LOG_LEVEL", defaults.log_level).upper(),
             allow_private_urls=_env_bool("ALLOW_PRIVATE_URLS", defaults.allow_private_urls),
+            gpu_memory=_env_optional_quantity("GPU_MEMORY", defaults.gpu_memory),
         )

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote
 
 import yaml
 
+from support.hubaccess import UNGATED_FILES, TokenInfo
 from support.hubstore import REPO_TYPES, Commit, CommitError, FileChange, Repo, front_matter, wants_lfs
 
 if TYPE_CHECKING:
@@ -30,12 +31,6 @@ INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _TYPE_PLURAL = "(?P<type>models|datasets|spaces)"
 _REPO = "(?P<repo>[^/]+/[^/]+)"
 _URL_PREFIX = "(?:(?P<prefix>datasets|spaces)/)?"
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    user: str
-    write: bool
 
 
 class HttpError(Exception):
@@ -85,25 +80,16 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
     def whoami(req: Request) -> Response:
         if req.token is None:
             raise HttpError(401, INVALID_CREDENTIALS)
-        role = "write" if req.token.write else "read"
-        return json_response(
-            {
-                "type": "user",
-                "id": req.token.user,
-                "name": req.token.user,
-                "fullname": req.token.user,
-                "orgs": [],
-                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": role}},
-            }
-        )
+        return json_response(req.token.whoami())
 
     def create_repo(req: Request) -> Response:
-        token = hub.require_write(req)
+        token = hub.require_token(req)
         payload = req.json() or {}
         repo_type = payload.get("type") or "model"
         if repo_type not in REPO_TYPES:
             raise HttpError(400, f"invalid repo type {repo_type!r}")
         repo_id = f"{payload.get('organization') or token.user}/{payload['name']}"
+        hub.require_write(req, repo_id, repo_type)
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
         repo = hub.store.create(repo_type, repo_id, private=private, author=token.user)
         if repo is None:
@@ -114,9 +100,10 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
         return json_response({"url": hub.repo_url(repo), "name": repo_id, "id": repo_id})
 
     def delete_repo(req: Request) -> Response:
-        token = hub.require_write(req)
+        token = hub.require_token(req)
         payload = req.json() or {}
         repo_id = f"{payload.get('organization') or token.user}/{payload['name']}"
+        hub.require_write(req, repo_id, payload.get("type") or "model")
         if not hub.store.delete(payload.get("type") or "model", repo_id):
             raise HttpError(404, "Repository not found", "RepoNotFound")
         return json_response({})
@@ -128,7 +115,9 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
             repo.private = bool(payload["private"])
         if "visibility" in payload:
             repo.private = payload["visibility"] == "private"
-        return json_response({"private": repo.private})
+        if "gated" in payload:
+            repo.gated = payload["gated"] or None  # "auto", "manual", or false
+        return json_response({"private": repo.private, "gated": repo.gated or False})
 
     def repo_info(req: Request) -> Response:
         repo_type = _singular(req.params["type"])
@@ -166,7 +155,7 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
             "lastModified": commit.date,
             "createdAt": commit.date,
             "private": repo.private,
-            "gated": False,
+            "gated": repo.gated or False,
             "disabled": False,
             "downloads": 0,
             "likes": 0,
@@ -367,10 +356,20 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
             return json_response({"errors": [{"message": f"invalid YAML metadata: {e}"}]}, 400)
         return json_response({"warnings": []})
 
+    def auth_check(req: Request) -> Response:
+        repo_type = _singular(req.params["type"])
+        if req.params.get("write"):
+            hub.writable_repo(req, repo_type, req.params["repo"])
+        else:
+            hub.check_gate(req, hub.readable_repo(req, repo_type, req.params["repo"]))
+        return json_response({})
+
     def resolve(req: Request) -> Response:
         repo = hub.readable_repo(req, _singular(req.params.get("prefix")), req.params["repo"])
         commit = _commit_or_404(repo, unquote(req.params["rev"]))
         path = unquote(req.params["path"])
+        if path not in UNGATED_FILES:
+            hub.check_gate(req, repo)
         blob = commit.tree.get(path)
         if blob is None:
             raise HttpError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.sha})
@@ -415,6 +414,7 @@ def build_routes(hub: HubServer) -> list[tuple[str, re.Pattern[str], str, Callab
         ("PUT", f"{api}/settings$", "settings", settings),
         ("GET", f"{api}$", "repo_info", repo_info),
         ("GET", f"{api}/revision/(?P<rev>[^/]+)$", "repo_info", repo_info),
+        ("GET", f"{api}/auth-check(?P<write>/write)?$", "auth_check", auth_check),
         ("GET", f"{api}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$", "tree", tree),
         ("POST", f"{api}/paths-info/(?P<rev>[^/]+)$", "paths_info", paths_info),
         ("GET", f"{api}/commits/(?P<rev>[^/]+)$", "commits", commits),

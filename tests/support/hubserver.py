@@ -26,12 +26,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from support.hubaccess import TokenInfo, gated_message
 from support.hubroutes import (
     INVALID_CREDENTIALS,
     HttpError,
     Request,
     Response,
-    TokenInfo,
     build_routes,
     json_response,
 )
@@ -86,8 +86,26 @@ class HubServer:
         self._thread.join(timeout=5)
 
     # -- set-up and fault injection -------------------------------------------------
-    def add_token(self, token: str, *, user: str = TEST_USER, write: bool = True) -> None:
-        self.tokens[token] = TokenInfo(user, write)
+    def add_token(self, token: str, *, user: str = TEST_USER, write: bool = True,
+                  orgs: dict[str, str] | None = None) -> None:
+        """A classic token: `write` False makes it a read token; `orgs` (org -> read/write/admin)
+        limits the namespaces it may write (None: any)."""
+        self.tokens[token] = TokenInfo(user, write, orgs=orgs)
+
+    def add_fine_grained_token(self, token: str, scopes: dict[str, set[str]], *, user: str = TEST_USER,
+                               orgs: dict[str, str] | None = None, can_read_gated: bool = True) -> None:
+        """A fine-grained token: `scopes` maps a user, org or repo id to permissions
+        (hubaccess.READ, hubaccess.WRITE)."""
+        self.tokens[token] = TokenInfo(user, write=False, fine_grained=True,
+                                       scopes={k: frozenset(v) for k, v in scopes.items()}, orgs=orgs,
+                                       can_read_gated=can_read_gated)
+
+    def gate(self, repo: str, *, granted: tuple[str, ...] = (), mode: str = "manual",
+             repo_type: str = "model") -> None:
+        """Make a repo gated: its files are served only to the `granted` users."""
+        found = self._repo(repo, repo_type)
+        found.gated = mode
+        found.granted = set(granted)
 
     def fail_next(self, route: str, n: int = 1, status: int = 500) -> None:
         with self._lock:
@@ -155,23 +173,42 @@ class HubServer:
     # -- access rules -----------------------------------------------------------------
     def readable_repo(self, req: Request, repo_type: str, repo_id: str) -> Repo:
         repo = self.store.get(repo_type, repo_id)
-        if repo is None or (repo.private and req.token is None):
-            # Like the Hub: unauthenticated callers cannot tell private from missing.
+        hidden = repo is not None and repo.private and (req.token is None or not req.token.may_read_private(repo_id))
+        if repo is None or hidden:
+            # Like the Hub: callers without access cannot tell private from missing.
             status = 404 if req.token is not None else 401
             raise HttpError(status, "Repository not found", "RepoNotFound")
         return repo
 
     def writable_repo(self, req: Request, repo_type: str, repo_id: str) -> Repo:
-        self.require_write(req)
+        self.require_write(req, repo_id, repo_type)
         return self.readable_repo(req, repo_type, repo_id)
 
     @staticmethod
-    def require_write(req: Request) -> TokenInfo:
+    def require_token(req: Request) -> TokenInfo:
         if req.token is None:
             raise HttpError(401, "You must be authenticated to do this")
-        if not req.token.write:
-            raise HttpError(403, "You don't have the rights to write to this repo (read-only token)")
         return req.token
+
+    def require_write(self, req: Request, repo_id: str, repo_type: str = "model") -> TokenInfo:
+        token = self.require_token(req)
+        existing = self.store.get(repo_type, repo_id)
+        if not token.may_write(repo_id, existing.creator if existing is not None else None):
+            kind = {"read": "read-only token", "fineGrained": "no repo.write scope for it"}.get(token.role, "")
+            raise HttpError(403, f"You don't have the rights to write to {repo_id}" + (f" ({kind})" if kind else ""))
+        return token
+
+    def check_gate(self, req: Request, repo: Repo) -> None:
+        """Refuse a gated repo's files to a user whose access was not granted, as the Hub does."""
+        if repo.gated is None:
+            return
+        token = req.token
+        owner = token is not None and token.may_write(repo.repo_id, repo.creator)
+        granted = token is not None and token.user in repo.granted and token.can_read_gated
+        if owner or granted:
+            return
+        message = gated_message(repo.repo_type, repo.repo_id, self.repo_url(repo), token is not None)
+        raise HttpError(401 if token is None else 403, message, "GatedRepo")
 
     def repo_url(self, repo: Repo) -> str:
         prefix = "" if repo.repo_type == "model" else f"{repo.repo_type}s/"

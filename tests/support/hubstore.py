@@ -114,6 +114,9 @@ class Repo:
     created: float
     branches: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
+    creator: str = ""  # the user who created it
+    gated: str | None = None  # "auto" or "manual": file contents need granted access
+    granted: set[str] = field(default_factory=set)  # users whose access to a gated repo was granted
 
     def resolve(self, revision: str) -> Commit | None:
         """A branch name or a full commit sha, as the Hub accepts in URLs."""
@@ -176,7 +179,7 @@ class HubStore:
         with self.lock:
             if (repo_type, repo_id) in self.repos:
                 return None
-            repo = Repo(repo_id=repo_id, repo_type=repo_type, private=private, created=time.time())
+            repo = Repo(repo_id=repo_id, repo_type=repo_type, private=private, created=time.time(), creator=author)
             self.repos[(repo_type, repo_id)] = repo
             initial = [FileChange("file", ".gitattributes", DEFAULT_GITATTRIBUTES.encode())]
             self.commit(repo, "main", initial, title="initial commit", message="", author=author)

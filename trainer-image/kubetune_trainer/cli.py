@@ -2,6 +2,7 @@
 
     kubetune-trainer train --config /etc/kubetune/config.json [--result-path FILE]
     kubetune-trainer validate --config /etc/kubetune/config.json [--result-path FILE]
+    kubetune-trainer preflight --config /etc/kubetune/config.json [--result-path FILE]
     kubetune-trainer validate -f DATA_FILE_OR_FOLDER [--format FORMAT]   (see validate --help)
     kubetune-trainer train --config FILE --check    # refuse what a run would refuse at start
 
@@ -60,13 +61,18 @@ from kubetune_trainer.termination import (
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="kubetune-trainer", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["train", "validate"], help="train a model or validate a dataset")
-    if not args or args[0] not in ("train", "validate"):
+    parser.add_argument("command", choices=["train", "validate", "preflight"],
+                        help="train a model, validate a dataset, or check a run's setup before it uses a GPU")
+    if not args or args[0] not in ("train", "validate", "preflight"):
         parser.parse_args(args)  # prints usage and exits
     if args[0] == "validate":
         from kubetune_trainer.validatecli import main as validate_main
 
         return validate_main(args[1:])
+    if args[0] == "preflight":
+        from kubetune_trainer.preflight.cli import main as preflight_main
+
+        return preflight_main(args[1:])
     return train_main(args[1:])
 
 

@@ -4,6 +4,7 @@ The run folder is <workDir>/runs/<uid>-<runHash>/ (runfolder.py); inside it:
 
     checkpoints/checkpoint-N/              Trainer checkpoints (resume from the newest complete one;
                                            removed once final/ is written)
+    checkpoints/checkpoint-N.diverged/     saved after the loss diverged: never resumed from
     runs/                                  TensorBoard events while training
     base_eval.json                         the base model's evaluation (kept across restarts)
     base-samples.json                      the base model's sample answers (kept across restarts)
@@ -33,6 +34,7 @@ __all__ = ["CHECKPOINT_COMPLETE", "FINISHED_MARKER", "FinishedModel", "WorkDir",
 # Written into a checkpoint after every file of it is on disk: a kill (or a node lost) mid-save
 # leaves a checkpoint without it, which a new attempt must not resume from.
 CHECKPOINT_COMPLETE = "kubetune-complete"
+DIVERGED_SUFFIX = ".diverged"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -73,6 +75,17 @@ class WorkDir:
         """The checkpoint with the highest step that was written completely (carries CHECKPOINT_COMPLETE)."""
         complete = self.complete_checkpoints()
         return complete[max(complete)] if complete else None
+
+    def set_aside_checkpoints_after(self, step: int) -> list[Path]:
+        """Rename checkpoints past `step` to checkpoint-N.diverged: kept for a look, never resumed from."""
+        moved = []
+        for found_step, path in self._checkpoints():
+            if found_step > step:
+                target = path.with_name(f"{path.name}{DIVERGED_SUFFIX}")
+                shutil.rmtree(target, ignore_errors=True)
+                path.rename(target)
+                moved.append(target)
+        return moved
 
     def discard_incomplete_checkpoints(self) -> list[str]:
         """Remove checkpoints a kill interrupted mid-save (the Trainer would count them as saved)."""

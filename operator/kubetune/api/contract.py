@@ -23,6 +23,7 @@ from kubetune.api.dataset import (
     ValidationSummary,
 )
 from kubetune.api.distributed import LaunchPlan
+from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.run import RunIdentity
 from kubetune.api.tuningjob import ModelResult, SampleGeneration, TrainingMetrics, TuningJobSpec
 from kubetune.api.volumes import path_inside_volume
@@ -32,9 +33,10 @@ from kubetune.api.volumes import path_inside_volume
 # minor added) and refuses any other. Bump the minor for additions an older trainer may
 # ignore, the major for anything it would misread.
 # 1.1: TrainerConfig.run and workLocation (workDir holds runs/); method.objective and dpo, the preference
-# format, hf.streaming, samples; TrainerConfig.launch (processes and rendezvous: a 1.0 trainer ignores it and
-# runs one process per Pod).
-CONTRACT_VERSION: Final = "1.1"
+# format, hf.streaming, samples. 1.2: spec.guardrails, resources.gpuMemory, the preflight command and its
+# PreflightReport. 1.3: resources.nodes, spec.distributed, TrainerConfig.launch (processes and rendezvous: an
+# older trainer ignores it and runs one process per Pod).
+CONTRACT_VERSION: Final = "1.3"
 CONTRACT_VERSION_PATTERN: Final = r"^[0-9]+\.[0-9]+$"
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -66,6 +68,12 @@ class FailureReason(StrEnum):
     PUSH_FAILED = "PushFailed"
     INTERRUPTED = "Interrupted"
     TRAINING_FAILED = "TrainingFailed"
+    DIVERGED = "Diverged"
+    # Preflight findings (kubetune-trainer preflight); WontFit is a warning, never a failure.
+    MODEL_GATED = "ModelGated"
+    OUTPUT_NOT_WRITABLE = "OutputNotWritable"
+    DATA_UNREACHABLE = "DataUnreachable"
+    WONT_FIT = "WontFit"
 
 
 class ExitCode:
@@ -154,6 +162,48 @@ class TrainerResult(KubeModel):
     metrics: TrainingMetrics | None = Field(default=None, description="Final figures.")
     samples: list[SampleGeneration] = Field(default_factory=list, max_length=10,
                                             description="Base vs tuned answers to a few validation prompts.")
+
+
+class PreflightIssue(KubeModel):
+    """One finding of the preflight: an Error ends the run before training, a Warning does not."""
+
+    reason: FailureReason = Field(description="AuthFailed, ModelNotFound, ModelGated, OutputNotWritable, "
+                                              "DataUnreachable, Unreachable, WontFit ...")
+    severity: Literal["Error", "Warning"] = Field(description="Error (the run cannot succeed) or Warning.")
+    message: str = Field(max_length=1024, description="What was found and what to fix, token redacted.")
+
+
+class MemoryEstimate(KubeModel):
+    """A rough per-GPU memory need (see kubetune_trainer.preflight.memory for the model of it)."""
+
+    bytes_per_gpu: int = Field(ge=0, description="Estimated peak bytes on one GPU.")
+    gpu_bytes: int | None = Field(default=None, ge=0, description="Memory of one GPU, as configured.")
+    fits: bool | None = Field(default=None, description="Whether the estimate fits (unset: no GPU to compare).")
+    largest_fitting_batch: int | None = Field(default=None, ge=0,
+                                              description="Largest perDeviceBatchSize estimated to fit (0: none).")
+
+
+class PreflightReport(KubeModel):
+    """The preflight's last word, written to the termination message (at most 4096 bytes)."""
+
+    outcome: Literal["Passed", "Failed"] = Field(description="Failed when any issue is an Error.")
+    retryable: bool | None = Field(default=None, description="Whether a new attempt may pass (network trouble).")
+    issues: list[PreflightIssue] = Field(default_factory=list, max_length=16, description="Errors and warnings.")
+    checked: list[str] = Field(default_factory=list, max_length=16,
+                               description="What was checked (token, baseModel, output, data, memory).")
+    base_model_revision: str | None = Field(default=None, max_length=200,
+                                            description="Commit sha the base model revision resolved to.")
+    datasets: list[PinnedDataset] = Field(default_factory=list, max_length=128,
+                                          description="Inline Hub sources and the commit each resolved to.")
+    memory: MemoryEstimate | None = Field(default=None, description="The GPU-memory estimate.")
+
+    @property
+    def errors(self) -> list[PreflightIssue]:
+        return [i for i in self.issues if i.severity == "Error"]
+
+    @property
+    def warnings(self) -> list[PreflightIssue]:
+        return [i for i in self.issues if i.severity == "Warning"]
 
 
 class ValidationReport(ValidationSummary):

@@ -45,6 +45,9 @@ class ProgressEvent(KubeModel):
     learning_rate: float | None = Field(default=None, ge=0)
     tokens_per_second: float | None = Field(default=None, ge=0)
     eta_seconds: int | None = Field(default=None, ge=0)
+    tokens: int | None = Field(default=None, ge=0)  # trained so far (non-padding), for status.usage
+    per_device_batch_size: int | None = Field(default=None, ge=1)  # in use: lowered by an OOM retry
+    gradient_accumulation_steps: int | None = Field(default=None, ge=1)
     # Set on every line of an attempt that resumed from a checkpoint (not only the first, which
     # may have left the log window the operator reads); `attempt` counts starts on the work folder.
     resumed_from_step: int | None = Field(default=None, ge=0)

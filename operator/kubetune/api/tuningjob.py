@@ -20,6 +20,7 @@ from kubetune.api.common import (
 )
 from kubetune.api.dataset import ColumnMapping, DatasetFormat, DataSource, PvcSource
 from kubetune.api.distributed import DistributedSpec, ParallelStrategy
+from kubetune.api.guardrails import GuardrailsSpec, PinnedRevisions, Usage
 from kubetune.api.volumes import VolumePathError, parse_pvc_path
 from kubetune.api.workvolume import WorkVolumeSpec
 
@@ -298,6 +299,11 @@ class ResourcesSpec(KubeModel):
                                description="Memory request and limit, e.g. 64Gi; the operator's default when unset.")
     shm_size: str = Field(default="8Gi", pattern=BYTE_QUANTITY, max_length=32,
                           description="Size of the memory-backed /dev/shm.")
+    gpu_memory: str | None = Field(
+        default=None, pattern=BYTE_QUANTITY, max_length=32,
+        description="Memory of one GPU (e.g. 80Gi), for the preflight's fit estimate; the operator's default "
+                    "when unset.",
+    )
 
 
 class TuningJobSpec(KubeModel):
@@ -333,6 +339,8 @@ class TuningJobSpec(KubeModel):
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, le=31_536_000, description="Delete the finished Job (not the TuningJob) after this."
     )
+    guardrails: GuardrailsSpec = Field(default_factory=GuardrailsSpec,
+                                       description="Preflight checks, out-of-memory retry, divergence stop.")
     work_volume: WorkVolumeSpec = Field(
         default_factory=WorkVolumeSpec,
         description="Where checkpoints and the finished model are kept so a new Pod (retry, eviction, "
@@ -413,6 +421,10 @@ class TrainingProgress(KubeModel):
     eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
     learning_rate: float | None = Field(default=None, ge=0, description="Current learning rate.")
     tokens_per_second: float | None = Field(default=None, ge=0, description="Training throughput.")
+    per_device_batch_size: int | None = Field(default=None, ge=1,
+                                              description="Rows per device per step in use (lowered on OOM).")
+    gradient_accumulation_steps: int | None = Field(default=None, ge=1,
+                                                    description="Steps per optimizer update in use (raised on OOM).")
     resumed_from_step: int | None = Field(default=None, ge=0,
                                           description="The checkpoint step this attempt resumed from; "
                                                       "unset when it started from step 0.")
@@ -501,6 +513,9 @@ class TuningJobStatus(KubeModel):
                                 description="Last lines of the trainer log, secrets redacted.")
     error: JobError | None = Field(default=None, description="Why the run failed.")
     message: str | None = Field(default=None, max_length=32768, description="What is happening, for humans.")
+    usage: Usage | None = Field(default=None, description="GPU time, wall time and tokens of the run.")
+    pinned: PinnedRevisions | None = Field(default=None,
+                                           description="Base model commit, dataset revisions, trainer image digest.")
     samples: list[SampleGeneration] = Field(
         default_factory=list, max_length=10,
         description="A few validation prompts answered by the base and the tuned model (full text in the model card).",

@@ -31,6 +31,7 @@ ANNOTATION_WORK_DIR: Final = "kubetune.io/work-dir"
 ANNOTATION_RETAIN_POLICY: Final = "kubetune.io/retain-policy"
 
 COMPONENT_TRAINER: Final = "trainer"
+COMPONENT_PREFLIGHT: Final = "preflight"
 COMPONENT_VALIDATOR: Final = "validator"
 COMPONENT_WORK_VOLUME: Final = "work-volume"
 MANAGED_BY: Final = "kubetune-operator"
@@ -79,6 +80,14 @@ def training_job_name(tuningjob_name: str) -> str:
 
 def trainer_config_map_name(tuningjob_name: str) -> str:
     return dns_label(tuningjob_name, "-trainer-config")
+
+
+def preflight_job_name(tuningjob_name: str) -> str:
+    return dns_label(tuningjob_name, "-preflight")
+
+
+def preflight_config_map_name(tuningjob_name: str) -> str:
+    return dns_label(tuningjob_name, "-preflight-config")
 
 
 def run_work_dir(work_location: str | None, work_dir: str, run_folder: str) -> str:

@@ -3,7 +3,10 @@
 Level-triggered: a pass reads the TuningJob, its Datasets, Job and Pods from the cache (only
 the trainer's log tail is read from the API server, while the trainer runs), creates the
 ConfigMap and Job if the run may start (AlreadyExists is success), derives the status with the
-pure `kubetune.status`, and patches status and records Events only for what changed. Spec
+pure `kubetune.status`, and patches status and records Events only for what changed. With
+spec.guardrails.preflight (the default) the run's first children are the preflight's ConfigMap
+and CPU Job; the training Job follows only once its report passed, pinned to the commits it
+resolved, and a failed report ends the run with no training Job at all. Spec
 changes are seen by `metadata.generation` against `status.observedGeneration`. Nothing is
 ever written for kopf: no finalizer, no annotation.
 
@@ -25,6 +28,7 @@ from pydantic import ValidationError
 from kubetune.api import Dataset, DatasetStatus, TuningJob, TuningJobPhase, TuningJobStatus
 from kubetune.api.common import ObjectMeta
 from kubetune.api.errors import explain_validation_error
+from kubetune.api.guardrails import PinnedRevisions
 from kubetune.api.progress import LogSummary, summarize
 from kubetune.builders import (
     LABEL_TUNINGJOB,
@@ -37,6 +41,14 @@ from kubetune.builders import (
     owner_reference,
     resolve_trainer_config,
     training_job_name,
+)
+from kubetune.builders.names import preflight_job_name
+from kubetune.builders.preflight import (
+    PREFLIGHT_CONTAINER,
+    build_preflight_config_map,
+    build_preflight_job,
+    pin_revisions,
+    with_gpu_memory,
 )
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey, version_of
 from kubetune.controller.reconciler import ControllerContext, create_children, job_is_over, pods_now, publish
@@ -54,7 +66,8 @@ from kubetune.status import (
     status_events,
 )
 from kubetune.status.conditions import Reason
-from kubetune.status.observe import observe_job, observe_pods
+from kubetune.status.guardrails import PreflightObservation, PreflightStage, pinned_datasets, preflight_verdict
+from kubetune.status.observe import observe_job, observe_pods, pod_times
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +183,28 @@ class TuningJobReconciler:
             datasets_obs = observe_datasets(names, datasets)
 
         job = ctx.cache.get(JOB, namespace, training_job_name(name))
-        if tj is not None and job is None and self._may_start(previous, meta.get("generation"), datasets_obs):
+        # Only a run without its training Job still waits on the preflight; after, status keeps its verdict.
+        preflight = self._observe_preflight(namespace, name, finished) \
+            if tj is not None and tj.spec.guardrails.preflight and job is None else None
+        if tj is not None and job is None and self._may_start(previous, meta.get("generation"), datasets_obs,
+                                                              preflight):
+            verdict = preflight_verdict(preflight) if preflight is not None else None
             try:
-                job = self._create_job(tj, body, datasets)
+                if verdict is None or verdict.stage is PreflightStage.PASSED:
+                    report = verdict.report if verdict is not None else None
+                    pins = PinnedRevisions(base_model_revision=report.base_model_revision,
+                                           datasets=report.datasets) if report is not None else None
+                    job = self._create_job(tj, body, datasets, pins)
+                    created = True
+                elif preflight is not None and preflight.job is None:
+                    preflight = PreflightObservation(job=observe_job(self._create_preflight(tj, body, datasets)))
+                    created = True
+                else:
+                    created = False  # the preflight runs: its Pod's events bring the next pass
             except ResolveError as exc:
                 spec_error = f"{exc.reason}: {exc.message}"
             else:
-                if ctx.queue.urgent_waiting():
+                if created and ctx.queue.urgent_waiting():
                     # Other new runs wait for their Jobs: theirs first, this one's status after
                     # (a pass of its own, from the cache, once no new run waits).
                     ctx.queue.add((TUNINGJOB, namespace, name))
@@ -198,6 +226,7 @@ class TuningJobReconciler:
         # An edit that does not even validate is a change too, once a Job runs the old spec.
         changed = spec_changed_after_start(job_obs, tj.spec) if tj is not None else job_obs is not None
         world, batch = run_size(tj.spec) if tj is not None else (None, None)
+        report = preflight.report if preflight is not None else None
         observation = RunObservation(
             generation=meta.get("generation"),
             spec_error=spec_error,
@@ -209,6 +238,9 @@ class TuningJobReconciler:
             suspend_requested=tj is not None and tj.spec.suspend,
             world_size=world,
             effective_batch_size=batch,
+            preflight=preflight,
+            pinned_datasets=tuple(pinned_datasets(tj.spec, datasets, report)) if tj is not None else (),
+            pod_times=pod_times(pods, TRAINER_CONTAINER),
         )
         current = derive_status(previous, observation, now=_now(), log_tail_lines=ctx.settings.log_tail_lines)
         before = previous.to_wire() if previous is not None else {}
@@ -217,24 +249,48 @@ class TuningJobReconciler:
             ctx.metrics.count_failure(TUNINGJOB, current.error.reason if current.error is not None else "Unknown")
         ctx.metrics.observe_tuningjob(namespace, name, current.phase.value if current.phase else None,
                                       current.progress)
+        ctx.metrics.observe_usage(namespace, name, current.usage)
         if current.phase in TERMINAL_PHASES:
             self._log_reads.pop((namespace, name), None)
         return current
 
     def _may_start(self, previous: TuningJobStatus | None, generation: int | None,
-                   datasets: DatasetsObservation) -> bool:
-        """Whether the status rules let a Job be created now: asked of `derive_status` itself (no Job
-        yet, valid spec, data ready, and no finished run or earlier Job), so the rule lives in one place."""
+                   datasets: DatasetsObservation, preflight: PreflightObservation | None) -> bool:
+        """Whether the status rules let a Job (the preflight's, then the training one) be created now:
+        asked of `derive_status` itself (no Job yet, valid spec, data ready, no failed preflight, and
+        no finished run or earlier Job), so the rule lives in one place."""
         if previous is not None and previous.job_name is not None:
             return False  # a Job existed: if it is gone, that is reported, never silently re-run
-        gate = derive_status(previous, RunObservation(generation=generation, datasets=datasets),
+        gate = derive_status(previous, RunObservation(generation=generation, datasets=datasets, preflight=preflight),
                              now=_now(), log_tail_lines=self.ctx.settings.log_tail_lines)
         return gate.phase is TuningJobPhase.PENDING
 
-    def _create_job(self, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset]) -> Obj:
+    def _observe_preflight(self, namespace: str, name: str, finished: bool) -> PreflightObservation:
         ctx = self.ctx
-        config = resolve_trainer_config(tj, datasets, ctx.settings).model_copy(
-            update={"allow_private_urls": ctx.settings.allow_private_urls})
+        job_obs = observe_job(ctx.cache.get(JOB, namespace, preflight_job_name(name)))
+        if job_obs is None:
+            return PreflightObservation()
+        pods = ctx.cache.owned((JOB, namespace, job_obs.name), POD)
+        pod_obs = observe_pods(pods, PREFLIGHT_CONTAINER)
+        if job_is_over(job_obs) and not finished and (pod_obs is None or pod_obs.terminated is None):
+            pod_obs = observe_pods(pods_now(ctx, namespace, job_obs.name, LABEL_TUNINGJOB, name), PREFLIGHT_CONTAINER)
+        return PreflightObservation(job=job_obs, pod=pod_obs)
+
+    def _create_preflight(self, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset]) -> Obj:
+        ctx = self.ctx
+        config = with_gpu_memory(resolve_trainer_config(tj, datasets, ctx.settings).model_copy(
+            update={"allow_private_urls": ctx.settings.allow_private_urls}), ctx.settings)
+        owner = owner_reference(body)
+        job = create_children(ctx, build_preflight_config_map(tj, config, owner),
+                              build_preflight_job(tj, config, ctx.settings, owner))
+        logger.info("%s/%s: preflight Job %s", tj.metadata.namespace, tj.metadata.name, job["metadata"]["name"])
+        return job
+
+    def _create_job(self, tj: TuningJob, body: Obj, datasets: Mapping[str, Dataset],
+                    pins: PinnedRevisions | None) -> Obj:
+        ctx = self.ctx
+        config = pin_revisions(resolve_trainer_config(tj, datasets, ctx.settings).model_copy(
+            update={"allow_private_urls": ctx.settings.allow_private_urls}), pins)
         owner = owner_reference(body)
         claim = build_work_volume_claim(tj, ctx.settings, owner)
         if claim is not None:

@@ -22,6 +22,7 @@ import yaml
 
 from kubetune.api import Dataset, ExitCode, LaunchPlan, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
 from kubetune.api.distributed import effective_batch_size, world_size
+from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
 from kubetune.builders import (
@@ -31,6 +32,7 @@ from kubetune.builders import (
     plan_work_volume,
     resolve_trainer_config,
 )
+from kubetune.builders.preflight import build_preflight_job, pin_revisions, with_gpu_memory
 from kubetune.builders.resolve import writable_claims
 from kubetune.local.datasets import DatasetValidator
 from kubetune.local.describe import TimedEvent, describe_tuning_job
@@ -52,9 +54,23 @@ from kubetune.local.workspace import (
     run_folder,
 )
 from kubetune.settings import Settings
-from kubetune.status import RunObservation, derive_status, observe_datasets, referenced_datasets, status_events
+from kubetune.status import (
+    DatasetsObservation,
+    RunObservation,
+    derive_status,
+    observe_datasets,
+    referenced_datasets,
+    status_events,
+)
 from kubetune.status.events import EventRecord
-from kubetune.status.observe import parse_termination_message
+from kubetune.status.guardrails import (
+    PreflightObservation,
+    PreflightStage,
+    PreflightVerdict,
+    pinned_datasets,
+    preflight_verdict,
+)
+from kubetune.status.observe import PodTimes, parse_termination_message
 from kubetune.usererror import UserError
 
 # Lines of trainer output kept for status (the log file has them all).
@@ -209,6 +225,21 @@ class LocalRun:
         job_dir = self.workspace.job_dir(namespace, name)
         job_dir.mkdir(parents=True, exist_ok=True)
         config_path = job_dir / "config.json"
+        pins = tuple(pinned_datasets(job.spec, datasets, None))
+        if job.spec.guardrails.preflight:
+            preflight = self._preflight(job, config, job_dir, tracker, observed)
+            if preflight is None:
+                if self.dry_run:
+                    self.display.close()
+                    error = tracker.status.error if tracker.status is not None else None
+                    print(f"error: the preflight refuses TuningJob {name}"
+                          + (f" ({error.reason}): {error.message}" if error is not None else "")
+                          + "; nothing was run", file=sys.stderr)
+                    return ExitCode.PERMANENT
+                return self._finish(tracker)
+            pins = tuple(pinned_datasets(job.spec, datasets, preflight.report))
+            config = pin_revisions(config, tracker.status.pinned if tracker.status is not None else None)
+        tracker.pins = pins
         config_path.write_text(config_json(config), encoding="utf-8")
         if self.dry_run:
             refusal = self._trainer_check(job, config, config_path)
@@ -248,6 +279,31 @@ class LocalRun:
         env = process_env(container, job.metadata.namespace, self.manifests, os.environ)
         return rendered, [*trainer_command(), *process_args(container, config_path)], env
 
+    def _preflight(self, job: TuningJob, config: TrainerConfig, job_dir: Path, tracker: StatusTracker,
+                   datasets: DatasetsObservation) -> PreflightVerdict | None:
+        """`kubetune-trainer preflight` as the operator's preflight Job would run it; its verdict, or None
+        when it failed (the run is over, as in the cluster: no training starts)."""
+        config = with_gpu_memory(config, self.settings)
+        config_path, result_path = job_dir / "preflight-config.json", job_dir / "preflight-result.json"
+        config_path.write_text(config_json(config), encoding="utf-8")
+        rendered = build_preflight_job(job, config, self.settings, _owner(job))
+        container = container_of(rendered)
+        env = process_env(container, job.metadata.namespace, self.manifests, os.environ)
+        argv = [*trainer_command(), *process_args(container, config_path), "--result-path", str(result_path)]
+        job_name = rendered["metadata"]["name"]
+        self.display.message("preflight: checking the token, base model, output repo, data and GPU memory")
+        running_job, running_pod = running_observation(job_name, f"{job_name}-local", _now())
+        tracker.observe(RunObservation(datasets=datasets, preflight=PreflightObservation(running_job, running_pod)))
+        outcome = LocalProcess(argv, env=env, log_path=job_dir / "preflight.log", result_path=result_path).run()
+        if outcome.interrupted:
+            raise RunInterrupted(f"the preflight of TuningJob {job.metadata.name} was interrupted")
+        done_job, done_pod = finished_observation(job_name, f"{job_name}-local", outcome)
+        observed = PreflightObservation(done_job, done_pod)
+        tracker.observe(RunObservation(datasets=datasets, preflight=observed))
+        verdict = preflight_verdict(observed)
+        self.display.message(f"preflight: {verdict.stage.value}: {verdict.message}")
+        return verdict if verdict.stage is PreflightStage.PASSED else None
+
     def _trainer_check(self, job: TuningJob, config: TrainerConfig, config_path: Path) -> str | None:
         """What the trainer would refuse at start (QLoRA without CUDA, ...), asked of the trainer itself."""
         _, argv, env = self._trainer_argv_env(job, config, config_path)
@@ -278,7 +334,9 @@ class LocalRun:
         running_job, running_pod = running_observation(job_name, pod_name, started)
         # status.workDir, as the operator reads it from the Job: here the local run folder.
         running_job = replace(running_job, work_dir=str(run_folder(config)))
-        tracker.observe(RunObservation(job=running_job, pod=running_pod))
+        running_times = PodTimes(running_since=started)
+        tracker.observe(RunObservation(job=running_job, pod=running_pod, pod_times=running_times,
+                                       pinned_datasets=tracker.pins))
 
         def on_line(line: str) -> None:
             lines.append(line)
@@ -289,7 +347,8 @@ class LocalRun:
                 self.display.message(f"[{event.stage.value}] {event.message}".rstrip())
             elif isinstance(event, ProgressEvent):
                 self.display.progress(event)
-            tracker.observe(RunObservation(job=running_job, pod=running_pod, log=summarize(lines)))
+            tracker.observe(RunObservation(job=running_job, pod=running_pod, log=summarize(lines),
+                                           pod_times=running_times, pinned_datasets=tracker.pins))
 
         process = LocalProcess(argv, env=env, log_path=log_path, result_path=Path(config.result_path),
                                on_line=on_line)
@@ -298,7 +357,9 @@ class LocalRun:
         self.display.close()
         done_job, done_pod = finished_observation(job_name, pod_name, outcome)
         done_job = replace(done_job, work_dir=running_job.work_dir)
-        tracker.observe(RunObservation(job=done_job, pod=done_pod, log=summarize(lines)))
+        ran = (outcome.finished_at - outcome.started_at).total_seconds()
+        tracker.observe(RunObservation(job=done_job, pod=done_pod, log=summarize(lines),
+                                       pod_times=PodTimes(finished_seconds=ran), pinned_datasets=tracker.pins))
         code = self._finish(tracker)
         folder = run_folder(config)
         if outcome.interrupted:
@@ -345,6 +406,7 @@ class StatusTracker:
         self.effective_batch_size = effective_batch_size
         self.status: TuningJobStatus | None = None
         self.events: list[TimedEvent] = []
+        self.pins: tuple[PinnedDataset, ...] = ()  # each dataset's revision, for status.pinned
 
     def note(self, record: EventRecord) -> None:
         """An Event the local mode itself posts (the operator has no such moment)."""

@@ -10,6 +10,7 @@ the same functions, so `kubectl describe` and `kubetune run` tell the same story
     tuningjob.py    RunObservation -> TuningJobStatus
     dataset.py      a validation's Job, Pod and report -> DatasetStatus
     events.py       the Events a step from one status to the next deserves
+    guardrails.py   the preflight's verdict, status.pinned and status.usage
 """
 
 from kubetune.status.dataset import FINISHED_PHASES, derive_dataset_status

@@ -15,6 +15,7 @@ from kubetune.api import Condition, ConditionStatus
 
 class TuningJobCondition:
     DATASETS_READY: Final = "DatasetsReady"
+    PREFLIGHT_PASSED: Final = "PreflightPassed"
     JOB_CREATED: Final = "JobCreated"
     RUNNING: Final = "Running"
     SUCCEEDED: Final = "Succeeded"
@@ -22,7 +23,8 @@ class TuningJobCondition:
     MODEL_PUBLISHED: Final = "ModelPublished"
     SPEC_CHANGE_REJECTED: Final = "SpecChangeRejected"
 
-    ORDER: Final = (DATASETS_READY, JOB_CREATED, RUNNING, SUCCEEDED, FAILED, MODEL_PUBLISHED, SPEC_CHANGE_REJECTED)
+    ORDER: Final = (DATASETS_READY, PREFLIGHT_PASSED, JOB_CREATED, RUNNING, SUCCEEDED, FAILED, MODEL_PUBLISHED,
+                    SPEC_CHANGE_REJECTED)
 
 
 class DatasetCondition:
@@ -75,6 +77,12 @@ class Reason:
     BACKOFF_LIMIT_EXCEEDED: Final = "BackoffLimitExceeded"
     POD_FAILURE_POLICY: Final = "PodFailurePolicy"
     JOB_DELETED: Final = "JobDeleted"
+    # The preflight (PreflightPassed); a failed check uses the check's own FailureReason
+    CHECKING: Final = "Checking"
+    PASSED: Final = "Passed"
+    WONT_FIT: Final = "WontFit"  # passed, with a warning: the run may not fit the GPU
+    PREFLIGHT_FAILED: Final = "PreflightFailed"  # the preflight Job failed without a report
+    BATCH_REDUCED: Final = "BatchReduced"  # an Event: the trainer lowered the batch after CUDA OOM
     # Dataset validation
     VALIDATING: Final = "Validating"
     PENDING: Final = "Pending"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from kubetune.api import DatasetPhase, DatasetStatus, TuningJobPhase, TuningJobStatus
+from kubetune.api import ConditionStatus, DatasetPhase, DatasetStatus, TuningJobPhase, TuningJobStatus
 from kubetune.status.conditions import (
     BLOCKING_WAIT_REASONS,
     DatasetCondition,
@@ -59,6 +59,27 @@ def _milestone(before: TuningJobStatus, current: TuningJobStatus) -> EventRecord
     return _normal("Progress", ", ".join(parts))
 
 
+def _guardrail_events(before: TuningJobStatus, current: TuningJobStatus) -> list[EventRecord]:
+    """The preflight's verdict (a failure needs none: the run's Failed event has its reason) and a batch
+    lowered after CUDA ran out of memory."""
+    events: list[EventRecord] = []
+    was = get_condition(before.conditions, TuningJobCondition.PREFLIGHT_PASSED)
+    now = get_condition(current.conditions, TuningJobCondition.PREFLIGHT_PASSED)
+    if now is not None and now.status is ConditionStatus.TRUE and (was is None or was.status is not now.status):
+        if now.reason == Reason.WONT_FIT:
+            events.append(_warning(Reason.WONT_FIT, now.message))
+        else:
+            events.append(_normal(TuningJobCondition.PREFLIGHT_PASSED, now.message))
+    old, new = before.progress, current.progress
+    if old is not None and new is not None and old.per_device_batch_size and new.per_device_batch_size \
+            and new.per_device_batch_size < old.per_device_batch_size:
+        events.append(_warning(Reason.BATCH_REDUCED, (
+            f"CUDA ran out of memory: perDeviceBatchSize {old.per_device_batch_size} -> "
+            f"{new.per_device_batch_size}, gradientAccumulationSteps {old.gradient_accumulation_steps} -> "
+            f"{new.gradient_accumulation_steps} (the same effective batch), resumed from the last checkpoint")))
+    return events
+
+
 def _resumed(before: TuningJobStatus, current: TuningJobStatus) -> EventRecord | None:
     """One Event per attempt that resumed from a checkpoint (a retry, a replaced Pod, a resume)."""
     now, was = current.progress, before.progress
@@ -77,6 +98,7 @@ def status_events(previous: TuningJobStatus | None, current: TuningJobStatus) ->
     events: list[EventRecord] = []
     b, c = before.phase, current.phase
 
+    events.extend(_guardrail_events(before, current))
     if not is_true(before.conditions, C.JOB_CREATED) and is_true(current.conditions, C.JOB_CREATED):
         events.append(_normal("JobCreated", f"created Job {current.job_name}"))
     if c is TuningJobPhase.WAITING_FOR_DATA:

@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kubetune.api import TrainerResult, ValidationReport
+from kubetune.api.contract import PreflightReport
 from kubetune.builders.names import ANNOTATION_SPEC_HASH, ANNOTATION_WORK_DIR, KUEUE_QUEUE_LABEL
 
 _MESSAGE_LIMIT: Final = 2048
@@ -81,6 +82,7 @@ class PodObservation:
     terminated: TerminatedState | None = None
     accelerators: tuple[tuple[str, str], ...] = ()  # (resource name, count) the container asks for
     memory_limit: str | None = None
+    image_id: str | None = None  # the image as the kubelet resolved it (with its digest)
 
     @property
     def running(self) -> bool:
@@ -203,7 +205,65 @@ def observe_pods(pods: Sequence[Mapping[str, Any]], container_name: str | None =
         ) if terminated is not None else None,
         accelerators=accelerators,
         memory_limit=str(limits["memory"]) if "memory" in limits else None,
+        image_id=str(container["imageID"]) if container.get("imageID") else None,
     )
+
+
+@dataclass(frozen=True)
+class PodTimes:
+    """How long a Job's Pods have run, for status.usage: every attempt counts.
+
+    The run time is wall time: the time at least one Pod ran (attempts one after another add up,
+    the Pods of a multi-node run side by side count once); GPU time is that x GPUs per Pod x Pods.
+    """
+
+    finished_seconds: float = 0.0  # run time while only Pods that have finished ran
+    running_since: datetime | None = None  # start of the Pods running now (the earliest)
+    gpus: int = 0  # accelerators one Pod asks for
+    pods: int = 1  # Pods that run side by side: a multi-node run's nodes
+
+    @property
+    def gpus_in_use(self) -> int:
+        return self.gpus * self.pods
+
+
+def pod_times(pods: Sequence[Mapping[str, Any]], container_name: str | None = None) -> PodTimes:
+    """Run time of every Pod listed (a Pod already deleted is not; status keeps the larger figure)."""
+    spans: list[tuple[datetime, datetime]] = []
+    starts: list[datetime] = []
+    gpus = 0
+    for pod in pods:
+        observed = observe_pods([pod], container_name)
+        if observed is None:
+            continue
+        gpus = max(gpus, sum(int(count) for _, count in observed.accelerators if count.isdigit()))
+        ended = observed.terminated
+        if ended is not None and ended.started_at is not None and ended.finished_at is not None:
+            spans.append((ended.started_at, ended.finished_at))
+        elif observed.running_since is not None:
+            starts.append(observed.running_since)
+    running_since = min(starts) if starts else None
+    if running_since is not None:  # what ran beside the running Pods counts with them
+        spans = [(begin, min(end, running_since)) for begin, end in spans]
+    indexes = {completion_index(pod) for pod in pods} - {None}
+    return PodTimes(finished_seconds=_covered_seconds(spans), running_since=running_since, gpus=gpus,
+                    pods=max(1, len(indexes)))
+
+
+def _covered_seconds(spans: list[tuple[datetime, datetime]]) -> float:
+    """Seconds covered by at least one of `spans` (overlaps count once)."""
+    total = 0.0
+    current: tuple[datetime, datetime] | None = None
+    for begin, end in sorted(s for s in spans if s[1] > s[0]):
+        if current is not None and begin <= current[1]:
+            current = (current[0], max(current[1], end))
+            continue
+        if current is not None:
+            total += (current[1] - current[0]).total_seconds()
+        current = (begin, end)
+    if current is not None:
+        total += (current[1] - current[0]).total_seconds()
+    return total
 
 
 def _json_objects(text: str) -> list[dict[str, Any]]:
@@ -241,6 +301,11 @@ def _parse(text: str | None, model: type[M]) -> M | None:
 def parse_termination_message(text: str | None) -> TrainerResult | None:
     """The trainer's result from a termination message; None for a log tail, truncated JSON or garbage."""
     return _parse(text, TrainerResult)
+
+
+def parse_preflight_report(text: str | None) -> PreflightReport | None:
+    """The preflight's report from a termination message; None for anything else."""
+    return _parse(text, PreflightReport)
 
 
 def parse_validation_report(text: str | None) -> ValidationReport | None:

@@ -26,12 +26,21 @@ from kubetune.api import (
 )
 from kubetune.api.common import Condition
 from kubetune.api.distributed import effective_batch_size, world_size
+from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.progress import LogSummary, Stage
 from kubetune.api.redact import redact
 from kubetune.builders.names import spec_hash
 from kubetune.status.conditions import Reason, TuningJobCondition, get_condition, is_true, make_condition, ordered
 from kubetune.status.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
-from kubetune.status.observe import JobObservation, PodObservation, parse_termination_message
+from kubetune.status.guardrails import (
+    PreflightObservation,
+    PreflightStage,
+    preflight_condition,
+    preflight_verdict,
+    run_pinned,
+    run_usage,
+)
+from kubetune.status.observe import JobObservation, PodObservation, PodTimes, parse_termination_message
 
 TERMINAL_PHASES: Final = frozenset({TuningJobPhase.SUCCEEDED, TuningJobPhase.FAILED})
 LOG_LINE_LIMIT: Final = 500
@@ -119,6 +128,9 @@ class RunObservation:
     suspend_requested: bool = False  # spec.suspend; tells a user's suspension from a Kueue queue
     world_size: int | None = None  # training processes of the run (None: unknown, keep what status has)
     effective_batch_size: int | None = None
+    preflight: PreflightObservation | None = None  # None: no preflight (spec.guardrails.preflight false)
+    pinned_datasets: tuple[PinnedDataset, ...] = ()  # each dataset's revision, recorded once the run starts
+    pod_times: PodTimes | None = None  # run time of the training Job's Pods, for status.usage
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,12 @@ def _verdict_without_job(previous: TuningJobStatus, obs: RunObservation) -> _Ver
     if not obs.datasets.ready:
         waiting = obs.datasets.diagnosis()
         return _Verdict(TuningJobPhase.WAITING_FOR_DATA, waiting.message, (False, Reason.NOT_CREATED))
+    if obs.preflight is not None:
+        checked = preflight_verdict(obs.preflight)
+        if checked.failure is not None:  # no training Job is ever created: no GPU was used
+            return _Verdict(TuningJobPhase.FAILED, checked.failure.message, (False, Reason.FAILED), checked.failure)
+        if checked.stage is not PreflightStage.PASSED:
+            return _Verdict(TuningJobPhase.PENDING, checked.message, (False, Reason.NOT_CREATED))
     return _Verdict(TuningJobPhase.PENDING, "the training Job is being created", (False, Reason.NOT_CREATED))
 
 
@@ -249,6 +267,8 @@ def _progress(previous: TuningJobStatus, obs: RunObservation, phase: TuningJobPh
             step=event.step, total_steps=event.total_steps, epoch=event.epoch, percent=event.percent,
             eta_seconds=event.eta_seconds, loss=event.loss, eval_loss=event.eval_loss,
             learning_rate=event.learning_rate, tokens_per_second=event.tokens_per_second,
+            per_device_batch_size=event.per_device_batch_size,
+            gradient_accumulation_steps=event.gradient_accumulation_steps,
             resumed_from_step=event.resumed_from_step, attempt=event.attempt,
         )
     if candidate is None:
@@ -311,6 +331,13 @@ def _conditions(previous: TuningJobStatus, obs: RunObservation, verdict: _Verdic
         waiting = obs.datasets.diagnosis()
         out.append(cond(C.DATASETS_READY, False, waiting.reason, waiting.message))
 
+    preflight = preflight_condition(obs.preflight)
+    kept = get_condition(previous.conditions, C.PREFLIGHT_PASSED)
+    if preflight is not None:
+        out.append(cond(C.PREFLIGHT_PASSED, *preflight))
+    elif kept is not None:  # the run went on (or the preflight Job is gone): the verdict stands
+        out.append(cond(C.PREFLIGHT_PASSED, kept.status, kept.reason, kept.message))
+
     if job is not None:
         out.append(cond(C.JOB_CREATED, True, Reason.CREATED, f"Job {job.name}"))
     elif verdict.failure is not None and verdict.failure.reason == Reason.JOB_DELETED:
@@ -354,17 +381,21 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
     result = _trainer_result(obs)
     verdict = _verdict(previous, obs, result)
     terminal = verdict.phase in TERMINAL_PHASES
+    progress = _progress(previous, obs, verdict.phase, now)
+    usage = run_usage(previous.usage, obs.pod_times or PodTimes(), obs.pod, obs.log, progress, result)
+    pinned = run_pinned(previous.pinned, preflight=obs.preflight, job_started=obs.job is not None,
+                        datasets=list(obs.pinned_datasets), pod=obs.pod, result=result)
     return TuningJobStatus(
         phase=verdict.phase,
         conditions=_conditions(previous, obs, verdict, result, now),
         observed_generation=obs.generation,
         job_name=obs.job.name if obs.job is not None else previous.job_name,
         world_size=obs.world_size or previous.world_size,
-        effective_batch_size=obs.effective_batch_size or previous.effective_batch_size,
+        effective_batch_size=_effective_batch(previous, obs, progress),
         work_dir=obs.job.work_dir if obs.job is not None and obs.job.work_dir else previous.work_dir,
         start_time=_start_time(previous, obs.pod),
         completion_time=_completion_time(previous, obs, now) if terminal else None,
-        progress=_progress(previous, obs, verdict.phase, now),
+        progress=progress,
         metrics=(result.metrics if result is not None and result.metrics is not None else previous.metrics),
         samples=(result.samples if result is not None and result.samples else previous.samples),
         result=(result.model if result is not None and result.status == "Succeeded" and result.model is not None
@@ -373,7 +404,20 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         error=(JobError(reason=verdict.failure.reason, message=verdict.failure.message)
                if verdict.failure is not None else None),
         message=verdict.message,
+        usage=usage,
+        pinned=pinned,
     )
+
+
+def _effective_batch(previous: TuningJobStatus, obs: RunObservation, progress: TrainingProgress | None) -> int | None:
+    """Rows per optimizer step with the batch in use: after an out-of-memory retry the trainer
+    reports its halved per-device batch and doubled accumulation (the same product by design, unless
+    an odd batch was halved), so status says what really trains, not only what the spec asked."""
+    world = obs.world_size or previous.world_size
+    if world is not None and progress is not None and progress.per_device_batch_size is not None \
+            and progress.gradient_accumulation_steps is not None:
+        return effective_batch_size(progress.per_device_batch_size, world, progress.gradient_accumulation_steps)
+    return obs.effective_batch_size or previous.effective_batch_size
 
 
 def _may_leave_terminal(previous: TuningJobStatus, obs: RunObservation) -> bool:
@@ -404,6 +448,8 @@ def derive_status(previous: TuningJobStatus | None, obs: RunObservation, *, now:
                                  "observed_generation": obs.generation}
     if same_run and before.metrics is None and fresh.metrics is not None:
         update["metrics"] = fresh.metrics
+    if same_run and fresh.usage != before.usage:  # the Pod's finish time, seen late
+        update["usage"] = fresh.usage
     if same_run and not before.samples and fresh.samples:
         update["samples"] = fresh.samples
     return before.model_copy(update=update)

@@ -23,6 +23,7 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason
 from kubetune.api.dataset import HubSource
+from kubetune_trainer.data.filereaders import is_data_file
 from kubetune_trainer.data.formats import RowDefect
 from kubetune_trainer.data.sources import NumberedRecord, OpenedSource, SourceError
 
@@ -48,6 +49,25 @@ def open_hub(hf: HubSource, token: str | None, cache_dir: Path | None) -> Opened
                           size_bytes=sum(sizes.get(n) or 0 for n in names), files=names)
     opened.records = _rows(builder, hf, cache_dir, what)
     return opened
+
+
+def probe_hub(hf: HubSource, token: str | None) -> str:
+    """The commit `hf.revision` resolves to, once the token is seen to read the repo's files (a gated
+    repo lists them to anyone): for the preflight, without `datasets` and without downloading data."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    what = f"hf:{hf.repo}@{hf.revision}"
+    sha, sizes = _resolve(hf, token, what)
+    data_file = next((name for name in sorted(sizes) if is_data_file(name)), None)
+    if data_file is not None:
+        try:
+            get_hf_file_metadata(hf_hub_url(hf.repo, data_file, repo_type="dataset", revision=sha,
+                                            endpoint=hf.endpoint), token=token)
+        except Exception as error:
+            if not is_network_error(error):
+                raise
+            raise hub_failure(error, f"{what}: {data_file}", token) from error
+    return sha
 
 
 def _resolve(hf: HubSource, token: str | None, what: str) -> tuple[str, dict[str, int | None]]:

@@ -23,7 +23,7 @@ from kubetune.api.dataset import DataSource
 from kubetune.api.redact import redact
 from kubetune_trainer.data.filereaders import DATA_SUFFIXES, is_data_file, read_records
 from kubetune_trainer.data.formats import RowDefect
-from kubetune_trainer.data.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url
+from kubetune_trainer.data.urlsafety import DownloadTooLarge, HttpStatusError, UrlRefused, fetch_url, probe_url
 
 NumberedRecord = tuple[int, Mapping[str, Any] | RowDefect]
 
@@ -66,6 +66,36 @@ def open_source(source: DataSource, *, mounts: Mounts, token: str | None, allow_
     except KeyError as error:
         raise SourceError(FailureReason.INVALID_CONFIG, str(error.args[0])) from error
     return open_local(path, where=source.describe())
+
+
+def probe_source(source: DataSource, *, mounts: Mounts, token: str | None,
+                 allow_private_urls: bool = False) -> str | None:
+    """Check that the data can be reached without reading it; the Hub commit it resolves to, if any.
+
+    Raises SourceError as open_source would: the Hub repo, revision and split files exist and
+    the token reads them; the URL answers; the file or folder is there.
+    """
+    if source.hf is not None:
+        from kubetune_trainer.data.hubdata import probe_hub
+
+        return probe_hub(source.hf, token)
+    if source.url is not None:
+        try:
+            size = probe_url(source.url.url, allow_private=allow_private_urls)
+        except UrlRefused as error:
+            raise SourceError(FailureReason.INVALID_CONFIG, str(error)) from error
+        except HttpStatusError as error:
+            raise SourceError(_reason_for_status(error.status), f"{source.url.url}: HTTP {error.status}") from error
+        except OSError as error:
+            raise SourceError(FailureReason.UNREACHABLE, f"{source.url.url}: {error}") from error
+        limit = quantity_bytes(source.url.max_size)
+        if size is not None and size > limit:
+            raise SourceError(FailureReason.DATASET_INVALID,
+                              f"{source.url.url} is {size:,} bytes, above source.url.maxSize ({source.url.max_size}): "
+                              "raise it, and the Pod's ephemeral storage, if the file is meant to be this large")
+        return None
+    open_source(source, mounts=mounts, token=token)  # local: finds the files, reads nothing yet
+    return None
 
 
 def open_local(path: Path, *, where: str | None = None) -> OpenedSource:

@@ -145,14 +145,11 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.create_connection((self._address, self.port), self.timeout)
 
 
-def fetch_url(url: str, sink: BinaryIO, *, allow_private: bool, allow_insecure_http: bool = False,
-              on_chunk: Callable[[bytes], None] | None = None, max_bytes: int | None = None) -> str:
-    """Stream the body into `sink` chunk by chunk; return the final URL after redirects.
+def _open(url: str, *, allow_private: bool, allow_insecure_http: bool,
+          headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+    """A GET whose answer is not a redirect (each hop vetted again) and not an error status.
 
-    Raises UrlRefused (permanent), DownloadTooLarge (the body passes `max_bytes`: refused from
-    its Content-Length before reading, or as soon as the stream passes it), HttpStatusError
-    (with the status) or OSError (network).
-    `allow_insecure_http` exists for tests on loopback; production callers never set it.
+    The caller reads the response and closes the connection.
     """
     context = ssl.create_default_context()
     for _ in range(_MAX_REDIRECTS + 1):
@@ -163,7 +160,7 @@ def fetch_url(url: str, sink: BinaryIO, *, allow_private: bool, allow_insecure_h
         )
         try:
             connection.request("GET", checked.target, headers={
-                "User-Agent": "kubetune-validator", "Accept-Encoding": "identity",
+                "User-Agent": "kubetune-validator", "Accept-Encoding": "identity", **headers,
             })
             response = connection.getresponse()
             if response.status in (301, 302, 303, 307, 308):
@@ -171,24 +168,62 @@ def fetch_url(url: str, sink: BinaryIO, *, allow_private: bool, allow_insecure_h
                 if not location:
                     raise HttpStatusError(response.status, url)
                 url = urljoin(url, location)
+                connection.close()
                 continue
             if response.status >= 400:
                 raise HttpStatusError(response.status, url)
-            announced = response.getheader("Content-Length")
-            if max_bytes is not None and announced is not None and announced.isdigit() \
-                    and int(announced) > max_bytes:
-                raise DownloadTooLarge(url, max_bytes, int(announced))
-            received = 0
-            while chunk := response.read(_CHUNK):
-                received += len(chunk)
-                if max_bytes is not None and received > max_bytes:
-                    raise DownloadTooLarge(url, max_bytes, None)
-                sink.write(chunk)
-                if on_chunk is not None:
-                    on_chunk(chunk)
-            return url
+            return connection, response, url
         except (http.client.HTTPException, ssl.SSLError) as error:
-            raise OSError(f"fetching {url} failed: {error}") from error
-        finally:
             connection.close()
+            raise OSError(f"fetching {url} failed: {error}") from error
+        except BaseException:
+            connection.close()
+            raise
     raise HttpStatusError(310, url)
+
+
+def fetch_url(url: str, sink: BinaryIO, *, allow_private: bool, allow_insecure_http: bool = False,
+              on_chunk: Callable[[bytes], None] | None = None, max_bytes: int | None = None) -> str:
+    """Stream the body into `sink` chunk by chunk; return the final URL after redirects.
+
+    Raises UrlRefused (permanent), DownloadTooLarge (the body passes `max_bytes`: refused from
+    its Content-Length before reading, or as soon as the stream passes it), HttpStatusError
+    (with the status) or OSError (network).
+    `allow_insecure_http` exists for tests on loopback; production callers never set it.
+    """
+    connection, response, url = _open(url, allow_private=allow_private, allow_insecure_http=allow_insecure_http,
+                                      headers={})
+    try:
+        announced = response.getheader("Content-Length")
+        if max_bytes is not None and announced is not None and announced.isdigit() and int(announced) > max_bytes:
+            raise DownloadTooLarge(url, max_bytes, int(announced))
+        received = 0
+        while chunk := response.read(_CHUNK):
+            received += len(chunk)
+            if max_bytes is not None and received > max_bytes:
+                raise DownloadTooLarge(url, max_bytes, None)
+            sink.write(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
+        return url
+    except (http.client.HTTPException, ssl.SSLError) as error:
+        raise OSError(f"fetching {url} failed: {error}") from error
+    finally:
+        connection.close()
+
+
+def probe_url(url: str, *, allow_private: bool, allow_insecure_http: bool = False) -> int | None:
+    """Whether the URL answers (same checks and errors as fetch_url), reading at most one byte of it.
+
+    Returns the size the server announces, when it does.
+    """
+    connection, response, url = _open(url, allow_private=allow_private, allow_insecure_http=allow_insecure_http,
+                                      headers={"Range": "bytes=0-0"})
+    try:
+        total = (response.getheader("Content-Range") or "").rpartition("/")[2]
+        length = response.getheader("Content-Length")
+        if response.status == 206 and total.isdigit():
+            return int(total)
+        return int(length) if response.status == 200 and length is not None and length.isdigit() else None
+    finally:
+        connection.close()

@@ -1,5 +1,6 @@
 """Trainer callbacks: progress lines at every logging step, a clean stop when a StopRequest is set,
-and checkpoints marked complete once they are on disk."""
+checkpoints marked complete once they are on disk, and a stop (without a checkpoint of the bad
+state) when the loss diverges."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from kubetune.api.progress import ProgressEvent
-from kubetune_trainer.distributed import any_rank, barrier
+from kubetune_trainer.distributed import any_rank, barrier, broadcast
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
+from kubetune_trainer.training.divergence import DivergenceDetector
 from kubetune_trainer.workdir import mark_complete
 
 
@@ -32,8 +34,9 @@ class CheckpointMarker(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """One progress line per logging step. An attempt that resumed says so on every line (and at
-    once when training starts), so the operator sees it whichever part of the log it reads."""
+    """One progress line per logging step, and one when training starts: where it starts, with which
+    batch (an out-of-memory retry lowers it). An attempt that resumed says so on every line, so the
+    operator sees it whichever part of the log it reads."""
 
     def __init__(self, reporter: Reporter, stop: StopRequest, *, resumed_from_step: int | None = None,
                  attempt: int | None = None) -> None:
@@ -53,12 +56,13 @@ class ProgressCallback(TrainerCallback):
         self._start_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen
         self.stop.training = True
-        if self.resumed_from_step is not None:
-            self.reporter.progress(ProgressEvent(
-                step=state.global_step, total_steps=state.max_steps or 0,
-                epoch=round(state.epoch, 4) if state.epoch is not None else None,
-                resumed_from_step=self.resumed_from_step, attempt=self.attempt,
-            ))
+        self.reporter.progress(ProgressEvent(
+            step=state.global_step, total_steps=state.max_steps or 0,
+            epoch=round(state.epoch, 4) if state.epoch is not None else None,
+            tokens=state.num_input_tokens_seen, per_device_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            resumed_from_step=self.resumed_from_step, attempt=self.attempt,
+        ))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.stop.training = False
@@ -95,9 +99,47 @@ class ProgressCallback(TrainerCallback):
             learning_rate=logs.get("learning_rate"),
             tokens_per_second=round(tokens_per_second, 1) if tokens_per_second is not None else None,
             eta_seconds=eta,
+            tokens=tokens,
+            per_device_batch_size=args.per_device_train_batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
             resumed_from_step=self.resumed_from_step,
             attempt=self.attempt,
         ))
+
+
+class DivergenceCallback(TrainerCallback):
+    """Stops training once the detector says the loss diverged, and keeps checkpoints from being
+    saved while the loss looks suspicious, so the newest checkpoint is a good one."""
+
+    def __init__(self, detector: DivergenceDetector, reporter: Reporter) -> None:
+        self.detector = detector
+        self.reporter = reporter
+
+    def _no_save_while_suspect(self, control: Any) -> None:
+        if self.detector.suspect:
+            control.should_save = False
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._no_save_while_suspect(control)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._no_save_while_suspect(control)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+               **kwargs: Any) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or self.detector.diverged is not None:
+            return
+        # Every rank logs the same steps; rank 0's loss decides, so every rank's detector says the
+        # same (suspect, diverged) and all save, or stop, at the same step.
+        loss = broadcast(float(loss))
+        if self.detector.observe(state.global_step, loss) is not None:
+            control.should_training_stop = True
+            control.should_evaluate = False
+        elif self.detector.suspect:
+            self.reporter.log(f"warning: the loss at step {state.global_step} ({loss:.4g}) is far above the "
+                              "recent median: no checkpoint is saved until it comes back")
+        self._no_save_while_suspect(control)
 
 
 def _finite(value: float | None) -> float | None:

@@ -105,7 +105,7 @@ def _hub_failure(error: Exception, repo: str, revision: str, token: str | None) 
     chain = error_chain(error)
     status = next((s for s in map(status_code, chain) if s is not None), None)
     if any(isinstance(e, GatedRepoError) for e in chain):
-        return TrainerFailure(FailureReason.AUTH_FAILED, f"{repo} is gated: accept its licence on the Hub with the "
+        return TrainerFailure(FailureReason.MODEL_GATED, f"{repo} is gated: accept its licence on the Hub with the "
                                                          f"account of the token in spec.hfTokenSecretRef ({text})")
     if status in (401, 403):
         # Without a token the Hub answers 401 for private and missing repos alike.

@@ -77,11 +77,18 @@ def choose_parallelism(requested: ParallelStrategy, *, method: TuningMethod, mod
 
 def _choose(requested: ParallelStrategy, method: TuningMethod, folder: Path,
             gpu_memory: int | None) -> tuple[ParallelStrategy, str]:
+    parameters = parameter_count(folder) if requested is ParallelStrategy.AUTO and method is TuningMethod.FULL \
+        else None
+    return planned_strategy(requested, method, parameters, gpu_memory)
+
+
+def planned_strategy(requested: ParallelStrategy, method: TuningMethod, parameters: int | None,
+                     gpu_memory: int | None) -> tuple[ParallelStrategy, str]:
+    """DDP or FSDP for several processes, and why: the rule the trainer and the preflight share."""
     if requested is not ParallelStrategy.AUTO:
         return requested, "distributed.strategy"
     if method is not TuningMethod.FULL:
         return ParallelStrategy.DDP, f"{method.value} trains a small adapter"
-    parameters = parameter_count(folder)
     if parameters is None or gpu_memory is None:
         return ParallelStrategy.DDP, "model or GPU size unknown"
     need = parameters * FULL_BYTES_PER_PARAMETER

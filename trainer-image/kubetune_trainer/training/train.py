@@ -193,12 +193,15 @@ def _train_sft(session: _Session, mix: DataMix, labels: list[str], multi_label: 
         *((eval_data.ids, eval_data.starts) if eval_data is not None else ())))
     _describe_parallelism(session, reporter)
 
-    model = load_model(session.folder, task=spec.task, method=spec.method, plan=session.plan,
-                       pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
+    def load() -> Any:
+        return load_model(session.folder, task=spec.task, method=spec.method, plan=session.plan,
+                          pad_token_id=tokenizer.pad_token_id, labels=labels, multi_label=multi_label)
+
+    model = load()
     session.answer_as_base(model)
     outcome = run_training(config, session.work, reporter, session.stop, model=model, tokenizer=tokenizer,
                            plan=session.plan, train_data=train_data, eval_data=eval_data, multi_label=multi_label,
-                           attempt=session.attempt, parallel=session.parallel)
+                           attempt=session.attempt, parallel=session.parallel, reload_model=load)
     session.state_dict = outcome.state_dict
     return outcome.model, TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,

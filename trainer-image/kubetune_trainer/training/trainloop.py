@@ -104,6 +104,7 @@ def training_argument_values(hp: Hyperparameters, *, output_dir: Path, plan: Dev
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
         disable_tqdm=True,
+        logging_nan_inf_filter=False,  # a NaN loss must show: it is what the divergence guardrail looks for
         dataloader_num_workers=0,
         prediction_loss_only=not classification,
         label_names=["labels"],
