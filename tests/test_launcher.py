@@ -68,6 +68,27 @@ def test_a_peer_torn_down_after_a_failure_does_not_hide_the_cause(tmp_path: Path
     assert collect(tmp_path, 1, signalled=True).result == STOPPED
 
 
+def test_an_out_of_memory_rank_is_the_cause_not_its_peers_broken_collective(tmp_path: Path) -> None:
+    # Rank 1 ran out of GPU memory and left; rank 0's all-reduce broke under it.
+    peer = TrainerResult(status="Failed", reason=FailureReason.TRAINING_FAILED, retryable=True,
+                         message=f"{distributed.PEER_FAILURE} (see its log): Connection closed by peer")
+    oom = TrainerResult(status="Failed", reason=FailureReason.OUT_OF_MEMORY, retryable=False,
+                        message="the GPU ran out of memory at perDeviceBatchSize 8")
+    _write(tmp_path, 0, peer)
+    _write(tmp_path, 1, oom)
+    outcome = collect(tmp_path, 1, signalled=False)
+    assert outcome.speaks_for_run and outcome.result == oom
+    assert exit_code_of(outcome.result) == ExitCode.PERMANENT, "every Pod fails alike, no retry of the same batch"
+    # Alone, a broken collective is still what the node reports (the cause was on another node).
+    (tmp_path / "rank-1.json").unlink()
+    assert collect(tmp_path, 1, signalled=False).result == peer
+    # Rank 0 killed (no result) after rank 1 ran out of memory: Pod 0 still reports the cause.
+    (tmp_path / "rank-0.json").unlink()
+    _write(tmp_path, 1, oom)
+    outcome = collect(tmp_path, 1, signalled=False, node_index="0")
+    assert outcome.speaks_for_run and outcome.result == oom
+
+
 def test_no_result_at_all_becomes_a_retryable_failure_on_pod_zero_only(tmp_path: Path) -> None:
     outcome = collect(tmp_path, 1, signalled=False, node_index="0")
     assert outcome.speaks_for_run and outcome.synthesized

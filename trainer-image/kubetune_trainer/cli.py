@@ -168,8 +168,8 @@ def _failed(failure: TrainerFailure) -> TrainerResult:
 def _crash(error: Exception) -> TrainerFailure:
     text = " ".join(str(error).split())
     if distributed.is_peer_failure(error):
-        return TrainerFailure(FailureReason.TRAINING_FAILED, "another process of this distributed run failed or "
-                              f"could not be reached (see its log): {text}", retryable=True)
+        return TrainerFailure(FailureReason.TRAINING_FAILED, f"{distributed.PEER_FAILURE} (see its log): {text}",
+                              retryable=True)
     if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError outside the training loop
         return TrainerFailure(FailureReason.OUT_OF_MEMORY, f"the GPU ran out of memory: {text}")
     return TrainerFailure(FailureReason.TRAINING_FAILED, f"{type(error).__name__}: {text}", retryable=False)

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from kubetune.api.contract import FailureReason, TrainerConfig, TrainerResult
 from kubetune.api.distributed import LaunchPlan
-from kubetune_trainer.distributed import NODE_INDEX_ENV
+from kubetune_trainer.distributed import NODE_INDEX_ENV, PEER_FAILURE
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.termination import (
     exit_code_of,
@@ -148,16 +148,25 @@ def collect(results_dir: Path, torchrun_exit: int, *, signalled: bool, node_inde
         return LaunchOutcome(_no_result(torchrun_exit, signalled), speaks_for_run=node_index == "0",
                              synthesized=True)
     failures = {rank: r for rank, r in found.items() if r.status == "Failed"}
-    # When torchrun tore the ranks down after one failed, the others say "Interrupted": the
-    # first failure of another kind is the cause (unless a stop really was asked for).
-    causes = {rank: r for rank, r in failures.items() if r.reason is not FailureReason.INTERRUPTED}
+    # When torchrun tore the ranks down after one failed, the others say "Interrupted", or that a
+    # collective broke under them (the failed rank left it): the first failure of another kind
+    # is the cause (unless a stop really was asked for). An out-of-memory error on one rank so
+    # ends the run as OutOfMemory, not as its peers' broken collective.
+    causes = {rank: r for rank, r in failures.items() if not _consequence(r)}
     if 0 in found:
         chosen = found[0]
-        if chosen.reason is FailureReason.INTERRUPTED and not signalled and causes:
+        if _consequence(chosen) and not (signalled and chosen.reason is FailureReason.INTERRUPTED) and causes:
             chosen = causes[min(causes)]
         return LaunchOutcome(chosen, speaks_for_run=True)
     picked = causes or failures or found
-    return LaunchOutcome(picked[min(picked)], speaks_for_run=False)
+    # Rank 0 was killed before it wrote a result: Pod 0 (where rank 0 runs) still speaks for the run.
+    return LaunchOutcome(picked[min(picked)], speaks_for_run=node_index == "0")
+
+
+def _consequence(result: TrainerResult) -> bool:
+    """Whether a failed rank only followed another's failure (torn down, or its collective broke)."""
+    return result.status == "Failed" and (result.reason is FailureReason.INTERRUPTED
+                                          or (result.message or "").startswith(PEER_FAILURE))
 
 
 def _read_results(folder: Path) -> dict[int, TrainerResult]:
