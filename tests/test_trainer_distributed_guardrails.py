@@ -48,7 +48,12 @@ def _run(tmp_path: Path, faults: dict[str, Any], **hyperparameters: Any) -> tupl
 
 
 def _steps(stdout: str) -> list[int]:
+    """Steps of the progress lines with a loss (a NaN loss is reported without one)."""
     return [e.step for e in map(parse_line, stdout.splitlines()) if isinstance(e, ProgressEvent) and e.loss is not None]
+
+
+def _last_step(stdout: str) -> int:
+    return max(e.step for e in map(parse_line, stdout.splitlines()) if isinstance(e, ProgressEvent))
 
 
 def test_out_of_memory_on_one_rank_ends_every_process_as_out_of_memory_without_a_retry(tmp_path: Path) -> None:
@@ -74,7 +79,8 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step_keeping_the_la
     assert "the last good checkpoint is checkpoint-4" in result.message
     # Rank 1 (quiet: rank 0 speaks for the run) says where it stopped: the same step.
     assert "[rank 1/2 (node 0, local rank 1)] failed (Diverged): training diverged at step 6" in run.stderr, output
-    assert max(_steps(run.stdout)) == 6
+    assert _last_step(run.stdout) == 6, "training stopped at the divergence"
+    assert _steps(run.stdout) == [2, 4], "the NaN of step 6 is logged without a loss"
     work = WorkDir(run_dir(tmp_path))
     newest = work.newest_checkpoint()
     assert newest is not None and newest.name == "checkpoint-4"
