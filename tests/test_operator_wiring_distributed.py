@@ -9,6 +9,7 @@ progress and the result from Pod 0, and show the world size and the effective ba
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from test_operator_wiring import (
@@ -23,10 +24,13 @@ from test_operator_wiring import (
     tuningjob,
     wait_phase,
 )
+from test_preflight_wiring import play_preflight, report
 
+from kubetune.api.contract import ExitCode
 from kubetune.builders import rendezvous_service_name, trainer_config_map_name, training_job_name
-from support.kube_cluster import PODS, Cluster
-from support.kube_objects import COMPLETION_INDEX
+from kubetune.builders.names import preflight_job_name
+from support.kube_cluster import JOBS, PODS, Cluster
+from support.kube_objects import COMPLETION_INDEX, stamp
 from support.kubelet_plays import run_container, terminate_container
 
 
@@ -77,3 +81,44 @@ def test_a_two_node_run_goes_to_succeeded_reading_pod_zero(cluster: Cluster) -> 
         status = wait_phase(cluster, "Succeeded")
         assert status["result"]["revision"] == "f" * 40 and status["metrics"]["evalLoss"] == 1.1
         assert status["worldSize"] == 8
+
+
+def test_a_two_node_run_waits_for_one_cpu_preflight_pod_and_counts_every_pods_gpus(cluster: Cluster) -> None:
+    with cluster.operator(SETTINGS):
+        ready_dataset(cluster)
+        cluster.apply(TUNINGJOBS, tuningjob(resources={"gpus": 4, "nodes": 2}, guardrails={"preflight": True}))
+        preflight = cluster.wait_for("the preflight Job",
+                                     lambda: cluster.get(JOBS, NS, preflight_job_name("support-bot")))
+        # One CPU Pod checks the run, however many nodes it will train on.
+        assert preflight["spec"].get("completionMode") != "Indexed"
+        assert preflight["spec"].get("parallelism", 1) == 1 and preflight["spec"].get("completions", 1) == 1
+        assert "subdomain" not in preflight["spec"]["template"]["spec"]
+        assert "nvidia.com/gpu" not in preflight["spec"]["template"]["spec"]["containers"][0]["resources"].get(
+            "limits", {})
+        wait_phase(cluster, "Pending")
+        assert cluster.get(JOBS, NS, training_job_name("support-bot")) is None, "no GPU Job before the preflight"
+        assert cluster.get("v1/services", NS, rendezvous_service_name("support-bot")) is None
+
+        play_preflight(cluster, "support-bot", report(checked=["data", "memory"]), ExitCode.OK)
+        job = training_job(cluster)
+        assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] == 2
+        assert cluster.get("v1/services", NS, rendezvous_service_name("support-bot")) is not None
+
+        pods = _pods_by_index(cluster, job, 2)
+        for index in ("1", "0"):  # the follower first: its digest is there to be ignored
+            run_container(cluster, NS, pods[index])
+            # Both nodes have trained for 90 s; the follower's kubelet resolved the image to another digest.
+            statuses = cluster.get(PODS, NS, pods[index])["status"]["containerStatuses"]
+            statuses[0]["state"] = {"running": {"startedAt": stamp(time.time() - 90)}}
+            if index == "1":
+                statuses[0]["imageID"] = "registry.local/trainer@sha256:" + "1" * 64
+            cluster.patch(PODS, NS, pods[index], {"status": {"containerStatuses": statuses}}, subresource="status")
+        pod_zero_image = cluster.get(PODS, NS, pods["0"])["status"]["containerStatuses"][0]["imageID"]
+        assert pod_zero_image.endswith("@sha256:" + "0" * 64)
+        cluster.set_log(NS, pods["0"], progress_log(40))
+        status = cluster.wait_for("usage from both Pods", lambda: (s := status_of(cluster)).get(
+            "progress", {}).get("step") == 40 and s.get("usage", {}).get("wallSeconds") and s)
+        usage = status["usage"]
+        assert 90 <= usage["wallSeconds"] < 150, "the Pods ran side by side: their run time counts once"
+        assert abs(usage["gpuSeconds"] - 4 * 2 * usage["wallSeconds"]) < 1, "4 GPUs per Pod x 2 Pods x run time"
+        assert status["pinned"]["trainerImage"] == pod_zero_image, "Pod 0's image, not the follower's"
