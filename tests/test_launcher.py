@@ -82,11 +82,13 @@ def test_an_out_of_memory_rank_is_the_cause_not_its_peers_broken_collective(tmp_
     # Alone, a broken collective is still what the node reports (the cause was on another node).
     (tmp_path / "rank-1.json").unlink()
     assert collect(tmp_path, 1, signalled=False).result == peer
-    # Rank 0 killed (no result) after rank 1 ran out of memory: Pod 0 still reports the cause.
+    # Rank 0 killed (no result) after rank 1 ran out of memory on the same node: it still reports the cause.
     (tmp_path / "rank-0.json").unlink()
     _write(tmp_path, 1, oom)
-    outcome = collect(tmp_path, 1, signalled=False, node_index="0")
+    outcome = collect(tmp_path, 1, signalled=False, processes_per_node=2)
     assert outcome.speaks_for_run and outcome.result == oom
+    # Rank 1 alone on its node (one process per node): rank 0 ran on another node, which speaks.
+    assert not collect(tmp_path, 1, signalled=False, processes_per_node=1).speaks_for_run
 
 
 def test_no_result_at_all_becomes_a_retryable_failure_on_pod_zero_only(tmp_path: Path) -> None:

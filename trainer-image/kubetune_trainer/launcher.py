@@ -87,7 +87,8 @@ def launch(config: TrainerConfig, config_path: Path, result_path: str, reporter:
     results_dir = Path(tempfile.mkdtemp(prefix="kubetune-ranks-"))
     try:
         run = _run_torchrun(torchrun_argv(plan, config_path), _child_env(plan, results_dir))
-        outcome = collect(results_dir, run.exit_code, signalled=run.signalled, node_index=node)
+        outcome = collect(results_dir, run.exit_code, signalled=run.signalled, node_index=node,
+                          processes_per_node=plan.processes_per_node)
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)
     result = fit_termination_message(outcome.result, reporter.secrets)
@@ -140,7 +141,8 @@ class LaunchOutcome:
     synthesized: bool = False  # no process left a result: the launcher wrote this one
 
 
-def collect(results_dir: Path, torchrun_exit: int, *, signalled: bool, node_index: str = "0") -> LaunchOutcome:
+def collect(results_dir: Path, torchrun_exit: int, *, signalled: bool, node_index: str = "0",
+            processes_per_node: int = 1) -> LaunchOutcome:
     """This node's outcome from the results its processes wrote (by rank)."""
     found = _read_results(results_dir)
     if not found:
@@ -159,8 +161,10 @@ def collect(results_dir: Path, torchrun_exit: int, *, signalled: bool, node_inde
             chosen = causes[min(causes)]
         return LaunchOutcome(chosen, speaks_for_run=True)
     picked = causes or failures or found
-    # Rank 0 was killed before it wrote a result: Pod 0 (where rank 0 runs) still speaks for the run.
-    return LaunchOutcome(picked[min(picked)], speaks_for_run=node_index == "0")
+    # torchrun numbers the ranks node by node (node g has ranks g x N .. g x N + N - 1): a rank
+    # below N here means rank 0 ran here too and was killed before it wrote a result. This node
+    # then still speaks for the run.
+    return LaunchOutcome(picked[min(picked)], speaks_for_run=min(found) < processes_per_node)
 
 
 def _consequence(result: TrainerResult) -> bool:
