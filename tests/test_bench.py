@@ -80,3 +80,11 @@ def test_control_plane_runs_tiny() -> None:
     assert figures["Job controller requests per TuningJob (start-up)"][0] > 0
     assert figures["kubelet requests per TuningJob (start-up)"][0] > 0
     assert figures["reconcile passes per TuningJob (start-up)"][0] >= 1
+
+
+def test_scaling_runs_tiny_on_cpu_processes() -> None:
+    figures = table(run_bench("bench.scaling", "--cpu", "2", "--tiny"))
+    assert figures["tokens/s, 1 device"][0] > 0 and figures["tokens/s, 2 devices"][0] > 0
+    ratio = figures["tokens/s, 2 devices"][0] / figures["tokens/s, 1 device"][0]
+    assert figures["speed-up"][0] == pytest.approx(ratio, rel=0.03)  # the table prints 3 significant digits
+    assert figures["scaling efficiency (speed-up / devices)"][0] == pytest.approx(ratio / 2, rel=0.03)

@@ -134,6 +134,8 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
         ),
         *(("batch", "jobs", verb) for verb in crud),
         *(("", "configmaps", verb) for verb in crud),
+        ("", "services", "get"),
+        ("", "services", "create"),
         *(("", "pods", verb) for verb in ("get", "list", "watch")),
         ("", "pods/log", "get"),
         ("", "persistentvolumeclaims", "get"),

@@ -221,6 +221,33 @@ def test_a_run_that_wont_fit_is_a_warning_with_a_batch_that_would(tmp_path: Path
     assert "not even a batch of 1" in full.issues[0].message
 
 
+def test_the_memory_estimate_counts_the_gpus_of_every_node(tmp_path: Path, hub: HubServer,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An 8B model fully fine-tuned on 2 nodes x 8 GPUs of 80 GiB: with DDP every GPU holds the
+    whole training state (it cannot fit); FSDP shards it over all 16 (it fits), and Auto picks FSDP."""
+    resources = {"gpus": 8, "nodes": 2, "gpuMemory": "80Gi"}
+    config = config_for(tmp_path, hub, model="lab/big", method={"type": "Full"}, resources=resources,
+                        distributed={"strategy": "DDP"})
+    config.spec.hyperparameters.per_device_batch_size = 1
+    config.spec.hyperparameters.max_seq_length = 2048
+    _, ddp, _ = preflight(tmp_path, config, monkeypatch, capsys, hub.token)
+    assert reasons(ddp) == ["Warning:WontFit"] and ddp.memory is not None and ddp.memory.fits is False
+    assert "per GPU (DDP over 16 GPUs on 2 nodes: each holds a whole copy)" in ddp.issues[0].message
+    assert "distributed.strategy FSDP (sharded over the 16 GPUs) is estimated to fit" in ddp.issues[0].message
+
+    for strategy in ("FSDP", "Auto"):
+        config.spec.distributed.strategy = config.spec.distributed.strategy.__class__(strategy)
+        _, sharded, _ = preflight(tmp_path, config, monkeypatch, capsys, hub.token)
+        assert sharded.issues == [] and sharded.memory is not None and sharded.memory.fits is True, strategy
+        assert sharded.memory.bytes_per_gpu < ddp.memory.bytes_per_gpu / 3
+
+    config.spec.resources.nodes = 1
+    _, one_node, _ = preflight(tmp_path, config, monkeypatch, capsys, hub.token)
+    assert one_node.memory is not None and ddp.memory.bytes_per_gpu > one_node.memory.bytes_per_gpu \
+        > sharded.memory.bytes_per_gpu, "sharded over 8 GPUs: more per GPU than over 16"
+
+
 def test_an_unreachable_hub_is_retryable(tmp_path: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     down = start_hub_server()

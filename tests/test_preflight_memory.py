@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,6 +53,20 @@ def test_an_8b_model_fully_fine_tuned_does_not_fit_one_80gb_gpu_but_lora_does() 
     # ... but not at the default batch of 8 x 2048 tokens without activation checkpointing.
     assert estimate(model, run("LoRA", batch=8)).total > GPU_80G
     assert 2 <= largest_fitting_batch(model, run("LoRA", batch=8), GPU_80G) < 8
+
+
+def test_fsdp_shards_weights_and_training_state_over_every_gpu_of_every_node() -> None:
+    model = shape(LLAMA_3_8B)
+    whole = estimate(model, run("Full"))
+    sharded = estimate(model, replace(run("Full"), shards=16))  # 2 nodes x 8 GPUs
+    layer = model.attention_params + model.mlp_params
+    assert sharded.training_state == -(-whole.training_state // 16)
+    # A sixteenth of the weights, plus the one layer FSDP gathers whole while it computes.
+    assert sharded.weights == -(-whole.weights // 16) + whole.weights * layer // model.params
+    assert (sharded.activations, sharded.logits) == (whole.activations, whole.logits), "per GPU either way"
+    assert whole.total > GPU_80G > sharded.total
+    assert largest_fitting_batch(model, replace(run("Full"), shards=16), GPU_80G) >= 1
+    assert estimate(model, replace(run("LoRA"), shards=1)) == estimate(model, run("LoRA")), "DDP: a whole copy"
 
 
 def test_qlora_needs_less_than_lora_and_fp32_more() -> None:

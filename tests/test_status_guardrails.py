@@ -270,3 +270,54 @@ def test_a_preflight_job_that_completed_without_a_report_fails() -> None:
         pod=PodObservation(name="p", terminated=TerminatedState(exit_code=0, message="usage: kubetune-trainer"))))
     assert verdict.stage is PreflightStage.FAILED and verdict.reason == "PreflightFailed"
     assert "ended without a report" in verdict.message and "spec.guardrails.preflight: false" in verdict.message
+
+
+def indexed_pod(index: int, *, started: datetime, finished: datetime | None = None, gpus: str = "8") -> dict[str, Any]:
+    found = pod(f"tj-train-{index}-x", started=started, finished=finished, gpus=gpus,
+                image_id=f"registry/trainer@sha256:{index}" + "0" * 63)
+    found["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": str(index)}
+    return found
+
+
+def test_a_multi_node_run_counts_gpus_per_pod_times_pods_times_run_time() -> None:
+    # 2 nodes x 8 GPUs for 10 minutes (Pod 1 started 5 s later), then a retry of both Pods running.
+    first = [indexed_pod(0, started=T0, finished=T0 + timedelta(minutes=10)),
+             indexed_pod(1, started=T0 + timedelta(seconds=5), finished=T0 + timedelta(minutes=10))]
+    times = pod_times(first, "trainer")
+    assert times == PodTimes(finished_seconds=600.0, gpus=8, pods=2), "side by side, the run time counts once"
+    usage = derive_usage(None, times, at=None, progress=None, tokens=None, metrics=None)
+    assert usage == Usage(wall_seconds=600.0, gpu_seconds=8 * 2 * 600.0)
+
+    retry = [indexed_pod(0, started=T0 + timedelta(minutes=11)), indexed_pod(1, started=T0 + timedelta(minutes=11))]
+    times = pod_times(first + retry, "trainer")
+    assert times == PodTimes(finished_seconds=600.0, running_since=T0 + timedelta(minutes=11), gpus=8, pods=2)
+    usage = derive_usage(usage, times, at=T0 + timedelta(minutes=12), progress=None, tokens=None, metrics=None)
+    assert usage == Usage(wall_seconds=660.0, gpu_seconds=8 * 2 * 660.0)
+
+    from kubetune.status.observe import observe_pods
+
+    pod_zero = observe_pods(first + retry, "trainer")
+    assert pod_zero is not None and pod_zero.image_id == "registry/trainer@sha256:0" + "0" * 63, \
+        "status.pinned takes Pod 0's image"
+
+
+def test_effective_batch_in_status_is_the_batch_in_use_after_an_out_of_memory_retry() -> None:
+    from kubetune.api.progress import summarize
+    from kubetune.status import RunObservation, derive_status
+
+    def line(per_device: int, accumulation: int) -> Any:
+        return summarize(['##kubetune {"event":"progress","step":5,"totalSteps":10,"loss":1.5,'
+                          f'"perDeviceBatchSize":{per_device},"gradientAccumulationSteps":{accumulation}}}'])
+
+    running = PodObservation(name="p", running_since=T0)
+    job = JobObservation(name="tj-train", active=1)
+    # The spec: perDeviceBatchSize 6 on 4 GPUs, no accumulation.
+    before = derive_status(None, RunObservation(generation=1, job=job, pod=running, world_size=4,
+                                                effective_batch_size=24), now=T0, log_tail_lines=5)
+    assert (before.world_size, before.effective_batch_size) == (4, 24)
+    halved = derive_status(before, RunObservation(generation=1, job=job, pod=running, log=line(3, 2), world_size=4,
+                                                  effective_batch_size=24), now=T0, log_tail_lines=5)
+    assert halved.effective_batch_size == 24, "half the batch, twice the accumulation: the same by design"
+    odd = derive_status(halved, RunObservation(generation=1, job=job, pod=running, log=line(1, 4), world_size=4,
+                                               effective_batch_size=24), now=T0, log_tail_lines=5)
+    assert odd.effective_batch_size == 16, "3 halved is 1: status says what really trains"

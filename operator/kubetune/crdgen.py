@@ -71,6 +71,7 @@ RESOURCES = (
             _AGE,
             PrinterColumn("ETA", "integer", ".status.progress.etaSeconds", "Seconds left (estimate).", 1),
             PrinterColumn("Output", "string", ".spec.output.repo", "Hub repo the model goes to.", 1),
+            PrinterColumn("World", "integer", ".status.worldSize", "Training processes (nodes x GPUs).", 1),
         ),
     ),
     Resource(

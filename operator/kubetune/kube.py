@@ -71,7 +71,7 @@ class KubeClient:
     # --- create -------------------------------------------------------------------------
 
     def create(self, obj: Mapping[str, Any]) -> Obj | None:
-        """Create a ConfigMap, Job or PersistentVolumeClaim; the object as the API server stored it,
+        """Create a ConfigMap, Service, Job or PersistentVolumeClaim; the object as the API server stored it,
         or None if it already existed.
 
         AlreadyExists is success: names are deterministic, so an existing object is the one a
@@ -81,6 +81,8 @@ class KubeClient:
         namespace = obj["metadata"].get("namespace") or "default"
         if kind == "ConfigMap":
             path = _core_path(namespace, "configmaps")
+        elif kind == "Service":
+            path = _core_path(namespace, "services")
         elif kind == "Job":
             path = _batch_path(namespace, "jobs")
         elif kind == "PersistentVolumeClaim":

@@ -18,9 +18,11 @@ time (`workers`). A sync
   Suspended Event); on resume creates a Pod again (Suspended False, startTime reset, Resumed).
 
 kube-controller-manager sends its UpdateStatus as a PUT; kmock serves no PUT, so status goes
-as a merge patch of the status subresource: one write and one watch event either way. Not
-emulated: indexed Jobs, successPolicy, managedBy, graceful Pod deletion (the emulator deletes
-at once), the TTL-after-finished and garbage collectors.
+as a merge patch of the status subresource: one write and one watch event either way. Indexed
+Jobs get a Pod per free completion index (annotation, label, host name, JOB_COMPLETION_INDEX)
+and complete when `completions` Pods succeeded. Not emulated: per-index back-off limits,
+successPolicy, managedBy, graceful Pod deletion (the emulator deletes at once), the
+TTL-after-finished and garbage collectors.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from support.job_rules import (
     wire_status,
 )
 from support.kube_client import ApiError, RigClient
-from support.kube_objects import JOB_TRACKING_FINALIZER, core_event, is_ready, pod_for_job, stamp
+from support.kube_objects import COMPLETION_INDEX, JOB_TRACKING_FINALIZER, core_event, is_ready, pod_for_job, stamp
 from support.kube_workqueue import WorkQueue
 
 JOBS = "batch/v1/jobs"
@@ -296,8 +298,14 @@ class JobController:
         if wait > 0:
             self._queue.add(key, max(wait, self.batch_period))
             return active, ready, terminating
-        for _ in range(missing):
-            pod = await self.client.create(PODS, pod_for_job(job))
+        indexes: list[int | None] = [None] * missing
+        if spec.get("completionMode") == "Indexed" and completions is not None:
+            # The lowest indexes that neither run nor have succeeded.
+            taken = {(p["metadata"].get("annotations") or {}).get(COMPLETION_INDEX)
+                     for p in self._owned_pods(job) if is_active(p) or phase(p) == "Succeeded"}
+            indexes = [i for i in range(int(completions)) if str(i) not in taken][:missing]
+        for index in indexes:
+            pod = await self.client.create(PODS, pod_for_job(job, index))
             self._store_pod(pod)
             self._event(job, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
             active += 1

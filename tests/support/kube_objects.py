@@ -108,25 +108,40 @@ def default_pod(pod: dict[str, Any]) -> None:
 
 # --- the Job controller's Pod ----------------------------------------------------------------------
 
-def pod_for_job(job: dict[str, Any]) -> dict[str, Any]:
-    """The Pod the Job controller creates from the Job's template (CreatePodsWithGenerateName)."""
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def pod_for_job(job: dict[str, Any], index: int | None = None) -> dict[str, Any]:
+    """The Pod the Job controller creates from the Job's template (CreatePodsWithGenerateName).
+
+    `index`: the Pod's completion index in an Indexed Job, which it carries as an annotation and
+    a label, in its host name (`<job>-<index>`) and as JOB_COMPLETION_INDEX in its containers.
+    """
     meta = job["metadata"]
     template = copy.deepcopy(job["spec"]["template"])
     template_meta = template.get("metadata") or {}
     labels = {**(template_meta.get("labels") or {}),
               "batch.kubernetes.io/controller-uid": meta["uid"], "batch.kubernetes.io/job-name": meta["name"],
               "controller-uid": meta["uid"], "job-name": meta["name"]}
+    annotations = dict(template_meta.get("annotations") or {})
+    spec = template.get("spec") or {}
+    if index is not None:
+        labels[COMPLETION_INDEX] = annotations[COMPLETION_INDEX] = str(index)
+        spec["hostname"] = f"{meta['name']}-{index}"
+        for container in spec.get("containers") or []:
+            container.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+                "fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}})
     pod_meta: dict[str, Any] = {
-        "generateName": f"{meta['name']}-",
+        "generateName": f"{meta['name']}-" if index is None else f"{meta['name']}-{index}-",
         "namespace": meta["namespace"],
         "labels": labels,
         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
                              "controller": True, "blockOwnerDeletion": True}],
         "finalizers": [*(template_meta.get("finalizers") or []), JOB_TRACKING_FINALIZER],
     }
-    if template_meta.get("annotations"):
-        pod_meta["annotations"] = dict(template_meta["annotations"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
+    if annotations:
+        pod_meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
 
 
 # --- Pod statuses: the scheduler's and the kubelet's ----------------------------------------------

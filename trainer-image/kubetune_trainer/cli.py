@@ -42,13 +42,20 @@ from kubetune.api.contract import (
     TrainerConfig,
     TrainerResult,
 )
+from kubetune_trainer import distributed
 from kubetune_trainer.config import load_config
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.hubenv import disable_xet_for, self_hosted_endpoints
+from kubetune_trainer.launcher import rank_result_path
 from kubetune_trainer.pipeline import run_pipeline
 from kubetune_trainer.stop import StopRequest
-from kubetune_trainer.termination import fit_termination_message, termination_json, write_termination_message
+from kubetune_trainer.termination import (
+    exit_code_of,
+    fit_termination_message,
+    termination_json,
+    write_termination_message,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +95,8 @@ def train_main(argv: list[str]) -> int:
         return _check_main(args)
     hf_token = os.environ.get(HF_TOKEN_ENV) or None
     data_token = os.environ.get(DATA_TOKEN_ENV) or None
-    reporter = Reporter([hf_token, data_token])
+    me = distributed.ranks()
+    reporter = Reporter([hf_token, data_token], quiet=not me.is_main)  # rank 0 speaks for the run
     reporter.install_log_redaction()
     stop = StopRequest()
     stop.install()
@@ -96,6 +104,12 @@ def train_main(argv: list[str]) -> int:
     try:
         config = load_config(args.config, TrainerConfig, log=reporter.log)
         result_path = args.result_path or config.result_path
+        if config.launch.world_size > 1 and not distributed.in_worker():
+            stop.uninstall()  # the launcher passes signals on to the processes it starts
+            from kubetune_trainer.launcher import launch
+
+            return launch(config, args.config, result_path, reporter)
+        result_path = rank_result_path() or result_path
         _prepare_hub_client(config, reporter)
         result = run_pipeline(config, reporter, stop, hf_token, data_token)
     except TrainerFailure as failure:
@@ -107,12 +121,17 @@ def train_main(argv: list[str]) -> int:
         result = _failed(_crash(error))
     finally:
         stop.uninstall()
+    if result.status == "Succeeded":
+        distributed.stop()  # after a failure, peers may be stuck in a collective: leave it to the exit
     result = fit_termination_message(result, reporter.secrets)
     text = termination_json(result)
     reporter.log(_summary(result))
     reporter.log(text)
+    if reporter.quiet and result.status == "Failed":
+        # Rank 0 prints the run's outcome; another rank's line says which process it was.
+        print(reporter.clean(f"[{me.describe()}] {_summary(result)}"), file=sys.stderr, flush=True)
     write_termination_message(text, result_path)
-    return _exit_code(result)
+    return exit_code_of(result)
 
 
 def _check_main(args: argparse.Namespace) -> int:
@@ -129,7 +148,7 @@ def _check_main(args: argparse.Namespace) -> int:
         result = fit_termination_message(_failed(failure), reporter.secrets)
         reporter.log(_summary(result))
         write_termination_message(termination_json(result), result_path)
-        return _exit_code(result)
+        return exit_code_of(result)
     reporter.log(f"check passed: this machine can run {config.spec.method.type.value}")
     return ExitCode.OK
 
@@ -148,6 +167,9 @@ def _failed(failure: TrainerFailure) -> TrainerResult:
 
 def _crash(error: Exception) -> TrainerFailure:
     text = " ".join(str(error).split())
+    if distributed.is_peer_failure(error):
+        return TrainerFailure(FailureReason.TRAINING_FAILED, f"{distributed.PEER_FAILURE} (see its log): {text}",
+                              retryable=True)
     if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError outside the training loop
         return TrainerFailure(FailureReason.OUT_OF_MEMORY, f"the GPU ran out of memory: {text}")
     return TrainerFailure(FailureReason.TRAINING_FAILED, f"{type(error).__name__}: {text}", retryable=False)
@@ -158,14 +180,6 @@ def _summary(result: TrainerResult) -> str:
         where = result.model.repo or result.model.path if result.model else "?"
         return f"succeeded: {where}"
     return f"failed ({result.reason}): {result.message}"
-
-
-def _exit_code(result: TrainerResult) -> int:
-    if result.status == "Succeeded":
-        return ExitCode.OK
-    if result.reason is FailureReason.INTERRUPTED:
-        return ExitCode.INTERRUPTED
-    return ExitCode.RETRYABLE if result.retryable else ExitCode.PERMANENT
 
 
 if __name__ == "__main__":

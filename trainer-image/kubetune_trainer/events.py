@@ -12,11 +12,16 @@ from kubetune.api.redact import redact
 
 
 class Reporter:
-    """Prints to stdout (flushed: the operator tails the log while the Pod runs)."""
+    """Prints to stdout (flushed: the operator tails the log while the Pod runs).
 
-    def __init__(self, secrets: Iterable[str | None] = (), stream: TextIO | None = None) -> None:
+    `quiet`: print nothing (every rank of a distributed run but rank 0, whose lines speak for all).
+    """
+
+    def __init__(self, secrets: Iterable[str | None] = (), stream: TextIO | None = None, *,
+                 quiet: bool = False) -> None:
         self.secrets = [s for s in secrets if s]
         self._stream = stream
+        self.quiet = quiet
 
     @property
     def stream(self) -> TextIO:
@@ -26,12 +31,18 @@ class Reporter:
         return redact(text, self.secrets)
 
     def log(self, text: str) -> None:
+        if self.quiet:
+            return
         print(self.clean(text), file=self.stream, flush=True)
 
     def stage(self, stage: Stage, message: str = "") -> None:
+        if self.quiet:
+            return
         print(format_event(StageEvent(stage=stage, message=self.clean(message))), file=self.stream, flush=True)
 
     def progress(self, event: ProgressEvent) -> None:
+        if self.quiet:
+            return
         print(format_event(event), file=self.stream, flush=True)
 
     def install_log_redaction(self) -> None:

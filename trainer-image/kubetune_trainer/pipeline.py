@@ -3,6 +3,8 @@
 Every start of a run opens the same run folder (runfolder.py: <workDir>/runs/<uid>-<runHash>/):
 one that finds a finished model in final/ skips straight to publishing (a re-run after a failed
 push must not train again); one that finds checkpoints resumes from the newest complete one.
+In a distributed run every rank trains; rank 0 alone opens the run folder's record, writes
+final/ and publishes, and hands its result to the others (distributed.py).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import shutil
 
 from kubetune.api.contract import TrainerConfig, TrainerResult
 from kubetune.api.progress import Stage
+from kubetune_trainer import distributed
 from kubetune_trainer.events import Reporter
-from kubetune_trainer.runfolder import open_run_folder
+from kubetune_trainer.runfolder import RunFolder, open_run_folder
 from kubetune_trainer.stop import StopRequest
 from kubetune_trainer.workdir import read_finished
 
@@ -25,13 +28,18 @@ def run_pipeline(config: TrainerConfig, reporter: Reporter, stop: StopRequest, h
     from kubetune_trainer.training.device import check_method_supported
     from kubetune_trainer.training.train import Tokens, train_model
 
-    run = open_run_folder(config)
+    distributed.start()
+    # Rank 0 counts the attempt in the run folder; every rank works in that folder (on its own
+    # node's volume, if the nodes do not share one).
+    run: RunFolder = distributed.decide(lambda: open_run_folder(config))
     work = run.work
+    work.root.mkdir(parents=True, exist_ok=True)
     reporter.log(f"run folder {run.where(work.root)} (attempt {run.attempt})")
     for earlier in run.earlier_runs:
         reporter.log(f"not reusing {earlier}: it was made from another spec of this TuningJob; this run starts "
                      f"clean in {run.identity.folder_name}")
-    finished = read_finished(work)
+    # Rank 0's folder decides for every rank: a follower's own volume may lack final/.
+    finished = distributed.decide(lambda: read_finished(work))
     if finished is not None:
         reporter.stage(Stage.LOADING, "a finished model is in final/: skipping training")
         reporter.log(f"found a finished model in {run.where(work.final)} (steps {finished.metrics.steps}): "
@@ -40,12 +48,21 @@ def run_pipeline(config: TrainerConfig, reporter: Reporter, stop: StopRequest, h
         check_method_supported(config.spec.method.type)
         trained = train_model(config, work, reporter, stop, Tokens(hf=hf_token, data=data_token),
                               attempt=run.attempt)
-        reporter.stage(Stage.SAVING, "writing the final model")
-        finished = save_final(config, work, reporter, model=trained.model, tokenizer=trained.tokenizer,
-                              resolved=trained.resolved, metrics=trained.metrics, labels=trained.labels,
-                              plan=trained.plan, samples=trained.samples)
-        # final/ now stands for the run (a new attempt only publishes it); checkpoints with optimizer
-        # state are the largest thing on the volume and no longer needed.
+        if trained is not None:  # rank 0
+            reporter.stage(Stage.SAVING, "writing the final model")
+            finished = save_final(config, work, reporter, model=trained.model, tokenizer=trained.tokenizer,
+                                  resolved=trained.resolved, metrics=trained.metrics, labels=trained.labels,
+                                  plan=trained.plan, samples=trained.samples, state_dict=trained.state_dict)
+            # final/ now stands for the run (a new attempt only publishes it); checkpoints with optimizer
+            # state are the largest thing on the volume and no longer needed.
+            shutil.rmtree(work.checkpoints, ignore_errors=True)
+            reporter.log("checkpoints removed: the finished model is in final/")
+    result = publish_step(config, run, finished, reporter, hf_token) if finished is not None else None
+    # Every rank ends with rank 0's outcome (and exit code): a failed push fails every Pod alike,
+    # so the retry restarts all of them rather than a leader waiting for followers that are gone.
+    outcome = distributed.broadcast(result)
+    assert outcome is not None
+    if not distributed.ranks().is_main and outcome.model is not None:
+        # final/ exists: a node with a volume of its own drops its copy of the checkpoints too.
         shutil.rmtree(work.checkpoints, ignore_errors=True)
-        reporter.log("checkpoints removed: the finished model is in final/")
-    return publish_step(config, run, finished, reporter, hf_token)
+    return outcome

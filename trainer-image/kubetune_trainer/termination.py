@@ -28,7 +28,13 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from kubetune.api.common import KubeModel
-from kubetune.api.contract import TERMINATION_LOG, TERMINATION_MESSAGE_LIMIT
+from kubetune.api.contract import (
+    TERMINATION_LOG,
+    TERMINATION_MESSAGE_LIMIT,
+    ExitCode,
+    FailureReason,
+    TrainerResult,
+)
 from kubetune.api.redact import redact
 
 MessageT = TypeVar("MessageT", bound=KubeModel)
@@ -200,3 +206,12 @@ def _dumps(node: Any) -> str:
 
 def _size(node: Any) -> int:
     return len(_dumps(node).encode("utf-8"))
+
+
+def exit_code_of(result: TrainerResult) -> int:
+    """The process exit code a result stands for (the Job's podFailurePolicy switches on it)."""
+    if result.status == "Succeeded":
+        return ExitCode.OK
+    if result.reason is FailureReason.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    return ExitCode.RETRYABLE if result.retryable else ExitCode.PERMANENT

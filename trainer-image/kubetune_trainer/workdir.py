@@ -67,10 +67,14 @@ class WorkDir:
             return []
         return sorted((int(m.group(1)), p) for p in self.checkpoints.iterdir() if (m := _CHECKPOINT.match(p.name)))
 
+    def complete_checkpoints(self) -> dict[int, Path]:
+        """Step -> checkpoint folder, for the checkpoints written completely (carrying CHECKPOINT_COMPLETE)."""
+        return {step: p for step, p in self._checkpoints() if (p / CHECKPOINT_COMPLETE).is_file()}
+
     def newest_checkpoint(self) -> Path | None:
         """The checkpoint with the highest step that was written completely (carries CHECKPOINT_COMPLETE)."""
-        complete = [p for _, p in self._checkpoints() if (p / CHECKPOINT_COMPLETE).is_file()]
-        return complete[-1] if complete else None
+        complete = self.complete_checkpoints()
+        return complete[max(complete)] if complete else None
 
     def set_aside_checkpoints_after(self, step: int) -> list[Path]:
         """Rename checkpoints past `step` to checkpoint-N.diverged: kept for a look, never resumed from."""

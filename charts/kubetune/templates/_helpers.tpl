@@ -105,6 +105,10 @@ its own credentials, so the operator never reads one.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The headless Service of a multi-node run (stable Pod names for the rendezvous), owned by its TuningJob.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create"]
 # Each TuningJob's work volume (checkpoints, the finished model), owned by the TuningJob so the
 # garbage collector deletes it; an existing claim of that name is read to check it is ours.
 - apiGroups: [""]

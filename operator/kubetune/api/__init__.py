@@ -42,6 +42,7 @@ from kubetune.api.dataset import (
     UrlSource,
     ValidationSummary,
 )
+from kubetune.api.distributed import DistributedSpec, LaunchPlan, ParallelStrategy
 from kubetune.api.run import RunIdentity, run_hash
 from kubetune.api.tuningjob import (
     BaseModelSpec,
@@ -75,13 +76,13 @@ from kubetune.api.workvolume import RetainPolicy, WorkVolumeSpec
 
 __all__ = [
     "API_VERSION", "CONTRACT_VERSION", "GROUP", "TERMINATION_MESSAGE_LIMIT", "VERSION", "BaseModelSpec",
-    "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource", "DataSource",
-    "Dataset", "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus", "DatasetValidation",
-    "DatasetsSpec", "DpoSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters", "JobError", "KubeModel",
-    "LRScheduler", "LoraSpec", "MethodSpec", "ModelResult", "Mounts", "ObjectMeta", "Objective", "OutputSpec",
-    "Precision", "PvcSource", "QuantizationSpec", "ResourcesSpec", "RetainPolicy", "RowError", "RunIdentity",
-    "SampleGeneration", "ScratchModel", "SecretKeyRef", "Task", "TokenStats", "TrainerConfig", "TrainerResult",
-    "TrainingMetrics", "TrainingProgress", "TuningJob", "TuningJobPhase", "TuningJobSpec", "TuningJobStatus",
-    "TuningMethod", "UrlSource", "ValidationReport", "ValidationSummary", "ValidatorConfig", "WorkVolumeSpec",
-    "run_hash",
+    "ClassificationSpec", "ColumnMapping", "Condition", "ConditionStatus", "ConfigMapSource", "DataSource", "Dataset",
+    "DatasetEntry", "DatasetFormat", "DatasetPhase", "DatasetSpec", "DatasetStatus", "DatasetValidation",
+    "DatasetsSpec", "DistributedSpec", "DpoSpec", "ExitCode", "FailureReason", "HubSource", "Hyperparameters",
+    "JobError", "KubeModel", "LRScheduler", "LaunchPlan", "LoraSpec", "MethodSpec", "ModelResult", "Mounts",
+    "ObjectMeta", "Objective", "OutputSpec", "ParallelStrategy", "Precision", "PvcSource", "QuantizationSpec",
+    "ResourcesSpec", "RetainPolicy", "RowError", "RunIdentity", "SampleGeneration", "ScratchModel", "SecretKeyRef",
+    "Task", "TokenStats", "TrainerConfig", "TrainerResult", "TrainingMetrics", "TrainingProgress", "TuningJob",
+    "TuningJobPhase", "TuningJobSpec", "TuningJobStatus", "TuningMethod", "UrlSource", "ValidationReport",
+    "ValidationSummary", "ValidatorConfig", "WorkVolumeSpec", "run_hash",
 ]

@@ -22,6 +22,7 @@ from kubetune.api.dataset import (
     DataSource,
     ValidationSummary,
 )
+from kubetune.api.distributed import LaunchPlan
 from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.run import RunIdentity
 from kubetune.api.tuningjob import ModelResult, SampleGeneration, TrainingMetrics, TuningJobSpec
@@ -31,9 +32,11 @@ from kubetune.api.volumes import path_inside_volume
 # trainer reads a config of its own major version (dropping, with a log line, fields a newer
 # minor added) and refuses any other. Bump the minor for additions an older trainer may
 # ignore, the major for anything it would misread.
-CONTRACT_VERSION: Final = "1.2"  # 1.1: TrainerConfig.run and workLocation (workDir holds runs/); method.objective
-# and dpo, the preference format, hf.streaming, samples. 1.2: spec.guardrails, resources.gpuMemory, the
-# preflight command and its PreflightReport
+# 1.1: TrainerConfig.run and workLocation (workDir holds runs/); method.objective and dpo, the preference
+# format, hf.streaming, samples. 1.2: spec.guardrails, resources.gpuMemory, the preflight command and its
+# PreflightReport. 1.3: resources.nodes, spec.distributed, TrainerConfig.launch (processes and rendezvous: an
+# older trainer ignores it and runs one process per Pod).
+CONTRACT_VERSION: Final = "1.3"
 CONTRACT_VERSION_PATTERN: Final = r"^[0-9]+\.[0-9]+$"
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -125,6 +128,8 @@ class TrainerConfig(KubeModel):
     mounts: Mounts = Field(default_factory=Mounts, description="Where volumes are mounted.")
     allow_private_urls: bool = Field(default=False, description="Allow URLs on private/loopback addresses.")
     result_path: str = Field(default=TERMINATION_LOG, description="Where the TrainerResult is written.")
+    launch: LaunchPlan = Field(default_factory=LaunchPlan,
+                               description="Training processes and their rendezvous (one process by default).")
 
 
 class ValidatorConfig(KubeModel):

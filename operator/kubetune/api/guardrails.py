@@ -40,7 +40,8 @@ class GuardrailsSpec(KubeModel):
     oom_retry: bool = Field(
         default=True,
         description="On CUDA out of memory, resume from the last checkpoint with half the perDeviceBatchSize and "
-                    "twice the gradientAccumulationSteps (the same effective batch), down to a batch of 1.",
+                    "twice the gradientAccumulationSteps (the same effective batch), down to a batch of 1. One "
+                    "training process only: a distributed run fails as OutOfMemory, naming the batch to set.",
     )
     divergence: DivergenceSpec = Field(default_factory=DivergenceSpec,
                                        description="Stop when the training loss diverges.")
@@ -50,7 +51,8 @@ class Usage(KubeModel):
     """What the run cost so far (or in all, once finished)."""
 
     gpu_seconds: float | None = Field(default=None, ge=0,
-                                      description="GPUs x seconds the trainer Pods ran (every attempt).")
+                                      description="GPUs per Pod x Pods x seconds the trainer Pods ran "
+                                                  "(every attempt).")
     wall_seconds: float | None = Field(default=None, ge=0,
                                        description="Seconds the trainer Pods ran (every attempt).")
     trained_tokens: int | None = Field(default=None, ge=0, description="Tokens trained on.")

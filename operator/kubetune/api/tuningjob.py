@@ -19,6 +19,7 @@ from kubetune.api.common import (
     SecretKeyRef,
 )
 from kubetune.api.dataset import ColumnMapping, DatasetFormat, DataSource, PvcSource
+from kubetune.api.distributed import DistributedSpec, ParallelStrategy
 from kubetune.api.guardrails import GuardrailsSpec, PinnedRevisions, Usage
 from kubetune.api.volumes import VolumePathError, parse_pvc_path
 from kubetune.api.workvolume import WorkVolumeSpec
@@ -281,9 +282,13 @@ class OutputSpec(KubeModel):
 
 
 class ResourcesSpec(KubeModel):
-    """What one training Pod asks for."""
+    """What one training Pod asks for, and how many such Pods (nodes) the run spans."""
 
-    gpus: int = Field(default=1, ge=0, le=16, description="GPUs for the trainer; 0 trains on CPU.")
+    gpus: int = Field(default=1, ge=0, le=16,
+                      description="GPUs per node; each runs one training process (torchrun). 0 trains on CPU.")
+    nodes: int = Field(default=1, ge=1, le=64,
+                       description="Nodes the run spans: one Pod each (an Indexed Job with a rendezvous on Pod 0), "
+                                   "each with `gpus` GPUs. World size = nodes x max(gpus, 1).")
     gpu_resource_name: str | None = Field(
         default=None, max_length=253,
         description="Extended resource name of the GPUs; the operator's default (nvidia.com/gpu) when unset.",
@@ -314,7 +319,9 @@ class TuningJobSpec(KubeModel):
     hf_token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret with a Hugging Face token (gated models, private data, pushing).",
     )
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, CPU and memory.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="GPUs, nodes, CPU and memory.")
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec,
+                                         description="DDP or FSDP, when the run has several processes.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the trainer Pod needs.")
     tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64,
                                               description="Tolerations of the trainer Pod (core/v1 Toleration).")
@@ -384,6 +391,21 @@ class TuningJobSpec(KubeModel):
                 )
         elif self.classification is not None:
             raise ValueError("classification applies to task textClassification only: remove it or set the task")
+        return self
+
+    @model_validator(mode="after")
+    def _strategy_fits_method(self) -> TuningJobSpec:
+        if self.distributed.strategy is ParallelStrategy.FSDP and self.method.type is TuningMethod.QLORA:
+            raise ValueError("distributed.strategy FSDP does not combine with QLoRA (4-bit weights are not "
+                             "sharded): use DDP or Auto, or method LoRA/Full")
+        modes = self.work_volume.access_modes
+        if self.resources.nodes > 1 and modes is not None and "ReadWriteMany" not in modes:
+            raise ValueError(f"workVolume.accessModes {modes}: a run on {self.resources.nodes} nodes mounts its work "
+                             "volume on each of them: use [ReadWriteMany] (the default for several nodes), or "
+                             "workVolume.ephemeral")
+        if self.method.objective is Objective.DPO and (self.resources.nodes > 1 or self.resources.gpus > 1):
+            raise ValueError("method.objective dpo trains in one process for now: set resources.gpus to 1 (or 0) "
+                             "and resources.nodes to 1")
         return self
 
 
@@ -474,6 +496,11 @@ class TuningJobStatus(KubeModel):
     observed_generation: int | None = Field(default=None, ge=0,
                                             description="metadata.generation the status describes.")
     job_name: str | None = Field(default=None, max_length=253, description="The training Job.")
+    world_size: int | None = Field(default=None, ge=1,
+                                   description="Training processes: nodes x GPUs per node (1 per CPU-only node).")
+    effective_batch_size: int | None = Field(
+        default=None, ge=1, description="Rows per optimizer step: perDeviceBatchSize x worldSize x "
+                                        "gradientAccumulationSteps.")
     work_dir: str | None = Field(default=None, max_length=4096,
                                  description="Where this run's checkpoints and finished model are kept "
                                              "(pvc:CLAIM/PATH, or the Pod's own disk).")

@@ -8,6 +8,7 @@ from typing import Any, Final
 from kubetune.api import Dataset, TrainerConfig, TuningJob, ValidatorConfig
 from kubetune.api.common import KubeModel
 from kubetune.api.contract import DATA_TOKEN_ENV, HF_TOKEN_ENV
+from kubetune.builders.distributed import rendezvous_service_name
 from kubetune.builders.names import (
     ANNOTATION_GENERATION,
     ANNOTATION_SPEC_HASH,
@@ -121,8 +122,11 @@ def build_training_job(tj: TuningJob, config: TrainerConfig, settings: Settings,
         # Kueue admits a queued Job by unsuspending it, so a queued Job starts suspended.
         suspend=spec.suspend or bool(spec.queue_name),
         active_deadline_seconds=spec.active_deadline_seconds,
-        backoff_limit=spec.backoff_limit,
+        # A node that fails takes its peers down with it: backoffLimit counts attempts of the whole run.
+        backoff_limit=spec.backoff_limit * spec.resources.nodes,
         ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+        nodes=spec.resources.nodes,
+        subdomain=rendezvous_service_name(tj.metadata.name) if spec.resources.nodes > 1 else None,
         # Room to finish the step and save a checkpoint after SIGTERM (preemption, drain, suspend).
         termination_grace_period_seconds=(spec.termination_grace_period_seconds
                                           or settings.trainer_termination_grace_seconds),

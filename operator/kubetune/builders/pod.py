@@ -143,6 +143,9 @@ class JobPlan:
     active_deadline_seconds: int | None = None
     backoff_limit: int = 0
     ttl_seconds_after_finished: int | None = None
+    # Several nodes: an Indexed Job of this many Pods, their host names under this headless Service.
+    nodes: int = 1
+    subdomain: str | None = None
     termination_grace_period_seconds: int | None = None
 
 
@@ -183,6 +186,8 @@ def render_job(plan: JobPlan) -> dict[str, Any]:
         pod_spec["nodeSelector"] = dict(plan.node_selector)
     if plan.tolerations:
         pod_spec["tolerations"] = [dict(t) for t in plan.tolerations]
+    if plan.subdomain:
+        pod_spec["subdomain"] = plan.subdomain  # with the Indexed Job's host names: <job>-<index>.<subdomain>
 
     job_spec: dict[str, Any] = {
         "backoffLimit": plan.backoff_limit,
@@ -196,6 +201,9 @@ def render_job(plan: JobPlan) -> dict[str, Any]:
             "spec": pod_spec,
         },
     }
+    if plan.nodes > 1:
+        # One Pod per node, all running at once; JOB_COMPLETION_INDEX tells each its node index.
+        job_spec.update({"completionMode": "Indexed", "completions": plan.nodes, "parallelism": plan.nodes})
     if plan.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = plan.active_deadline_seconds
     if plan.ttl_seconds_after_finished is not None:

@@ -135,6 +135,8 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset],
 
     work_dir = mounts.path_of_pvc(work.claim_name, work.path) if work.claim_name is not None else WORKSPACE_DIR
     names = [e.describe() for e in (*spec.datasets.train, *spec.datasets.validation)]
+    from kubetune.builders.distributed import launch_plan  # it reports through ResolveError, defined here
+
     uid = tj.metadata.uid or local_uid(tj.metadata.namespace, tj.metadata.name)
     return TrainerConfig(
         name=tj.metadata.name,
@@ -145,6 +147,7 @@ def resolve_trainer_config(tj: TuningJob, datasets: Mapping[str, Dataset],
         work_location=work.location,
         run=RunIdentity(uid=uid, hash=run_hash(resolved)),
         mounts=mounts,
+        launch=launch_plan(tj),
     )
 
 

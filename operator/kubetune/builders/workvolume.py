@@ -22,6 +22,7 @@ from kubetune.builders.names import (
 from kubetune.settings import Settings
 
 DEFAULT_ACCESS_MODES: Final = ("ReadWriteOnce",)
+MULTI_NODE_ACCESS_MODES: Final = ("ReadWriteMany",)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def build_work_volume_claim(tj: TuningJob, settings: Settings, owner: dict[str, 
     else:
         metadata["ownerReferences"] = [dict(owner)]
     spec: dict[str, Any] = {
-        "accessModes": list(wanted.access_modes or DEFAULT_ACCESS_MODES),
+        # A run on several nodes mounts the claim on each of them.
+        "accessModes": list(wanted.access_modes or (MULTI_NODE_ACCESS_MODES if tj.spec.resources.nodes > 1
+                                                    else DEFAULT_ACCESS_MODES)),
         "volumeMode": "Filesystem",
         "resources": {"requests": {"storage": wanted.size or settings.work_volume_size}},
     }

@@ -34,6 +34,7 @@ from kubetune.builders import (
     LABEL_TUNINGJOB,
     TRAINER_CONTAINER,
     ResolveError,
+    build_rendezvous_service,
     build_trainer_config_map,
     build_training_job,
     build_work_volume_claim,
@@ -60,6 +61,7 @@ from kubetune.status import (
     derive_status,
     observe_datasets,
     referenced_datasets,
+    run_size,
     spec_changed_after_start,
     status_events,
 )
@@ -223,6 +225,7 @@ class TuningJobReconciler:
 
         # An edit that does not even validate is a change too, once a Job runs the old spec.
         changed = spec_changed_after_start(job_obs, tj.spec) if tj is not None else job_obs is not None
+        world, batch = run_size(tj.spec) if tj is not None else (None, None)
         report = preflight.report if preflight is not None else None
         observation = RunObservation(
             generation=meta.get("generation"),
@@ -233,6 +236,8 @@ class TuningJobReconciler:
             log=log,
             spec_changed_after_start=changed,
             suspend_requested=tj is not None and tj.spec.suspend,
+            world_size=world,
+            effective_batch_size=batch,
             preflight=preflight,
             pinned_datasets=tuple(pinned_datasets(tj.spec, datasets, report)) if tj is not None else (),
             pod_times=pod_times(pods, TRAINER_CONTAINER),
@@ -291,6 +296,9 @@ class TuningJobReconciler:
         if claim is not None:
             # Before the Job: its Pod mounts the claim (a missing one would only leave it Pending).
             ensure_work_claim(ctx, tj, claim)
+        if tj.spec.resources.nodes > 1:
+            # Before the Job: Pod 0's name must resolve when the other nodes look for the rendezvous.
+            ctx.kube.create(build_rendezvous_service(tj, owner))
         job = create_children(ctx, build_trainer_config_map(tj, config, owner),
                               build_training_job(tj, config, ctx.settings, owner))
         logger.info("%s/%s: Job %s", tj.metadata.namespace, tj.metadata.name, job["metadata"]["name"])

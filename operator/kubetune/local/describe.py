@@ -75,8 +75,9 @@ def _header(kind: str, api_version: str, name: str, namespace: str, labels: dict
 
 
 # Status sections in the order a reader wants them: where it is, why, then the figures.
-_STATUS_ORDER = ("phase", "message", "error", "conditions", "progress", "metrics", "samples", "result", "usage",
-                 "pinned", "startTime", "completionTime", "jobName", "workDir", "observedGeneration", "logTail")
+_STATUS_ORDER = ("phase", "message", "error", "conditions", "progress", "worldSize", "effectiveBatchSize", "metrics",
+                 "samples", "result", "usage", "pinned", "startTime", "completionTime", "jobName", "workDir",
+                 "observedGeneration", "logTail")
 
 
 def _status_lines(status: dict[str, Any], now: datetime) -> list[str]:

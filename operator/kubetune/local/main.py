@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from kubetune.api import Dataset, ExitCode, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.api import Dataset, ExitCode, LaunchPlan, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.api.distributed import effective_batch_size, world_size
 from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
@@ -97,6 +98,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="start each run over from step 0: delete its run folder (checkpoints and finished "
                              "model) first; without it the same manifest resumes, or only publishes a finished model")
+    parser.add_argument("--processes", type=_positive, default=1, metavar="N",
+                        help="training processes (torchrun; gloo on CPU, one GPU each with CUDA) for the "
+                             "data-parallel code path a cluster runs with resources.gpus x nodes (default: 1)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes from 1 to 64")
+    return value
 
 
 def run_local(args: argparse.Namespace) -> int:
@@ -117,7 +131,8 @@ def run_local(args: argparse.Namespace) -> int:
     display = ProgressDisplay(interactive=False if args.plain else None)
     for note in manifests.notes:
         display.message(f"note: {note}")
-    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run, restart=args.restart)
+    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run, restart=args.restart,
+                   processes=args.processes)
     try:
         return run.run_all()
     except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -148,11 +163,12 @@ class LocalRun:
 
     def __init__(self, manifests: Manifests, workspace: Workspace, display: ProgressDisplay, *,
                  dry_run: bool = False, restart: bool = False, settings: Settings | None = None,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, processes: int = 1) -> None:
         self.manifests = manifests
         self.workspace = workspace
         self.display = display
         self.dry_run = dry_run
+        self.processes = processes
         self.restart = restart
         self.settings = settings or Settings.from_env()
         self.out = out or sys.stdout
@@ -176,7 +192,11 @@ class LocalRun:
     def run_job(self, loaded: Loaded[TuningJob]) -> int:
         job = loaded.obj
         namespace, name = job.metadata.namespace, job.metadata.name
-        tracker = StatusTracker(job, self.settings.log_tail_lines)
+        hp = job.spec.hyperparameters
+        # Locally the world is --processes on this machine, whatever the manifest asks of a cluster.
+        tracker = StatusTracker(job, self.settings.log_tail_lines, world_size=self.processes,
+                                effective_batch_size=effective_batch_size(
+                                    hp.per_device_batch_size, self.processes, hp.gradient_accumulation_steps))
         self.display.message(f"TuningJob {namespace}/{name} ({loaded.ref.file})")
 
         names = referenced_datasets(job.spec)
@@ -193,6 +213,7 @@ class LocalRun:
             return self._finish(tracker)
         config = localize_trainer_config(config, self.workspace, self.manifests,
                                          plan_work_volume(job, self.settings))
+        config = self._local_launch(job, config)
         writable = writable_claims(job, self.settings)
         missing = missing_input_volumes(config.mounts, writable)
         if missing:
@@ -350,6 +371,17 @@ class LocalRun:
                              "model; --restart starts over)")
         return code
 
+    def _local_launch(self, job: TuningJob, config: TrainerConfig) -> TrainerConfig:
+        """One machine, --processes processes: the cluster's node and GPU counts do not apply here."""
+        resources = job.spec.resources
+        asked = world_size(resources.nodes, resources.gpus)
+        if asked != self.processes:
+            self.display.message(
+                f"note: resources ask for {asked} training process(es) ({resources.nodes} node(s) x "
+                f"{max(1, resources.gpus)}); this local run uses {self.processes} (--processes)")
+        launch = LaunchPlan(nodes=1, processes_per_node=self.processes, run_id=f"local-{job.metadata.name}")
+        return config.model_copy(update={"launch": launch})
+
     def _finish(self, tracker: StatusTracker) -> int:
         self.display.close()
         print(file=self.out)
@@ -366,9 +398,12 @@ class LocalRun:
 class StatusTracker:
     """The TuningJob's status as the operator would keep it, and the Events each change deserves."""
 
-    def __init__(self, job: TuningJob, log_tail_lines: int) -> None:
+    def __init__(self, job: TuningJob, log_tail_lines: int, *, world_size: int | None = None,
+                 effective_batch_size: int | None = None) -> None:
         self.job = job
         self.log_tail_lines = log_tail_lines
+        self.world_size = world_size
+        self.effective_batch_size = effective_batch_size
         self.status: TuningJobStatus | None = None
         self.events: list[TimedEvent] = []
         self.pins: tuple[PinnedDataset, ...] = ()  # each dataset's revision, for status.pinned
@@ -379,6 +414,7 @@ class StatusTracker:
 
     def observe(self, obs: RunObservation) -> TuningJobStatus:
         now = _now()
+        obs = replace(obs, world_size=self.world_size, effective_batch_size=self.effective_batch_size)
         status = derive_status(self.status, obs, now=now, log_tail_lines=self.log_tail_lines)
         records: list[EventRecord] = status_events(self.status, status)
         self.events.extend(TimedEvent(record, now) for record in records)

@@ -23,11 +23,12 @@ from kubetune.status.tuningjob import (
     derive_status,
     observe_datasets,
     referenced_datasets,
+    run_size,
     spec_changed_after_start,
 )
 
 __all__ = [
     "FINISHED_PHASES", "TERMINAL_PHASES", "DatasetIssue", "DatasetsObservation", "EventRecord", "RunObservation",
     "dataset_events", "derive_dataset_status", "derive_status", "observe_datasets", "referenced_datasets",
-    "spec_changed_after_start", "status_events",
+    "run_size", "spec_changed_after_start", "status_events",
 ]

@@ -131,7 +131,8 @@ def derive_pinned(previous: PinnedRevisions | None, *, base_model_revision: str 
 def derive_usage(previous: Usage | None, times: PodTimes, *, at: datetime | None,
                  progress: TrainingProgress | None, tokens: int | None,
                  metrics: TrainingMetrics | None) -> Usage | None:
-    """GPU and wall seconds of every trainer Pod, tokens and throughput.
+    """GPU and wall seconds of every trainer Pod, tokens and throughput. GPU seconds = GPUs per Pod x
+    Pods x run time (a multi-node run's Pods all hold their GPUs while it runs).
 
     A running Pod counts up to `at` (when progress was last read, or the run ended), not to
     "now": the same observation gives the same usage, so a pass patches nothing new.
@@ -142,7 +143,7 @@ def derive_usage(previous: Usage | None, times: PodTimes, *, at: datetime | None
     if times.running_since is not None and at is not None:
         wall += max(0.0, (at - times.running_since).total_seconds())
     wall = max(wall, before.wall_seconds or 0.0)
-    gpu_seconds = wall * times.gpus if times.gpus else None
+    gpu_seconds = wall * times.gpus_in_use if times.gpus_in_use else None
     trained = metrics.trained_tokens if metrics is not None and metrics.trained_tokens is not None else tokens
     speed = progress.tokens_per_second if progress is not None else None
     if metrics is not None and metrics.trained_tokens and metrics.runtime_seconds:

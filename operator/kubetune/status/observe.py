@@ -23,6 +23,8 @@ _MESSAGE_LIMIT: Final = 2048
 M = TypeVar("M", bound=BaseModel)
 # Resources every pod asks for; anything else in limits is an accelerator (nvidia.com/gpu, amd.com/gpu ...).
 _ORDINARY_RESOURCES: Final = ("cpu", "memory", "ephemeral-storage")
+# Set by the Job controller on each Pod of an Indexed Job (annotation always, label since 1.28).
+COMPLETION_INDEX: Final = "batch.kubernetes.io/job-completion-index"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -133,6 +135,20 @@ def _newest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     return max(pods, key=key)
 
 
+def completion_index(pod: Mapping[str, Any]) -> str | None:
+    """The Pod's index in an Indexed Job (None for other Pods)."""
+    meta = pod.get("metadata") or {}
+    found = (meta.get("annotations") or {}).get(COMPLETION_INDEX) or (meta.get("labels") or {}).get(COMPLETION_INDEX)
+    return str(found) if found is not None else None
+
+
+def leader_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The Pods that speak for the run: of a multi-node run, index 0 (it runs rank 0, which prints
+    progress and writes the result); of a one-Pod Job, all of them."""
+    leaders = [p for p in pods if completion_index(p) == "0"]
+    return leaders or [p for p in pods if completion_index(p) is None] or list(pods)
+
+
 def _container_status(pod: Mapping[str, Any], container_name: str | None) -> Mapping[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for status in statuses:
@@ -149,13 +165,13 @@ def _container_spec(pod: Mapping[str, Any], container_name: str | None) -> Mappi
 
 
 def observe_pods(pods: Sequence[Mapping[str, Any]], container_name: str | None = None) -> PodObservation | None:
-    """The newest of a Job's Pods as an observation (None: no Pod yet).
+    """The newest of a Job's Pods (of a multi-node run: of its Pod 0) as an observation (None: no Pod yet).
 
     Retries make new Pods; the newest tells where the run is now.
     """
     if not pods:
         return None
-    pod = _newest(pods)
+    pod = _newest(leader_pods(pods))
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     container = _container_status(pod, container_name)
@@ -196,17 +212,26 @@ def observe_pods(pods: Sequence[Mapping[str, Any]], container_name: str | None =
 
 @dataclass(frozen=True)
 class PodTimes:
-    """How long a Job's Pods have run, for status.usage: every attempt counts."""
+    """How long a Job's Pods have run, for status.usage: every attempt counts.
 
-    finished_seconds: float = 0.0  # run time of the Pods that finished
-    running_since: datetime | None = None  # start of the Pod running now
+    The run time is wall time: the time at least one Pod ran (attempts one after another add up,
+    the Pods of a multi-node run side by side count once); GPU time is that x GPUs per Pod x Pods.
+    """
+
+    finished_seconds: float = 0.0  # run time while only Pods that have finished ran
+    running_since: datetime | None = None  # start of the Pods running now (the earliest)
     gpus: int = 0  # accelerators one Pod asks for
+    pods: int = 1  # Pods that run side by side: a multi-node run's nodes
+
+    @property
+    def gpus_in_use(self) -> int:
+        return self.gpus * self.pods
 
 
 def pod_times(pods: Sequence[Mapping[str, Any]], container_name: str | None = None) -> PodTimes:
     """Run time of every Pod listed (a Pod already deleted is not; status keeps the larger figure)."""
-    finished = 0.0
-    running_since: datetime | None = None
+    spans: list[tuple[datetime, datetime]] = []
+    starts: list[datetime] = []
     gpus = 0
     for pod in pods:
         observed = observe_pods([pod], container_name)
@@ -215,10 +240,31 @@ def pod_times(pods: Sequence[Mapping[str, Any]], container_name: str | None = No
         gpus = max(gpus, sum(int(count) for _, count in observed.accelerators if count.isdigit()))
         ended = observed.terminated
         if ended is not None and ended.started_at is not None and ended.finished_at is not None:
-            finished += max(0.0, (ended.finished_at - ended.started_at).total_seconds())
+            spans.append((ended.started_at, ended.finished_at))
         elif observed.running_since is not None:
-            running_since = max(running_since or observed.running_since, observed.running_since)
-    return PodTimes(finished_seconds=finished, running_since=running_since, gpus=gpus)
+            starts.append(observed.running_since)
+    running_since = min(starts) if starts else None
+    if running_since is not None:  # what ran beside the running Pods counts with them
+        spans = [(begin, min(end, running_since)) for begin, end in spans]
+    indexes = {completion_index(pod) for pod in pods} - {None}
+    return PodTimes(finished_seconds=_covered_seconds(spans), running_since=running_since, gpus=gpus,
+                    pods=max(1, len(indexes)))
+
+
+def _covered_seconds(spans: list[tuple[datetime, datetime]]) -> float:
+    """Seconds covered by at least one of `spans` (overlaps count once)."""
+    total = 0.0
+    current: tuple[datetime, datetime] | None = None
+    for begin, end in sorted(s for s in spans if s[1] > s[0]):
+        if current is not None and begin <= current[1]:
+            current = (current[0], max(current[1], end))
+            continue
+        if current is not None:
+            total += (current[1] - current[0]).total_seconds()
+        current = (begin, end)
+    if current is not None:
+        total += (current[1] - current[0]).total_seconds()
+    return total
 
 
 def _json_objects(text: str) -> list[dict[str, Any]]:

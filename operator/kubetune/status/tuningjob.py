@@ -25,6 +25,7 @@ from kubetune.api import (
     TuningJobStatus,
 )
 from kubetune.api.common import Condition
+from kubetune.api.distributed import effective_batch_size, world_size
 from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.progress import LogSummary, Stage
 from kubetune.api.redact import redact
@@ -101,6 +102,13 @@ def observe_datasets(names: Iterable[str], datasets: Mapping[str, Dataset]) -> D
     return DatasetsObservation(tuple(missing), tuple(pending), tuple(invalid))
 
 
+def run_size(spec: TuningJobSpec) -> tuple[int, int]:
+    """(world size, effective batch) of a run as its spec asks for it."""
+    world = world_size(spec.resources.nodes, spec.resources.gpus)
+    hp = spec.hyperparameters
+    return world, effective_batch_size(hp.per_device_batch_size, world, hp.gradient_accumulation_steps)
+
+
 def spec_changed_after_start(job: JobObservation | None, spec: TuningJobSpec) -> bool:
     """Whether the spec differs from the one the Job was rendered from (False when that is unknown)."""
     return job is not None and job.spec_hash is not None and job.spec_hash != spec_hash(spec)
@@ -118,6 +126,8 @@ class RunObservation:
     log: LogSummary | None = None  # None: the log was not read this time; keep what status has
     spec_changed_after_start: bool = False
     suspend_requested: bool = False  # spec.suspend; tells a user's suspension from a Kueue queue
+    world_size: int | None = None  # training processes of the run (None: unknown, keep what status has)
+    effective_batch_size: int | None = None
     preflight: PreflightObservation | None = None  # None: no preflight (spec.guardrails.preflight false)
     pinned_datasets: tuple[PinnedDataset, ...] = ()  # each dataset's revision, recorded once the run starts
     pod_times: PodTimes | None = None  # run time of the training Job's Pods, for status.usage
@@ -380,6 +390,8 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         conditions=_conditions(previous, obs, verdict, result, now),
         observed_generation=obs.generation,
         job_name=obs.job.name if obs.job is not None else previous.job_name,
+        world_size=obs.world_size or previous.world_size,
+        effective_batch_size=_effective_batch(previous, obs, progress),
         work_dir=obs.job.work_dir if obs.job is not None and obs.job.work_dir else previous.work_dir,
         start_time=_start_time(previous, obs.pod),
         completion_time=_completion_time(previous, obs, now) if terminal else None,
@@ -395,6 +407,17 @@ def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_ta
         usage=usage,
         pinned=pinned,
     )
+
+
+def _effective_batch(previous: TuningJobStatus, obs: RunObservation, progress: TrainingProgress | None) -> int | None:
+    """Rows per optimizer step with the batch in use: after an out-of-memory retry the trainer
+    reports its halved per-device batch and doubled accumulation (the same product by design, unless
+    an odd batch was halved), so status says what really trains, not only what the spec asked."""
+    world = obs.world_size or previous.world_size
+    if world is not None and progress is not None and progress.per_device_batch_size is not None \
+            and progress.gradient_accumulation_steps is not None:
+        return effective_batch_size(progress.per_device_batch_size, world, progress.gradient_accumulation_steps)
+    return obs.effective_batch_size or previous.effective_batch_size
 
 
 def _may_leave_terminal(previous: TuningJobStatus, obs: RunObservation) -> bool:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import TrainerConfig
+from kubetune.api.distributed import effective_batch_size
 from kubetune.api.tuningjob import Objective, Task, TrainingMetrics, TuningMethod
+from kubetune_trainer.distributed import ranks
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.output.modelcard import CardSample, ModelCardInfo, render_model_card
 from kubetune_trainer.training.device import DevicePlan
@@ -29,13 +31,14 @@ MERGED_IN_REPO = "merged"  # output/publish.py pushes <work_dir>/merged there
 
 def save_final(config: TrainerConfig, work: WorkDir, reporter: Reporter, *, model: Any, tokenizer: Any,
                resolved: ResolvedModel, metrics: TrainingMetrics, labels: list[str],
-               plan: DevicePlan, samples: Sequence[Sample] = ()) -> FinishedModel:
+               plan: DevicePlan, samples: Sequence[Sample] = (), state_dict: Any = None) -> FinishedModel:
     spec = config.spec
     adapter = spec.method.type is not TuningMethod.FULL
     staging = work.root / "final.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model.save_pretrained(staging)
+    # FSDP hands over the whole model gathered from its shards; otherwise the model has it all.
+    model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(staging)
     if labels:
         (staging / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
@@ -99,6 +102,9 @@ def _card_info(config: TrainerConfig, resolved: ResolvedModel, metrics: Training
     spec = config.spec
     dpo = spec.method.objective is Objective.DPO
     hyperparameters: dict[str, object] = dict(spec.hyperparameters.to_wire())
+    world = ranks().world_size
+    hyperparameters.update({"worldSize": world, "effectiveBatchSize": effective_batch_size(
+        spec.hyperparameters.per_device_batch_size, world, spec.hyperparameters.gradient_accumulation_steps)})
     if dpo:
         hyperparameters["dpoBeta"] = spec.method.dpo.beta
     if spec.method.type is not TuningMethod.FULL:

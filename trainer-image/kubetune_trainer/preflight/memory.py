@@ -1,9 +1,11 @@
 """A rough estimate of the GPU memory a run needs, from the model's shape and the run's settings.
 
 Rough on purpose: it is meant to catch the run that cannot fit (an 8B model fully fine-tuned
-on one 80 GB GPU), not to predict the allocator to the megabyte. The model, per GPU (the
-trainer runs data parallel in one process: every GPU holds a whole replica, so more GPUs
-do not make a bigger model fit):
+on one 80 GB GPU), not to predict the allocator to the megabyte. The model, per GPU, for one
+training process per GPU (on every node of the run): with DDP (and one process) every GPU
+holds a whole replica, so more GPUs do not make a bigger model fit; with FSDP the weights,
+gradients and optimizer state are sharded over all the GPUs of all the nodes (`shards`),
+plus one layer gathered whole at a time, while activations and logits stay per GPU:
 
     weights      Full: 4 B/param (fp32 master weights, mixed-precision autocast);
                  LoRA: 2 B/param (bf16/fp16) or 4 (fp32); QLoRA: ~0.53 B/param for the
@@ -25,7 +27,7 @@ The sequence is maxSeqLength: the worst case, since batches are padded to their 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from kubetune.api.tuningjob import MethodSpec, Precision, TuningMethod
@@ -142,6 +144,7 @@ class RunShape:
     batch: int
     seq_len: int
     language_model_head: bool = True  # text generation; classification has a small head instead
+    shards: int = 1  # FSDP: the GPUs (all nodes) weights and training state are split over; DDP: 1
 
 
 def estimate(model: ModelShape, run: RunShape) -> MemoryNeed:
@@ -163,8 +166,13 @@ def estimate(model: ModelShape, run: RunShape) -> MemoryNeed:
     per_token_layer = 10 * model.hidden + mlp_values
     activations = tokens * model.layers * per_token_layer * compute_bytes
     logits = tokens * model.vocab * (compute_bytes + 8) if run.language_model_head else 0
-    return MemoryNeed(weights=weights, training_state=_TRAINING_BYTES_PER_PARAM * trainable,
-                      activations=activations, logits=logits)
+    training_state = _TRAINING_BYTES_PER_PARAM * trainable
+    if run.shards > 1:
+        layer = model.attention_params + model.mlp_params
+        gathered = weights * layer // max(1, model.params)  # the layer FSDP holds whole while it computes
+        weights = -(-weights // run.shards) + gathered
+        training_state = -(-training_state // run.shards)
+    return MemoryNeed(weights=weights, training_state=training_state, activations=activations, logits=logits)
 
 
 def largest_fitting_batch(model: ModelShape, run: RunShape, gpu_bytes: int) -> int:
@@ -186,8 +194,7 @@ def largest_fitting_batch(model: ModelShape, run: RunShape, gpu_bytes: int) -> i
 
 
 def _with_batch(run: RunShape, batch: int) -> RunShape:
-    return RunShape(method=run.method, precision=run.precision, batch=batch, seq_len=run.seq_len,
-                    language_model_head=run.language_model_head)
+    return replace(run, batch=batch)
 
 
 def gib(value: int) -> str:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kubetune.api.common import SecretKeyRef, quantity_bytes
 from kubetune.api.contract import FailureReason, MemoryEstimate, PreflightReport, TrainerConfig
+from kubetune.api.distributed import ParallelStrategy, world_size
 from kubetune.api.guardrails import PinnedDataset, source_name
 from kubetune.api.tuningjob import ScratchModel, Task
 from kubetune_trainer.data.sources import SourceError, probe_source
@@ -28,6 +30,7 @@ from kubetune_trainer.preflight.memory import (
     largest_fitting_batch,
     shape_from_config,
 )
+from kubetune_trainer.training.parallel import planned_strategy
 
 
 def run_preflight(config: TrainerConfig, *, hf_token: str | None, data_token: str | None) -> PreflightReport:
@@ -137,11 +140,13 @@ def _scratch_shape(scratch: ScratchModel) -> ModelShape:
 
 def _check_memory(config: TrainerConfig, shape: ModelShape, findings: Findings) -> MemoryEstimate:
     spec, hp = config.spec, config.spec.hyperparameters
+    gpu_bytes = quantity_bytes(spec.resources.gpu_memory) if spec.resources.gpu_memory else None
+    layout = _layout(config, shape, gpu_bytes)
     run = RunShape(method=spec.method, precision=hp.precision, batch=hp.per_device_batch_size,
-                   seq_len=hp.max_seq_length, language_model_head=spec.task is Task.TEXT_GENERATION)
+                   seq_len=hp.max_seq_length, language_model_head=spec.task is Task.TEXT_GENERATION,
+                   shards=layout.shards)
     need = estimate(shape, run)
     findings.check("memory")
-    gpu_bytes = quantity_bytes(spec.resources.gpu_memory) if spec.resources.gpu_memory else None
     if spec.resources.gpus == 0 or gpu_bytes is None:
         return MemoryEstimate(bytes_per_gpu=need.total, gpu_bytes=gpu_bytes)
     fits = need.total <= gpu_bytes
@@ -149,15 +154,49 @@ def _check_memory(config: TrainerConfig, shape: ModelShape, findings: Findings) 
     if not fits:
         what = (f"a rough estimate for {spec.method.type.value} of a {shape.params / 1e9:.2f}B-parameter model at "
                 f"perDeviceBatchSize {hp.per_device_batch_size} and maxSeqLength {hp.max_seq_length} is "
-                f"{gib(need.total)} per GPU (weights {gib(need.weights)}, optimizer and gradients "
+                f"{gib(need.total)} per GPU{layout.describe()} (weights {gib(need.weights)}, optimizer and gradients "
                 f"{gib(need.training_state)}, activations {gib(need.activations + need.logits)}); one GPU has "
                 f"{gib(gpu_bytes)}")
         if largest > 0:
+            retry = "the trainer halves the batch itself, at the cost of a failed attempt" if layout.world == 1 \
+                else "a run of several processes fails rather than retry with a smaller batch"
             advice = (f"perDeviceBatchSize {largest} is estimated to fit: lower it and raise "
-                      "gradientAccumulationSteps to keep the batch (on CUDA out-of-memory the trainer halves the "
-                      "batch itself, at the cost of a failed attempt)")
+                      f"gradientAccumulationSteps to keep the batch (on CUDA out-of-memory {retry})")
         else:
             advice = "not even a batch of 1 is estimated to fit: use LoRA or QLoRA, a shorter maxSeqLength, or a " \
                      "GPU with more memory (resources.gpuMemory tells the estimate its size)"
+        sharded = replace(run, shards=layout.world)
+        if layout.world > 1 and layout.shards == 1 and estimate(shape, sharded).total <= gpu_bytes:
+            advice += f"; distributed.strategy FSDP (sharded over the {layout.world} GPUs) is estimated to fit"
         findings.warning(FailureReason.WONT_FIT, f"{what}: {advice}")
     return MemoryEstimate(bytes_per_gpu=need.total, gpu_bytes=gpu_bytes, fits=fits, largest_fitting_batch=largest)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How the run's processes hold the model: `world` GPUs on `nodes` nodes, sharded over `shards`."""
+
+    world: int
+    nodes: int
+    strategy: ParallelStrategy | None  # None: one process
+    shards: int
+
+    def describe(self) -> str:
+        if self.strategy is None:
+            return ""
+        where = f" on {self.nodes} nodes" if self.nodes > 1 else ""
+        if self.shards > 1:
+            return f" (FSDP: sharded over {self.world} GPUs{where})"
+        return f" (DDP over {self.world} GPUs{where}: each holds a whole copy)"
+
+
+def _layout(config: TrainerConfig, shape: ModelShape, gpu_bytes: int | None) -> _Layout:
+    """DDP or FSDP as the trainer will choose it (trainer/parallel.py's rule, from the spec's sizes)."""
+    spec = config.spec
+    resources = spec.resources
+    world = world_size(resources.nodes, resources.gpus)
+    if world == 1 or resources.gpus == 0:
+        # Without GPUs FSDP falls back to DDP (and there is no GPU to fit anyway).
+        return _Layout(world, resources.nodes, ParallelStrategy.DDP if world > 1 else None, 1)
+    strategy, _ = planned_strategy(spec.distributed.strategy, spec.method.type, shape.params, gpu_bytes)
+    return _Layout(world, resources.nodes, strategy, world if strategy is ParallelStrategy.FSDP else 1)

@@ -11,6 +11,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from kubetune.api.progress import ProgressEvent
+from kubetune_trainer.distributed import any_rank, barrier, broadcast
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
 from kubetune_trainer.training.divergence import DivergenceDetector
@@ -18,11 +19,17 @@ from kubetune_trainer.workdir import mark_complete
 
 
 class CheckpointMarker(TrainerCallback):
-    """Called after the Trainer wrote a checkpoint (trainer_state.json last): flush and mark it."""
+    """Called after the Trainer wrote a checkpoint (trainer_state.json last): flush and mark it.
+
+    In a distributed run every rank writes a part (its RNG state, its shard): all of them are on
+    disk before the rank that wrote trainer_state.json (rank 0, or each node's first with a
+    volume per node) marks the checkpoint complete.
+    """
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        barrier()
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
+        if args.should_save and checkpoint.is_dir():
             mark_complete(checkpoint)
 
 
@@ -61,7 +68,10 @@ class ProgressCallback(TrainerCallback):
         self.stop.training = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.stop.requested:
+        # Any rank's request stops every rank after this same step, so the checkpoint they save
+        # together is consistent (one process: this one's request).
+        if any_rank(self.stop.requested is not None):
+            self.stop.requested = self.stop.requested or "a stop on another rank"
             control.should_save = True
             control.should_training_stop = True
 
@@ -120,11 +130,14 @@ class DivergenceCallback(TrainerCallback):
         loss = (logs or {}).get("loss")
         if loss is None or self.detector.diverged is not None:
             return
-        if self.detector.observe(state.global_step, float(loss)) is not None:
+        # Every rank logs the same steps; rank 0's loss decides, so every rank's detector says the
+        # same (suspect, diverged) and all save, or stop, at the same step.
+        loss = broadcast(float(loss))
+        if self.detector.observe(state.global_step, loss) is not None:
             control.should_training_stop = True
             control.should_evaluate = False
         elif self.detector.suspect:
-            self.reporter.log(f"warning: the loss at step {state.global_step} ({float(loss):.4g}) is far above the "
+            self.reporter.log(f"warning: the loss at step {state.global_step} ({loss:.4g}) is far above the "
                               "recent median: no checkpoint is saved until it comes back")
         self._no_save_while_suspect(control)
 

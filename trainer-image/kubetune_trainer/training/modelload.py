@@ -157,7 +157,8 @@ def load_model(folder: Path, *, task: Task, method: MethodSpec, plan: DevicePlan
         kwargs["dtype"] = torch.bfloat16 if plan.bf16 else torch.float16
     if method.type is TuningMethod.QLORA:
         kwargs["quantization_config"] = _bnb_config(method, plan)
-        kwargs["device_map"] = {"": 0}
+        # Each rank's copy on its own GPU (torchrun: LOCAL_RANK; one process: GPU 0).
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
     if task is Task.TEXT_CLASSIFICATION:
         model = AutoModelForSequenceClassification.from_pretrained(
             folder, num_labels=len(labels), id2label=dict(enumerate(labels)),

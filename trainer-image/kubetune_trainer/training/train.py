@@ -17,6 +17,7 @@ from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.dataset import DatasetFormat
 from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Objective, Task, TrainingMetrics, TuningMethod
+from kubetune_trainer import distributed
 from kubetune_trainer.data.datamix import DataMix, load_mix
 from kubetune_trainer.data.dataprep import tokenize_for_classification, tokenize_for_generation
 from kubetune_trainer.data.rows import ChatExample, ClassificationExample, Example, PreferenceExample
@@ -32,6 +33,7 @@ from kubetune_trainer.training.modelload import (
     lora_config,
     resolve_base_model,
 )
+from kubetune_trainer.training.parallel import ONE_PROCESS, ParallelPlan, choose_parallelism, gpu_memory_bytes
 from kubetune_trainer.training.samples import (
     BASE_ANSWERS_FILE,
     SAMPLES_FILE,
@@ -64,20 +66,30 @@ class TrainedModel:
     labels: list[str]  # classification labels, in head order; empty for text generation
     plan: DevicePlan
     samples: list[Sample] = field(default_factory=list)  # base vs tuned answers to validation prompts
+    state_dict: Any = None  # FSDP: the whole model gathered from its shards; else the model has it all
 
 
 def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: StopRequest,
-                tokens: Tokens, *, attempt: int = 1) -> TrainedModel:
+                tokens: Tokens, *, attempt: int = 1) -> TrainedModel | None:
+    """The trained model on rank 0; None on the other ranks of a distributed run (rank 0 writes final/)."""
     _quiet_libraries()
     spec, hp = config.spec, config.spec.hyperparameters
     classification = spec.task is Task.TEXT_CLASSIFICATION
     multi_label = bool(spec.classification and spec.classification.multi_label)
     declared = list(spec.classification.labels) if spec.classification else []
+    me = distributed.ranks()
+    if me.distributed and spec.method.objective is Objective.DPO:
+        raise TrainerFailure(FailureReason.INVALID_CONFIG,
+                             f"method.objective dpo trains in one process for now, and this run has {me.world_size}: "
+                             "set resources.gpus to 1 and resources.nodes to 1 (or run kubetune run without "
+                             "--processes)")
 
+    shared = distributed.shared_across_nodes(work.root)
     reporter.stage(Stage.LOADING, "reading the datasets")
-    mix = load_mix(spec.datasets, config.dataset_names, mounts=config.mounts, token=tokens.data or tokens.hf,
-                   seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log,
-                   allow_private_urls=config.allow_private_urls)
+    with distributed.preparers_first(shared):  # one download per node, then the caches serve the rest
+        mix = load_mix(spec.datasets, config.dataset_names, mounts=config.mounts, token=tokens.data or tokens.hf,
+                       seed=hp.seed, max_samples=hp.max_samples, labels=declared, log=reporter.log,
+                       allow_private_urls=config.allow_private_urls)
     _check_objective(mix, spec.method.objective)
     labels = declared or _labels_in(mix)
     if classification:
@@ -85,20 +97,29 @@ def train_model(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: 
         reporter.log(f"labels ({len(labels)}): {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}")
 
     reporter.stage(Stage.LOADING, f"loading the base model {spec.base_model.describe()}")
-    resolved = resolve_base_model(spec.base_model, work_dir=work.root, mounts=config.mounts, token=tokens.hf,
-                                  seed=hp.seed, scratch_texts=lambda: _texts(mix), log=reporter.log)
+    with distributed.preparers_first(shared):
+        resolved = resolve_base_model(spec.base_model, work_dir=work.root, mounts=config.mounts, token=tokens.hf,
+                                      seed=hp.seed, scratch_texts=lambda: _texts(mix), log=reporter.log)
     plan = plan_device(hp.precision)
     if plan.warning:
         reporter.log(f"warning: {plan.warning}")
     tokenizer = load_tokenizer(resolved.folder, log=reporter.log)
-    session = _Session(config, work, reporter, stop, resolved.folder, tokenizer, plan,
-                       [] if classification else sample_prompts(mix.validation), attempt=attempt)
+    parallel = choose_parallelism(spec.distributed.strategy, method=spec.method.type, model_folder=resolved.folder,
+                                  world_size=me.world_size, cuda=plan.cuda, shared_work_dir=shared,
+                                  gpu_memory=gpu_memory_bytes(me.local_rank) if plan.cuda else None)
+    # Sample answers come from rank 0 alone; an FSDP model is in shards, so none are made then.
+    prompts = [] if classification or not me.is_main or parallel.fsdp else sample_prompts(mix.validation)
+    session = _Session(config, work, reporter, stop, resolved.folder, tokenizer, plan, prompts, attempt=attempt,
+                       parallel=parallel)
     if spec.method.objective is Objective.DPO:
         model, metrics = _train_dpo(session, mix)
     else:
         model, metrics = _train_sft(session, mix, labels if classification else [], multi_label)
+    if not me.is_main:
+        return None  # rank 0 writes final/; the others wait for its result (pipeline.py)
     return TrainedModel(model=model, tokenizer=tokenizer, resolved=resolved, metrics=metrics,
-                        labels=labels if classification else [], plan=plan, samples=session.samples(model))
+                        labels=labels if classification else [], plan=plan, samples=session.samples(model),
+                        state_dict=session.state_dict)
 
 
 @dataclass
@@ -114,7 +135,9 @@ class _Session:
     plan: DevicePlan
     prompts: list[SamplePrompt]
     attempt: int = 1  # which start of the trainer on this run folder
+    parallel: ParallelPlan = ONE_PROCESS
     base_answers: list[str] | None = None
+    state_dict: Any = None  # FSDP's gathered model, for the final folder
 
     def answer_as_base(self, model: Any) -> None:
         """Before training: the base model's answers to the sample prompts."""
@@ -165,6 +188,10 @@ def _train_sft(session: _Session, mix: DataMix, labels: list[str], multi_label: 
     if len(train_data) == 0:
         raise TrainerFailure(FailureReason.DATASET_INVALID,
                              f"no training row fits maxSeqLength {hp.max_seq_length} with its answer")
+    distributed.check_same_everywhere("training and validation rows", distributed.fingerprint(
+        train_data.ids, train_data.starts, train_data.mask, train_data.targets,
+        *((eval_data.ids, eval_data.starts) if eval_data is not None else ())))
+    _describe_parallelism(session, reporter)
 
     def load() -> Any:
         return load_model(session.folder, task=spec.task, method=spec.method, plan=session.plan,
@@ -174,13 +201,26 @@ def _train_sft(session: _Session, mix: DataMix, labels: list[str], multi_label: 
     session.answer_as_base(model)
     outcome = run_training(config, session.work, reporter, session.stop, model=model, tokenizer=tokenizer,
                            plan=session.plan, train_data=train_data, eval_data=eval_data, multi_label=multi_label,
-                           attempt=session.attempt, reload_model=load)
+                           attempt=session.attempt, parallel=session.parallel, reload_model=load)
+    session.state_dict = outcome.state_dict
     return outcome.model, TrainingMetrics(
         train_loss=outcome.train_loss, eval_loss=outcome.tuned.loss, base_eval_loss=outcome.base.loss,
         eval_accuracy=outcome.tuned.accuracy, base_eval_accuracy=outcome.base.accuracy,
         trained_tokens=outcome.trained_tokens, train_rows=len(train_data), steps=outcome.steps,
         runtime_seconds=round(outcome.runtime_seconds, 1),
     )
+
+
+def _describe_parallelism(session: _Session, reporter: Reporter) -> None:
+    parallel, hp, me = session.parallel, session.config.spec.hyperparameters, distributed.ranks()
+    if parallel.strategy is not None:
+        reporter.log(f"distributed: {me.world_size} processes, {parallel.strategy.value} ({parallel.reason}); "
+                     f"effective batch {hp.per_device_batch_size * me.world_size * hp.gradient_accumulation_steps} "
+                     f"= {hp.per_device_batch_size} per device x {me.world_size} x {hp.gradient_accumulation_steps} "
+                     f"accumulation; work folder {'shared by' if parallel.shared_work_dir else 'separate on'} the "
+                     "nodes")
+    if parallel.warning:
+        reporter.log(f"warning: {parallel.warning}")
 
 
 def _train_dpo(session: _Session, mix: DataMix) -> tuple[Any, TrainingMetrics]:

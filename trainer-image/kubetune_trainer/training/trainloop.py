@@ -30,6 +30,28 @@ _SCHEDULERS = {
 }
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """LengthGroupedSampler whose order is a function of (seed, epoch) alone.
+
+    Every rank of a distributed run draws the same global order, which accelerate then cuts
+    into per-rank batches; a resumed run redraws the order of the epoch it resumes in.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        import torch
+
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class LengthGroupedTrainer(Trainer):
     """Trainer whose batches hold rows of similar length (lengths known up front, not re-measured)."""
 
@@ -37,17 +59,18 @@ class LengthGroupedTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not isinstance(dataset, TokenizedData):
             return super()._get_train_sampler(train_dataset)
-        return LengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps,
-            lengths=dataset.lengths.tolist(),
-        )
+        # Groups span one optimizer step of all ranks, so N processes with batch B draw the rows
+        # one process with batch N x B would.
+        group = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(group, lengths=dataset.lengths.tolist(), seed=seed)
 
 
 def training_arguments(hp: Hyperparameters, *, output_dir: Path, plan: DevicePlan, has_eval: bool,
-                       classification: bool) -> TrainingArguments:
-    """Every hyperparameter of the spec, mapped onto TrainingArguments."""
+                       classification: bool, parallel: dict[str, Any] | None = None) -> TrainingArguments:
+    """Every hyperparameter of the spec, mapped onto TrainingArguments (`parallel`: DDP/FSDP settings)."""
     return TrainingArguments(**training_argument_values(hp, output_dir=output_dir, plan=plan, has_eval=has_eval,
-                                                        classification=classification))
+                                                        classification=classification), **(parallel or {}))
 
 
 def training_argument_values(hp: Hyperparameters, *, output_dir: Path, plan: DevicePlan, has_eval: bool,
