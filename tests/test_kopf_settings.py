@@ -7,9 +7,9 @@ import kopf
 from kubetune.builders import LABEL_DATASET, LABEL_TUNINGJOB
 from kubetune.controller.manager import Controller
 from kubetune.handlers.main import build_registry
+from kubetune.handlers.startup import NoDiffBaseStorage, NoProgressStorage, configure_kopf
 from kubetune.kube import KubeClient
 from kubetune.metrics import OperatorMetrics
-from kubetune.handlers.startup import NoDiffBaseStorage, NoProgressStorage, configure_kopf
 from support.kube_cluster import WIRING_SETTINGS
 
 WATCHED_GROUPS = {"tuningjobs": "kubetune.io", "datasets": "kubetune.io", "jobs": "batch", "pods": ""}

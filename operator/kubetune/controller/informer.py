@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
 from kubetune.controller.objects import Obj, key_of
-from kubetune.kube import WatchStream
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +61,14 @@ class WatchScope:
         return f"{self.plural} ({where}{f', label {self.label}' if self.label else ''})"
 
 
+class EventStream(Protocol):
+    """One watch's events as they arrive (`kubetune.kube.WatchStream`); `close` ends it from any thread."""
+
+    def __iter__(self) -> Iterator[Obj]: ...
+
+    def close(self) -> None: ...
+
+
 class WatchClient(Protocol):
     """The two calls an informer makes (`kubetune.kube.KubeClient` has them)."""
 
@@ -69,7 +76,7 @@ class WatchClient(Protocol):
                       labels: Mapping[str, str | None] | None = None) -> tuple[list[Obj], str]: ...
 
     def watch(self, plural: str, namespace: str | None, *, version: str,
-              labels: Mapping[str, str | None] | None = None, timeout_seconds: int = 300) -> WatchStream: ...
+              labels: Mapping[str, str | None] | None = None, timeout_seconds: int = 300) -> EventStream: ...
 
 
 # deliver(event type or None for a listed object, body)
@@ -92,7 +99,7 @@ class Informer:
         self._version: str | None = None
         self._stopped = threading.Event()
         self._stream_lock = threading.Lock()
-        self._stream: WatchStream | None = None
+        self._stream: EventStream | None = None
         self._thread: threading.Thread | None = None
 
     @property
