@@ -287,6 +287,7 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
             "watchNamespaces": ["ml"],
             "logTailLines": 50,
             "statusRefreshSeconds": 5,
+            "logReadsPerSecond": 7,
             "logLevel": "debug",
             "allowPrivateUrls": True,
             "metrics": {"port": 9100},
@@ -304,6 +305,7 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
             env["KUBETUNE_WORK_VOLUME_EPHEMERAL"]) == ("500Gi", "fast-nvme", "true")
     assert env["KUBETUNE_LOG_TAIL_LINES"] == "50"
     assert env["KUBETUNE_STATUS_REFRESH_SECONDS"] == "5"
+    assert env["KUBETUNE_LOG_READS_PER_SECOND"] == "7"
     assert env["KUBETUNE_LOG_LEVEL"] == "DEBUG"
     assert env["KUBETUNE_ALLOW_PRIVATE_URLS"] == "true"
     assert env["KUBETUNE_METRICS_PORT"] == "9100"

@@ -49,6 +49,7 @@ from kubetune.builders.preflight import (
     pin_revisions,
     with_gpu_memory,
 )
+from kubetune.controller.budget import RateBudget
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey, version_of
 from kubetune.controller.reconciler import ControllerContext, create_children, job_is_over, pods_now, publish
 from kubetune.controller.workvolume import ensure_work_claim
@@ -140,6 +141,11 @@ class TuningJobReconciler:
         self.ctx = ctx
         # Per run whose trainer runs: (Pod name, its resourceVersion, when) at the last log read.
         self._log_reads: dict[tuple[str, str], tuple[str, str | None, float]] = {}
+        # Refresh reads share a budget, so that a thousand running runs do not read a thousand logs
+        # every interval; a run whose refresh found the budget spent has a slot booked (when).
+        rate = ctx.settings.log_reads_per_second
+        self._log_budget = RateBudget(rate, burst=rate)
+        self._log_slots: dict[tuple[str, str], float] = {}
 
     def needs_children(self, body: Mapping[str, Any]) -> bool:
         status = body.get("status") or {}
@@ -148,6 +154,7 @@ class TuningJobReconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.ctx.metrics.forget_tuningjob(namespace, name)
         self._log_reads.pop((namespace, name), None)
+        self._log_slots.pop((namespace, name), None)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.ctx.cache.get(TUNINGJOB, namespace, name)
@@ -158,8 +165,12 @@ class TuningJobReconciler:
             return None
         with self.ctx.metrics.reconcile_duration.labels(TUNINGJOB).time():
             status = self._reconcile(body)
-        polled = status is not None and status.phase in POLLED_PHASES
-        return float(self.ctx.settings.status_refresh_seconds) if polled else None
+        if status is None or status.phase not in POLLED_PHASES:
+            return None
+        slot = self._log_slots.get((namespace, name))
+        # A booked log read is what the next timed pass is for: it comes then, not before.
+        return max(0.01, slot - time.monotonic()) if slot is not None \
+            else float(self.ctx.settings.status_refresh_seconds)
 
     def _reconcile(self, body: Obj) -> TuningJobStatus | None:
         """One pass; the status the run now has (None: its publication was left to a later pass)."""
@@ -247,6 +258,7 @@ class TuningJobReconciler:
         ctx.metrics.observe_usage(namespace, name, current.usage)
         if current.phase in TERMINAL_PHASES:
             self._log_reads.pop((namespace, name), None)
+            self._log_slots.pop((namespace, name), None)
         return current
 
     def _may_start(self, previous: TuningJobStatus | None, generation: int | None,
@@ -310,13 +322,26 @@ class TuningJobReconciler:
     def _read_log_if_due(self, namespace: str, name: str, pod_name: str, pods: list[Obj]) -> LogSummary | None:
         """The trainer's log tail, read when its Pod changed or a refresh interval has passed since
         the last read; None otherwise (the status keeps what the last read gave). A Job status
-        update tells nothing about the log."""
+        update tells nothing about the log.
+
+        A Pod change is read at once (the trainer started or ended); a refresh waits for its slot
+        in the log-read budget (`log_reads_per_second`) when more runs are due than it allows.
+        """
+        key = (namespace, name)
         pod_version = next((version_of(p) for p in pods if p["metadata"]["name"] == pod_name), None)
-        last = self._log_reads.get((namespace, name))
+        last = self._log_reads.get(key)
         now = time.monotonic()
-        due = (last is None or last[:2] != (pod_name, pod_version)
-               or now - last[2] >= LOG_REREAD_SHARE * self.ctx.settings.status_refresh_seconds)
-        if not due:
+        if last is None or last[:2] != (pod_name, pod_version):
+            self._log_budget.take()
+            self._log_slots.pop(key, None)
+        elif now - last[2] < LOG_REREAD_SHARE * self.ctx.settings.status_refresh_seconds:
+            return None
+        elif (slot := self._log_slots.get(key)) is not None:
+            if slot > now:
+                return None
+            del self._log_slots[key]
+        elif (wait := self._log_budget.reserve()) > 0:
+            self._log_slots[key] = now + wait
             return None
         lines = self.ctx.kube.read_log_tail(namespace, pod_name, container=TRAINER_CONTAINER,
                                             tail_lines=LOG_READ_LINES, since_seconds=LOG_SINCE_SECONDS)
