@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kubetune.controller.manager import Controller
+from kubetune.kube import KubeClient
+from kubetune.metrics import OperatorMetrics
 from kubetune.settings import Settings
 from support.helm import (
     CHART_DIR,
@@ -158,6 +161,19 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
             "namespace": RELEASE_NAMESPACE,
         }
     ]
+
+
+@pytest.mark.parametrize("values", [None, {"watchNamespaces": ["team-a"]}], ids=["cluster-wide", "namespaced"])
+def test_the_operator_may_list_and_watch_everything_its_informers_watch(values: Obj | None) -> None:
+    objects = helm_template(values)
+    granted = {grant for role in operator_roles(objects) for grant in permissions(role["rules"])}
+    settings = Settings(namespaces=(values or {}).get("watchNamespaces", []))
+    informers = Controller(settings, KubeClient(), OperatorMetrics()).informers
+    assert informers
+    for informer in informers:
+        group = informer.scope.api_version.rpartition("/")[0]
+        for verb in ("list", "watch"):
+            assert (group, informer.scope.plural, verb) in granted, (informer.scope, verb)
 
 
 def test_namespaced_mode_grants_through_roles_only() -> None:
