@@ -41,7 +41,7 @@ from kubetune.builders import (
     resolve_trainer_config,
     training_job_name,
 )
-from kubetune.builders.names import preflight_job_name
+from kubetune.builders.names import preflight_job_name, spec_hash
 from kubetune.builders.preflight import (
     PREFLIGHT_CONTAINER,
     build_preflight_config_map,
@@ -134,6 +134,23 @@ def waiting_for_dataset(body: Mapping[str, Any], dataset: str) -> bool:
     return any(isinstance(entry, Mapping) and entry.get("dataset") == dataset for entry in entries)
 
 
+class ParsedTuningJob:
+    """One version of a TuningJob, parsed (or why it is invalid), and its spec's hash once asked.
+
+    Shared by the passes that see this version: nothing changes the model after parsing.
+    """
+
+    def __init__(self, version: str | None, tuningjob: TuningJob | None, error: str | None) -> None:
+        self.version, self.tuningjob, self.error = version, tuningjob, error
+        self._hash: str | None = None
+
+    def spec_hash(self) -> str:
+        if self._hash is None:
+            assert self.tuningjob is not None
+            self._hash = spec_hash(self.tuningjob.spec)
+        return self._hash
+
+
 class TuningJobReconciler:
     kind = TUNINGJOB
 
@@ -146,6 +163,9 @@ class TuningJobReconciler:
         rate = ctx.settings.log_reads_per_second
         self._log_budget = RateBudget(rate, burst=rate)
         self._log_slots: dict[tuple[str, str], float] = {}
+        # The last TuningJob version parsed, per run: most passes (a Pod's or Job's event) see the
+        # version the previous pass parsed, and parsing and hashing the spec was a third of a pass.
+        self._parsed: dict[tuple[str, str], ParsedTuningJob] = {}
 
     def needs_children(self, body: Mapping[str, Any]) -> bool:
         status = body.get("status") or {}
@@ -155,6 +175,7 @@ class TuningJobReconciler:
         self.ctx.metrics.forget_tuningjob(namespace, name)
         self._log_reads.pop((namespace, name), None)
         self._log_slots.pop((namespace, name), None)
+        self._parsed.pop((namespace, name), None)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.ctx.cache.get(TUNINGJOB, namespace, name)
@@ -178,7 +199,8 @@ class TuningJobReconciler:
         meta = body["metadata"]
         namespace, name = meta.get("namespace") or "default", meta["name"]
         previous = parse_status(body.get("status"))
-        tj, spec_error = parse_tuningjob(body)
+        parsed = self._parse(namespace, name, body)
+        tj, spec_error = parsed.tuningjob, parsed.error
         finished = previous is not None and previous.phase in TERMINAL_PHASES
 
         datasets: dict[str, Dataset] = {}
@@ -233,7 +255,8 @@ class TuningJobReconciler:
             log = self._read_log_if_due(namespace, name, pod_obs.name, pods)
 
         # An edit that does not even validate is a change too, once a Job runs the old spec.
-        changed = spec_changed_after_start(job_obs, tj.spec) if tj is not None else job_obs is not None
+        changed = spec_changed_after_start(job_obs, tj.spec, parsed.spec_hash) if tj is not None \
+            else job_obs is not None
         report = preflight.report if preflight is not None else None
         observation = RunObservation(
             generation=meta.get("generation"),
@@ -259,7 +282,16 @@ class TuningJobReconciler:
         if current.phase in TERMINAL_PHASES:
             self._log_reads.pop((namespace, name), None)
             self._log_slots.pop((namespace, name), None)
+            self._parsed.pop((namespace, name), None)
         return current
+
+    def _parse(self, namespace: str, name: str, body: Obj) -> ParsedTuningJob:
+        version = version_of(body)
+        parsed = self._parsed.get((namespace, name))
+        if parsed is None or version is None or parsed.version != version:
+            parsed = ParsedTuningJob(version, *parse_tuningjob(body))
+            self._parsed[(namespace, name)] = parsed
+        return parsed
 
     def _may_start(self, previous: TuningJobStatus | None, generation: int | None,
                    datasets: DatasetsObservation, preflight: PreflightObservation | None) -> bool:
