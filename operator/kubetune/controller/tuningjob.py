@@ -23,11 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pydantic import ValidationError
-
-from kubetune.api import Dataset, DatasetStatus, TuningJob, TuningJobPhase, TuningJobStatus
-from kubetune.api.common import ObjectMeta
-from kubetune.api.errors import explain_validation_error
+from kubetune.api import Dataset, TuningJob, TuningJobPhase, TuningJobStatus
 from kubetune.api.guardrails import PinnedRevisions
 from kubetune.api.progress import LogSummary, summarize
 from kubetune.builders import (
@@ -41,7 +37,7 @@ from kubetune.builders import (
     resolve_trainer_config,
     training_job_name,
 )
-from kubetune.builders.names import preflight_job_name, spec_hash
+from kubetune.builders.names import preflight_job_name
 from kubetune.builders.preflight import (
     PREFLIGHT_CONTAINER,
     build_preflight_config_map,
@@ -51,6 +47,7 @@ from kubetune.builders.preflight import (
 )
 from kubetune.controller.budget import RateBudget
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey, version_of
+from kubetune.controller.parsing import RecentlyParsed, parse_dataset, parse_status
 from kubetune.controller.reconciler import ControllerContext, create_children, job_is_over, pods_now, publish
 from kubetune.controller.workvolume import ensure_work_claim
 from kubetune.kube import TUNINGJOBS
@@ -76,6 +73,9 @@ LOG_READ_LINES: Final = 400
 LOG_SINCE_SECONDS: Final = 3600
 # A refresh pass comes when the interval is up, give or take the timer: read then.
 LOG_REREAD_SHARE: Final = 0.9
+# Parsed TuningJob versions kept: enough for the runs starting in a burst; a thousand parsed
+# models would hold ~14 MiB for the rare passes of long-running runs.
+PARSED_KEPT: Final = 256
 # The phases refreshed every interval without an event (see the module docstring).
 POLLED_PHASES: Final = frozenset({TuningJobPhase.RUNNING, TuningJobPhase.PUBLISHING, TuningJobPhase.WAITING_FOR_DATA})
 # The phases of a run that has no Job yet and may get one once its data is there.
@@ -84,42 +84,6 @@ _BEFORE_JOB: Final = frozenset({None, TuningJobPhase.PENDING.value, TuningJobPha
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def parse_tuningjob(body: Mapping[str, Any]) -> tuple[TuningJob | None, str | None]:
-    """The TuningJob model, or the reason it is invalid (field path: what is wrong: what to do)."""
-    try:
-        return TuningJob.model_validate({**body, "status": None}), None
-    except ValidationError as exc:
-        return None, "; ".join(explain_validation_error(exc, TuningJob))
-
-
-def parse_status(raw: Any) -> TuningJobStatus | None:
-    """The status as last written; a status this operator cannot read counts as none."""
-    if not raw:
-        return None
-    try:
-        return TuningJobStatus.model_validate(raw)
-    except ValidationError:
-        return None
-
-
-def _dataset_status(raw: Any) -> DatasetStatus | None:
-    try:
-        return DatasetStatus.model_validate(raw) if raw else None
-    except ValidationError:
-        return None
-
-
-def _dataset(raw: Mapping[str, Any], name: str) -> Dataset:
-    try:
-        return Dataset.model_validate(raw)
-    except ValidationError:
-        # A Dataset whose spec does not validate says so in its own status (Failed, set by the
-        # Dataset reconciler); its phase is all a TuningJob needs to wait or fail.
-        fields: dict[str, Any] = {"metadata": ObjectMeta.model_validate(raw.get("metadata") or {"name": name}),
-                                  "spec": None, "status": _dataset_status(raw.get("status"))}
-        return Dataset.model_construct(**fields)
 
 
 def waiting_for_dataset(body: Mapping[str, Any], dataset: str) -> bool:
@@ -134,23 +98,6 @@ def waiting_for_dataset(body: Mapping[str, Any], dataset: str) -> bool:
     return any(isinstance(entry, Mapping) and entry.get("dataset") == dataset for entry in entries)
 
 
-class ParsedTuningJob:
-    """One version of a TuningJob, parsed (or why it is invalid), and its spec's hash once asked.
-
-    Shared by the passes that see this version: nothing changes the model after parsing.
-    """
-
-    def __init__(self, version: str | None, tuningjob: TuningJob | None, error: str | None) -> None:
-        self.version, self.tuningjob, self.error = version, tuningjob, error
-        self._hash: str | None = None
-
-    def spec_hash(self) -> str:
-        if self._hash is None:
-            assert self.tuningjob is not None
-            self._hash = spec_hash(self.tuningjob.spec)
-        return self._hash
-
-
 class TuningJobReconciler:
     kind = TUNINGJOB
 
@@ -163,9 +110,9 @@ class TuningJobReconciler:
         rate = ctx.settings.log_reads_per_second
         self._log_budget = RateBudget(rate, burst=rate)
         self._log_slots: dict[tuple[str, str], float] = {}
-        # The last TuningJob version parsed, per run: most passes (a Pod's or Job's event) see the
-        # version the previous pass parsed, and parsing and hashing the spec was a third of a pass.
-        self._parsed: dict[tuple[str, str], ParsedTuningJob] = {}
+        # Most passes of a starting run (its Pod's and Job's events) see the TuningJob version the
+        # previous pass parsed; parsing and hashing the spec was a third of a pass.
+        self._parsed = RecentlyParsed(PARSED_KEPT)
 
     def needs_children(self, body: Mapping[str, Any]) -> bool:
         status = body.get("status") or {}
@@ -175,7 +122,7 @@ class TuningJobReconciler:
         self.ctx.metrics.forget_tuningjob(namespace, name)
         self._log_reads.pop((namespace, name), None)
         self._log_slots.pop((namespace, name), None)
-        self._parsed.pop((namespace, name), None)
+        self._parsed.forget(namespace, name)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.ctx.cache.get(TUNINGJOB, namespace, name)
@@ -199,7 +146,7 @@ class TuningJobReconciler:
         meta = body["metadata"]
         namespace, name = meta.get("namespace") or "default", meta["name"]
         previous = parse_status(body.get("status"))
-        parsed = self._parse(namespace, name, body)
+        parsed = self._parsed.get(namespace, name, body)
         tj, spec_error = parsed.tuningjob, parsed.error
         finished = previous is not None and previous.phase in TERMINAL_PHASES
 
@@ -210,7 +157,7 @@ class TuningJobReconciler:
             for dataset_name in names:
                 raw = ctx.cache.get(DATASET, namespace, dataset_name)
                 if raw is not None:
-                    datasets[dataset_name] = _dataset(raw, dataset_name)
+                    datasets[dataset_name] = parse_dataset(raw, dataset_name)
             datasets_obs = observe_datasets(names, datasets)
 
         job = ctx.cache.get(JOB, namespace, training_job_name(name))
@@ -282,16 +229,8 @@ class TuningJobReconciler:
         if current.phase in TERMINAL_PHASES:
             self._log_reads.pop((namespace, name), None)
             self._log_slots.pop((namespace, name), None)
-            self._parsed.pop((namespace, name), None)
+            self._parsed.forget(namespace, name)
         return current
-
-    def _parse(self, namespace: str, name: str, body: Obj) -> ParsedTuningJob:
-        version = version_of(body)
-        parsed = self._parsed.get((namespace, name))
-        if parsed is None or version is None or parsed.version != version:
-            parsed = ParsedTuningJob(version, *parse_tuningjob(body))
-            self._parsed[(namespace, name)] = parsed
-        return parsed
 
     def _may_start(self, previous: TuningJobStatus | None, generation: int | None,
                    datasets: DatasetsObservation, preflight: PreflightObservation | None) -> bool:
