@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from kubetune.builders import LABEL_TUNINGJOB
+from kubetune.builders import LABEL_DATASET, LABEL_TUNINGJOB
+from kubetune.builders.names import LABEL_MANAGED_BY, MANAGED_BY
 from kubetune.controller.informer import Informer, WatchScope
 from kubetune.controller.manager import Controller
 from kubetune.controller.objects import JOB, TUNINGJOB
@@ -119,21 +120,22 @@ def test_an_informer_watches_from_the_listed_version_and_keeps_the_latest_it_saw
 
 def test_an_expired_watch_lists_again_and_what_was_deleted_meanwhile_is_delivered_deleted() -> None:
     client = ScriptedClient()
-    client.listings[("jobs", LABEL_TUNINGJOB)] = deque([
-        ([job("a", 4), job("b", 5)], "5"),
-        ([job("a", 30, active=1)], "40"),  # b's Job was deleted while the watch was down
+    ours = {LABEL_MANAGED_BY: MANAGED_BY}
+    client.listings[("jobs", LABEL_MANAGED_BY)] = deque([
+        ([with_labels(job("a", 4), ours, LABEL_TUNINGJOB), with_labels(job("b", 5), ours, LABEL_TUNINGJOB)], "5"),
+        ([with_labels(job("a", 30, active=1), ours, LABEL_TUNINGJOB)], "40"),  # b's Job was deleted meanwhile
     ])
-    client.watches[("jobs", LABEL_TUNINGJOB)] = deque([ScriptedStream([gone()])])
+    client.watches[("jobs", LABEL_MANAGED_BY)] = deque([ScriptedStream([gone()])])
     controller = Controller(WIRING_SETTINGS, KubeClient(), OperatorMetrics(), client)
     controller.prime()
     assert {j["metadata"]["name"] for j in controller.cache.items(JOB)} == {"a-train", "b-train"}
-    informer = next(i for i in controller.informers if i.scope == JOBS)
+    informer = next(i for i in controller.informers if i.scope.plural == "jobs")
     informer.start()
     try:
-        wait_for("the relisting", lambda: len(client.watched_from("jobs", LABEL_TUNINGJOB)) == 2)
+        wait_for("the relisting", lambda: len(client.watched_from("jobs", LABEL_MANAGED_BY)) == 2)
     finally:
         informer.stop()
-    assert client.watched_from("jobs", LABEL_TUNINGJOB) == ["5", "40"]
+    assert client.watched_from("jobs", LABEL_MANAGED_BY) == ["5", "40"]
     assert [j["metadata"]["name"] for j in controller.cache.items(JOB)] == ["a-train"]
     assert controller.cache.owned((TUNINGJOB, NS, "b"), JOB) == []
     # Both owners are reconciled: a's Job changed, b's is gone.
@@ -244,3 +246,28 @@ def test_a_watch_error_other_than_gone_is_a_failure_not_a_relisting() -> None:
     with pytest.raises(RuntimeError, match="500 etcd is sad"):
         informer.watch_once()
     assert informer.version == "1"
+
+
+def test_jobs_are_watched_by_the_operators_label_and_kept_only_if_a_run_or_dataset_owns_them() -> None:
+    controller = Controller(WIRING_SETTINGS, KubeClient(), OperatorMetrics(), ScriptedClient())
+    [scope] = [i.scope for i in controller.informers if i.scope.plural == "jobs"]
+    assert scope.labels == {LABEL_MANAGED_BY: MANAGED_BY}  # what the API server filters by
+    ours = {LABEL_MANAGED_BY: MANAGED_BY}
+    client = ScriptedClient()
+    client.listings[("jobs", LABEL_MANAGED_BY)] = deque([([with_labels(job("a", 4), ours, LABEL_DATASET),
+                                                           with_labels(job("b", 5), ours)], "5")])
+    client.watches[("jobs", LABEL_MANAGED_BY)] = deque([ScriptedStream([
+        event("ADDED", with_labels(job("c", 6), ours, LABEL_TUNINGJOB)),
+        event("ADDED", with_labels(job("d", 7), {LABEL_MANAGED_BY: "someone-else"}, LABEL_TUNINGJOB)),
+        event("ADDED", with_labels(job("e", 8), ours)),  # ours, but neither a run's nor a Dataset's
+    ])])
+    delivered: list[str] = []
+    informer = Informer(client, scope, lambda t, o: delivered.append(o["metadata"]["name"]), list)
+    assert [o["metadata"]["name"] for o in informer.list()] == ["a-train"]
+    informer.watch_once()
+    assert delivered == ["c-train"]
+
+
+def with_labels(obj: dict[str, Any], labels: dict[str, str], owner: str | None = None) -> dict[str, Any]:
+    meta = {**obj["metadata"], "labels": {**labels, **({owner: "x"} if owner else {})}}
+    return {**obj, "metadata": meta}

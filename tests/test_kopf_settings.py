@@ -5,6 +5,7 @@ from __future__ import annotations
 import kopf
 
 from kubetune.builders import LABEL_DATASET, LABEL_TUNINGJOB
+from kubetune.builders.names import LABEL_MANAGED_BY, MANAGED_BY
 from kubetune.controller.manager import Controller
 from kubetune.handlers.main import build_registry
 from kubetune.handlers.startup import NoDiffBaseStorage, NoProgressStorage, configure_kopf
@@ -27,8 +28,11 @@ def test_kopf_has_no_resource_handlers_so_it_writes_nothing_on_objects() -> None
     controller = Controller(WIRING_SETTINGS, KubeClient(), OperatorMetrics())
     watched = {(WATCHED_GROUPS[i.scope.plural], i.scope.plural) for i in controller.informers}
     assert watched == {("kubetune.io", "tuningjobs"), ("kubetune.io", "datasets"), ("batch", "jobs"), ("", "pods")}
-    selected = {(i.scope.plural, i.scope.label) for i in controller.informers if i.scope.label}
-    assert selected == {(plural, label) for plural in ("jobs", "pods") for label in (LABEL_TUNINGJOB, LABEL_DATASET)}
+    # Jobs and Pods: the ones the operator created (its label), if a TuningJob's or a Dataset's.
+    selected = {(i.scope.plural, i.scope.label, i.scope.value, i.scope.owners) for i in controller.informers
+                if i.scope.label}
+    assert selected == {(plural, LABEL_MANAGED_BY, MANAGED_BY, (LABEL_TUNINGJOB, LABEL_DATASET))
+                        for plural in ("jobs", "pods")}
 
 
 def test_no_diff_base_is_built_or_read() -> None:

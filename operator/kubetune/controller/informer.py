@@ -1,4 +1,4 @@
-"""The operator's own watches: one kind, in one namespace (or all), with one label, into the cache.
+"""The operator's own watches: one kind, in one namespace (or all), selected by label, into the cache.
 
 client-go's reflector in small: list (the cache's starting point and the version the listing
 is consistent at), then watch from that version, each event handed to `deliver` as it comes.
@@ -43,22 +43,33 @@ class WatchScope:
     kind: str
     api_version: str
     namespace: str | None  # None: every namespace
-    label: str | None  # the label the objects carry (any value); None: every object of the kind
+    label: str | None = None  # the label selector the server applies: objects with this label...
+    value: str | None = None  # ... of this value (None: any value)
+    owners: tuple[str, ...] = ()  # and, checked here, one of these labels (none: not checked)
 
     @property
     def labels(self) -> dict[str, str | None] | None:
-        return {self.label: None} if self.label else None
+        return {self.label: self.value} if self.label else None
+
+    def selects(self, obj: Mapping[str, Any]) -> bool:
+        """Whether an object is one this informer is about (its labels; the namespace is the server's)."""
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if self.label is not None and (self.label not in labels or
+                                       (self.value is not None and labels[self.label] != self.value)):
+            return False
+        return not self.owners or any(owner in labels for owner in self.owners)
 
     def covers(self, obj: Mapping[str, Any]) -> bool:
         """Whether a cached object is one this informer lists (so its absence from a listing means deleted)."""
         meta = obj.get("metadata") or {}
         if self.namespace is not None and (meta.get("namespace") or "default") != self.namespace:
             return False
-        return self.label is None or self.label in (meta.get("labels") or {})
+        return self.selects(obj)
 
     def __str__(self) -> str:
         where = f"namespace {self.namespace}" if self.namespace else "all namespaces"
-        return f"{self.plural} ({where}{f', label {self.label}' if self.label else ''})"
+        selector = f", label {self.label}{f'={self.value}' if self.value else ''}" if self.label else ""
+        return f"{self.plural} ({where}{selector})"
 
 
 class EventStream(Protocol):
@@ -111,7 +122,7 @@ class Informer:
         """List the scope: its objects (with their kind, which list items lack); the watch starts after them."""
         items, version = self._client.list_snapshot(self.scope.plural, self.scope.namespace, labels=self.scope.labels)
         self._version = version
-        return [self._typed(item) for item in items]
+        return [self._typed(item) for item in items if self.scope.selects(item)]
 
     def _typed(self, obj: Mapping[str, Any]) -> Obj:
         # List items carry no kind of their own on a real API server; watch events do.
@@ -198,8 +209,7 @@ class Informer:
                 raise WatchExpired()
             raise RuntimeError(f"the watch answered an error: {obj.get('code')} {obj.get('message')}")
         version = (obj.get("metadata") or {}).get("resourceVersion")
-        if kind != "BOOKMARK" and (self.scope.label is None or self.scope.label in
-                                   ((obj.get("metadata") or {}).get("labels") or {})):
+        if kind != "BOOKMARK" and self.scope.selects(obj):
             # Checked here too: a server that ignores the selector (a test emulator) must not
             # make the operator act on someone else's objects.
             self._deliver(str(kind), self._typed(obj))

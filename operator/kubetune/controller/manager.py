@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from kubetune.api.common import API_VERSION
 from kubetune.builders import LABEL_DATASET, LABEL_TUNINGJOB
+from kubetune.builders.names import LABEL_MANAGED_BY, MANAGED_BY
 from kubetune.controller.cache import InformerCache
 from kubetune.controller.dataset import DatasetReconciler
 from kubetune.controller.informer import Informer, WatchClient, WatchScope
@@ -38,15 +39,17 @@ from kubetune.status import FINISHED_PHASES, TERMINAL_PHASES
 
 logger = logging.getLogger(__name__)
 
-# What the operator watches: (plural, kind, apiVersion, label the objects must carry). A label
-# selector cannot say "either label": one watch per owner label.
+# What the operator watches: its own kinds whole; Jobs and Pods by the label every Job and Pod
+# it creates carries, if they belong to a TuningJob or a Dataset (a label selector cannot say
+# "either label": that part is checked as they arrive). One watch per kind: the API server
+# serves each event to each watch that selects it.
+OURS: Final = (LABEL_MANAGED_BY, MANAGED_BY)
+OWNERS: Final = (LABEL_TUNINGJOB, LABEL_DATASET)
 WATCHED: Final = (
-    (TUNINGJOBS, TUNINGJOB, API_VERSION, None),
-    (DATASETS, DATASET, API_VERSION, None),
-    ("jobs", JOB, "batch/v1", LABEL_TUNINGJOB),
-    ("jobs", JOB, "batch/v1", LABEL_DATASET),
-    ("pods", POD, "v1", LABEL_TUNINGJOB),
-    ("pods", POD, "v1", LABEL_DATASET),
+    (TUNINGJOBS, TUNINGJOB, API_VERSION, None, None, ()),
+    (DATASETS, DATASET, API_VERSION, None, None, ()),
+    ("jobs", JOB, "batch/v1", *OURS, OWNERS),
+    ("pods", POD, "v1", *OURS, OWNERS),
 )
 _SETTLED_PHASES: Final = {TUNINGJOB: {p.value for p in TERMINAL_PHASES},
                           DATASET: {p.value for p in FINISHED_PHASES}}
@@ -80,9 +83,9 @@ class Controller:
         client = watch_client or kube
         scopes: list[str | None] = list(settings.namespaces) or [None]
         self.informers = [
-            Informer(client, WatchScope(plural, kind, api_version, namespace, label),
+            Informer(client, WatchScope(plural, kind, api_version, namespace, label, value, owners),
                      functools.partial(self.observe, kind), functools.partial(self.ctx.cache.items, kind))
-            for plural, kind, api_version, label in WATCHED
+            for plural, kind, api_version, label, value, owners in WATCHED
             for namespace in scopes]
 
     @property
