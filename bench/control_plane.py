@@ -12,7 +12,7 @@ each a client with its real rate limit, posting the Events a real one posts. The
 sees a real cluster's watch events, not only its own objects'. `--traffic jobs` runs the Job
 controller alone (a control plane without nodes); `--traffic none` none of it.
 
-1. one warm-up TuningJob (kopf's watches are up once its Job exists);
+1. one warm-up TuningJob (the operator's watches are up once its Job exists);
 2. a burst: `--jobs` TuningJobs POSTed at once; latency = TuningJob accepted by the API ->
    its training Job accepted by the API; p50/p99; then, with traffic, until every run of the
    burst has started (Job ready, TuningJob Running): what each TuningJob cost in watch events

@@ -111,9 +111,9 @@ def _per_tuningjob(since: Window, until: Window, api: Api, jobs: int, label: str
         Figure(f"operator requests per pass ({label})", operator_requests / max(1.0, passes)),
         Figure(f"mean pass, wall ({label})", 1000 * (until.operator.pass_seconds - since.operator.pass_seconds)
                / max(1.0, passes), "ms"),
-        Figure(f"kopf event loop CPU per watch event ({label})",
+        Figure(f"main thread (kopf's loop) CPU per watch event ({label})",
                1000 * (until.operator.loop_cpu - since.operator.loop_cpu) / max(1, total_events), "ms"),
-        Figure(f"handler threads CPU per pass ({label})",
+        Figure(f"other threads (watches, workers) CPU per pass ({label})",
                1000 * ((until.operator.cpu - until.operator.loop_cpu) - (since.operator.cpu - since.operator.loop_cpu))
                / max(1.0, passes), "ms"),
     ]
@@ -122,7 +122,7 @@ def _per_tuningjob(since: Window, until: Window, api: Api, jobs: int, label: str
 
 def _cpu(since: Window, until: Window, label: str) -> list[Figure]:
     figures = [Figure(f"operator CPU ({label})", until.operator.cpu - since.operator.cpu, "s"),
-               Figure(f"operator CPU in kopf's event loop ({label})",
+               Figure(f"operator CPU in its main thread, kopf's loop ({label})",
                       until.operator.loop_cpu - since.operator.loop_cpu, "s")]
     if since.api is not None and until.api is not None:
         figures.append(Figure(f"emulator CPU ({label})", until.api.cpu - since.api.cpu, "s"))

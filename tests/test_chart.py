@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kubetune.controller.manager import Controller
+from kubetune.kube import KubeClient
+from kubetune.metrics import OperatorMetrics
 from kubetune.settings import Settings
 from support.helm import (
     CHART_DIR,
@@ -162,6 +165,19 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
     ]
 
 
+@pytest.mark.parametrize("values", [None, {"watchNamespaces": ["team-a"]}], ids=["cluster-wide", "namespaced"])
+def test_the_operator_may_list_and_watch_everything_its_informers_watch(values: Obj | None) -> None:
+    objects = helm_template(values)
+    granted = {grant for role in operator_roles(objects) for grant in permissions(role["rules"])}
+    settings = Settings(namespaces=(values or {}).get("watchNamespaces", []))
+    informers = Controller(settings, KubeClient(), OperatorMetrics()).informers
+    assert informers
+    for informer in informers:
+        group = informer.scope.api_version.rpartition("/")[0]
+        for verb in ("list", "watch"):
+            assert (group, informer.scope.plural, verb) in granted, (informer.scope, verb)
+
+
 def test_namespaced_mode_grants_through_roles_only() -> None:
     objects = helm_template({"watchNamespaces": ["team-a", "team-b", "team-a"]})
     assert not of_kind(objects, "ClusterRoleBinding")
@@ -289,6 +305,7 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
             "watchNamespaces": ["ml"],
             "logTailLines": 50,
             "statusRefreshSeconds": 5,
+            "logReadsPerSecond": 7,
             "logLevel": "debug",
             "allowPrivateUrls": True,
             "metrics": {"port": 9100},
@@ -306,6 +323,7 @@ def test_settings_in_values_reach_the_operator_environment() -> None:
             env["KUBETUNE_WORK_VOLUME_EPHEMERAL"]) == ("500Gi", "fast-nvme", "true")
     assert env["KUBETUNE_LOG_TAIL_LINES"] == "50"
     assert env["KUBETUNE_STATUS_REFRESH_SECONDS"] == "5"
+    assert env["KUBETUNE_LOG_READS_PER_SECOND"] == "7"
     assert env["KUBETUNE_LOG_LEVEL"] == "DEBUG"
     assert env["KUBETUNE_ALLOW_PRIVATE_URLS"] == "true"
     assert env["KUBETUNE_METRICS_PORT"] == "9100"

@@ -1,4 +1,4 @@
-"""The controller's one setting: how many worker threads reconcile at once."""
+"""The controller's settings: how many worker threads reconcile at once, how many log reads a second."""
 
 from __future__ import annotations
 
@@ -19,4 +19,13 @@ def test_a_bad_worker_count_is_refused_naming_the_variable(monkeypatch: pytest.M
                                                            problem: str) -> None:
     monkeypatch.setenv("KUBETUNE_WORKERS", value)
     with pytest.raises(UserError, match=f"KUBETUNE_WORKERS must be {problem}"):
+        Settings.from_env()
+
+
+def test_the_log_read_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().log_reads_per_second == Settings().log_reads_per_second == 20
+    monkeypatch.setenv("KUBETUNE_LOG_READS_PER_SECOND", "5")
+    assert Settings.from_env().log_reads_per_second == 5
+    monkeypatch.setenv("KUBETUNE_LOG_READS_PER_SECOND", "0")
+    with pytest.raises(UserError, match="KUBETUNE_LOG_READS_PER_SECOND must be at least 1"):
         Settings.from_env()

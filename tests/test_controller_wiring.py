@@ -8,6 +8,7 @@ events, as on a real cluster, and the operator must answer them from its cache.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -145,3 +146,35 @@ def test_kopf_writes_nothing_on_a_dataset(cluster: Cluster) -> None:
         cluster.wait_quiet()
     meta = (cluster.get(DATASETS, NS, "chats") or {})["metadata"]
     assert not meta.get("annotations") and not meta.get("finalizers"), meta
+
+
+def test_log_refreshes_stay_within_the_log_read_budget_and_reach_every_run(cluster: Cluster) -> None:
+    # Refresh every second, at most one log read a second (after a burst of one): four running
+    # runs would read four logs a second unbudgeted.
+    settings = replace(WIRING_SETTINGS, status_refresh_seconds=1, log_reads_per_second=1)
+    names = [f"run-{i}" for i in range(4)]
+    with cluster.operator(settings):
+        pods = {}
+        for name in names:
+            cluster.apply(TUNINGJOBS, tuningjob(name))
+            pods[name] = start_pod(cluster, cluster.wait_for(
+                "the Job", lambda n=name: cluster.get(JOBS, NS, training_job_name(n))))
+            run_container(cluster, NS, pods[name])
+        for name in names:
+            cluster.wait_for(f"{name} Running", lambda n=name: phase(cluster, n) == "Running")
+        cluster.wait_quiet()
+
+        def reads() -> Counter[str]:
+            return Counter(path.split("/")[-2] for path, _ in cluster.requests("GET", "/log"))
+
+        before = reads()
+        start = time.monotonic()
+        # Every run's log is read again (none starves behind the others)...
+        cluster.wait_for("a refresh of every run's log", lambda: all(
+            reads()[pods[n]] > before[pods[n]] for n in names), timeout=20)
+        time.sleep(1.0)  # the window runs on past the last run's refresh
+        # ... at no more than the budget: one a second, plus the token it may have saved up and the
+        # read the window's end may have caught in flight.
+        refreshed = sum((reads() - before).values())
+        window = time.monotonic() - start
+        assert refreshed <= window * settings.log_reads_per_second + 2, (refreshed, window)

@@ -387,6 +387,12 @@ def test_spec_change_is_noticed_from_the_job_annotation() -> None:
     edited = tj.spec.model_copy(update={"output": tj.spec.output.model_copy(update={"repo": "o/other"})})
     assert spec_changed_after_start(observe_job(job), edited)
     assert not spec_changed_after_start(None, edited)
+    # A hash the caller keeps is the one compared, and it is asked for only when a Job has one.
+    asked: list[str] = []
+    kept = lambda: asked.append("asked") or spec_hash(edited)  # noqa: E731
+    assert spec_changed_after_start(observe_job(job), edited, kept)
+    assert not spec_changed_after_start(observe_job(job), edited, lambda: spec_hash(tj.spec))
+    assert not spec_changed_after_start(None, edited, kept) and asked == ["asked"]
 
 
 def test_events_tell_the_story_of_a_run() -> None:

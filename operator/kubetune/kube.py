@@ -11,8 +11,9 @@ talks to exactly the API server kopf talks to. Nothing here reads Secrets.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ MERGE_PATCH = "application/merge-patch+json"
 TUNINGJOBS = "tuningjobs"
 DATASETS = "datasets"
 LIST_PAGE = 500
+_WATCH_READ = 64 * 1024
 
 Obj = dict[str, Any]
 
@@ -117,7 +119,7 @@ class KubeClient:
             path = _PLURAL_PATHS[plural](namespace)
             query: dict[str, Any] = {"limit": LIST_PAGE}
             if wanted:
-                query["labelSelector"] = ",".join(k if v is None else f"{k}={v}" for k, v in sorted(wanted.items()))
+                query["labelSelector"] = selector(wanted)
             while True:
                 page = _json(self._request("GET", path, query=query))
                 items += [item for item in page.get("items", []) if _has_labels(item, wanted)]
@@ -126,6 +128,52 @@ class KubeClient:
                     break
                 query["continue"] = token
         return items
+
+    def list_snapshot(self, plural: str, namespace: str | None, *,
+                      labels: Mapping[str, str | None] | None = None) -> tuple[list[Obj], str]:
+        """Every object of a kind in `namespace` (None: all) that carries `labels`, and the
+        resourceVersion the listing is consistent at (where a watch of it starts).
+
+        Read page by page: the pages of one listing are one snapshot, at the first page's version.
+        """
+        wanted = dict(labels or {})
+        path = _PLURAL_PATHS[plural](namespace)
+        query: dict[str, Any] = {"limit": LIST_PAGE}
+        if wanted:
+            query["labelSelector"] = selector(wanted)
+        items: list[Obj] = []
+        version = ""
+        while True:
+            page = _json(self._request("GET", path, query=query))
+            items += [item for item in page.get("items", []) if _has_labels(item, wanted)]
+            version = version or str((page.get("metadata") or {}).get("resourceVersion") or "")
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items, version
+            query["continue"] = token
+
+    def watch(self, plural: str, namespace: str | None, *, version: str,
+              labels: Mapping[str, str | None] | None = None, timeout_seconds: int = 300) -> WatchStream:
+        """A watch of a kind from `version` on, as a stream of its events (dicts: type, object).
+
+        The server ends the watch after `timeout_seconds`; `allowWatchBookmarks` lets it tell a
+        quiet watch's newer versions, so that a restart resumes from where it had got to.
+        """
+        query: dict[str, Any] = {"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
+                                 "timeoutSeconds": timeout_seconds}
+        if labels:
+            query["labelSelector"] = selector(labels)
+        request = self.api.param_serialize(
+            method="GET", resource_path=_PLURAL_PATHS[plural](namespace), query_params=list(query.items()),
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        # A read timeout beyond the server's own: a connection that went silent is given up.
+        response = self.api.call_api(*request, _request_timeout=(10, timeout_seconds + 30)).response
+        if not 200 <= response.status <= 299:
+            response.read()
+            response.release_conn()
+            raise ApiException(status=response.status, reason=response.reason,
+                               body=response.data.decode("utf-8", errors="replace") if response.data else None)
+        return WatchStream(response)
 
     def _get(self, path: str) -> Obj | None:
         try:
@@ -171,6 +219,52 @@ class KubeClient:
     def create_event(self, event: Mapping[str, Any]) -> None:
         namespace = event["metadata"].get("namespace") or "default"
         self._request("POST", _core_path(namespace, "events"), body=dict(event))
+
+
+class WatchStream:
+    """The events of one watch, parsed as they arrive; `close` (from any thread) ends it."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self._closed = False
+
+    def __iter__(self) -> Iterator[Obj]:
+        response = self._response
+        chunks: Iterable[bytes] = (response.read_chunked() if response.chunked
+                                   else iter(lambda: response.read1(_WATCH_READ), b""))
+        pending = b""
+        try:
+            for chunk in chunks:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield dict(json.loads(line))
+        except Exception:
+            if self._closed:
+                return  # closed from another thread: the read was cut short on purpose
+            raise
+        finally:
+            self._finish()
+
+    def close(self) -> None:
+        """Cut the connection, so that a thread blocked reading the stream returns."""
+        self._closed = True
+        with contextlib.suppress(Exception):  # already finished: nothing to cut
+            self._response.shutdown()
+
+    def _finish(self) -> None:
+        # A watch read to its end leaves a reusable connection; one cut short does not.
+        if not self._closed and self._response.isclosed():
+            self._response.release_conn()
+        else:
+            self._response.close()
+            self._response.release_conn()
+
+
+def selector(labels: Mapping[str, str | None]) -> str:
+    """A label selector: `key` for a None value (the label with any value), else `key=value`."""
+    return ",".join(k if v is None else f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def _core_path(namespace: str, plural: str, name: str | None = None) -> str:

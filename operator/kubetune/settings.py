@@ -100,6 +100,10 @@ class Settings:
     """Lines of trainer log kept in status.logTail (KUBETUNE_LOG_TAIL_LINES)."""
     status_refresh_seconds: int = 15
     """How often a running job's progress is read from its Pod log (KUBETUNE_STATUS_REFRESH_SECONDS)."""
+    log_reads_per_second: int = 20
+    """At most this many trainer log reads a second across all running jobs: beyond
+    statusRefreshSeconds x this many running jobs, each one's log is read less often
+    (KUBETUNE_LOG_READS_PER_SECOND)."""
     workers: int = 8
     """Threads reconciling TuningJobs and Datasets at once; each waits on the API server most of a
     pass, so a few more than the cores keep both busy (KUBETUNE_WORKERS)."""
@@ -133,6 +137,7 @@ class Settings:
             namespaces=_env_list("NAMESPACES"),
             log_tail_lines=_env_int("LOG_TAIL_LINES", defaults.log_tail_lines),
             status_refresh_seconds=_env_int("STATUS_REFRESH_SECONDS", defaults.status_refresh_seconds),
+            log_reads_per_second=_env_positive("LOG_READS_PER_SECOND", defaults.log_reads_per_second),
             workers=_env_positive("WORKERS", defaults.workers),
             metrics_port=_env_int("METRICS_PORT", defaults.metrics_port),
             health_port=_env_int("HEALTH_PORT", defaults.health_port),

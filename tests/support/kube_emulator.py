@@ -11,7 +11,7 @@ the operator and the `kubernetes` client trip over:
   controller labels, pod template defaults, a Pod's QoS class and tolerations);
 - `pods/{name}/binding` (the scheduler's) sets the node and PodScheduled in one write;
 - list answers carry `kind: <Kind>List` and `apiVersion`;
-- label selectors honoured on lists (kmock ignores them);
+- label selectors honoured on lists and watches (kmock ignores them);
 - a watch starting at the resourceVersion of a list gets only later changes (kmock replays every
   object as ADDED, and kopf then patches a stale version);
 - a JSON patch whose `test` op fails (kopf's optimistic concurrency) answers 422, not 500;
@@ -176,10 +176,13 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         since = request.params.get("resourceVersion", "")
         floor = int(since) if since.isdigit() else None
         agent = request.headers.get("User-Agent", "")
+        selector = request.params.get("labelSelector")
         async for event in super()._serve_watch(request):
             if isinstance(event, dict):
                 if floor is not None and event.get("type") == "ADDED" and \
                         int(event["object"].get("metadata", {}).get("resourceVersion") or 0) <= floor:
+                    continue
+                if selector and not _selected(event["object"], selector):
                     continue
                 self.delivered[(agent, str(event["object"].get("kind")), str(event.get("type")))] += 1
             yield event

@@ -1,19 +1,20 @@
 """The controller: informer cache + work queue + a pool of worker threads running the reconcilers.
 
-Watch events (kopf's handlers call `observe` from its event loop) only update the cache and
+Watch events (the informers call `observe` from their threads) only update the cache and
 queue the key of the TuningJob or Dataset they concern; a fixed number of worker threads take
 keys from the queue and run that kind's reconciler. So a burst of Pod and Job events costs a
 dictionary update each, not a thread and a round of API reads each, and a new TuningJob waits
 behind no refresh of an older one (it is queued as urgent).
 
-At start, `prime` lists every watched kind into the cache (an informer's initial listing) before
+At start, `prime` lists every watched kind into the cache (the informers' initial listings) before
 any worker runs, and queues the TuningJobs and Datasets that are not settled; a run that
-finished before the restart is not touched. kopf's own listing then brings the same versions,
-which are no news.
+finished before the restart is not touched. `start` then starts each informer's watch from the
+version its listing was taken at, and the workers.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -22,8 +23,10 @@ from typing import Any, Final
 
 from kubetune.api.common import API_VERSION
 from kubetune.builders import LABEL_DATASET, LABEL_TUNINGJOB
+from kubetune.builders.names import LABEL_MANAGED_BY, MANAGED_BY
 from kubetune.controller.cache import InformerCache
 from kubetune.controller.dataset import DatasetReconciler
+from kubetune.controller.informer import Informer, WatchClient, WatchScope
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, ObjectKey
 from kubetune.controller.queue import WorkQueue
 from kubetune.controller.reconciler import ControllerContext, Reconciler
@@ -36,14 +39,17 @@ from kubetune.status import FINISHED_PHASES, TERMINAL_PHASES
 
 logger = logging.getLogger(__name__)
 
-# What the initial listing reads: (plural, kind, apiVersion, label the objects must carry).
-_LISTINGS: Final = (
-    (TUNINGJOBS, TUNINGJOB, API_VERSION, None),
-    (DATASETS, DATASET, API_VERSION, None),
-    ("jobs", JOB, "batch/v1", LABEL_TUNINGJOB),
-    ("jobs", JOB, "batch/v1", LABEL_DATASET),
-    ("pods", POD, "v1", LABEL_TUNINGJOB),
-    ("pods", POD, "v1", LABEL_DATASET),
+# What the operator watches: its own kinds whole; Jobs and Pods by the label every Job and Pod
+# it creates carries, if they belong to a TuningJob or a Dataset (a label selector cannot say
+# "either label": that part is checked as they arrive). One watch per kind: the API server
+# serves each event to each watch that selects it.
+OURS: Final = (LABEL_MANAGED_BY, MANAGED_BY)
+OWNERS: Final = (LABEL_TUNINGJOB, LABEL_DATASET)
+WATCHED: Final = (
+    (TUNINGJOBS, TUNINGJOB, API_VERSION, None, None, ()),
+    (DATASETS, DATASET, API_VERSION, None, None, ()),
+    ("jobs", JOB, "batch/v1", *OURS, OWNERS),
+    ("pods", POD, "v1", *OURS, OWNERS),
 )
 _SETTLED_PHASES: Final = {TUNINGJOB: {p.value for p in TERMINAL_PHASES},
                           DATASET: {p.value for p in FINISHED_PHASES}}
@@ -58,7 +64,10 @@ def settled(kind: str, body: Mapping[str, Any]) -> bool:
 
 
 class Controller:
-    def __init__(self, settings: Settings, kube: KubeClient, metrics: OperatorMetrics) -> None:
+    def __init__(self, settings: Settings, kube: KubeClient, metrics: OperatorMetrics,
+                 watch_client: WatchClient | None = None) -> None:
+        """`watch_client` serves the informers' long-lived watches (default: `kube`); a client of
+        its own keeps them off the connections the workers' requests use."""
         self.settings = settings
         queue: WorkQueue[ObjectKey] = WorkQueue(retry_base=min(1.0, max(0.1, float(settings.status_refresh_seconds))))
         self.ctx = ControllerContext(
@@ -71,6 +80,13 @@ class Controller:
         }
         metrics.watch_queue(lambda: len(self.ctx.queue))
         self._workers: list[threading.Thread] = []
+        client = watch_client or kube
+        scopes: list[str | None] = list(settings.namespaces) or [None]
+        self.informers = [
+            Informer(client, WatchScope(plural, kind, api_version, namespace, label, value, owners),
+                     functools.partial(self.observe, kind), functools.partial(self.ctx.cache.items, kind))
+            for plural, kind, api_version, label, value, owners in WATCHED
+            for namespace in scopes]
 
     @property
     def cache(self) -> InformerCache:
@@ -94,12 +110,9 @@ class Controller:
 
     def prime(self) -> None:
         """The initial listing: every watched object into the cache; the unsettled ones queued."""
-        for plural, kind, api_version, label in _LISTINGS:
-            found = self.ctx.kube.list_all(plural, namespaces=self.settings.namespaces,
-                                           labels={label: None} if label else None)
-            for item in found:
-                # List items carry no kind of their own on a real API server.
-                self.ctx.cache.record(kind, {"apiVersion": api_version, "kind": kind, **item})
+        for informer in self.informers:
+            for obj in informer.list():
+                self.ctx.cache.record(informer.scope.kind, obj)
         for kind, reconciler in self.reconcilers.items():
             for body in self.ctx.cache.items(kind):
                 if not settled(kind, body):
@@ -110,8 +123,11 @@ class Controller:
                     *(self.ctx.cache.count(k) for k in (TUNINGJOB, DATASET, JOB, POD)), len(self.ctx.queue))
 
     def start(self) -> None:
+        """The informers' watches (from the versions `prime` listed at), the Event poster, the workers."""
         if self._workers:
             return
+        for informer in self.informers:
+            informer.start()
         self.ctx.recorder.start()
         for index in range(max(1, self.settings.workers)):
             worker = threading.Thread(target=self._work, name=f"kubetune-worker-{index}", daemon=True)
@@ -121,6 +137,8 @@ class Controller:
     def stop(self, timeout: float = 5.0) -> None:
         """Let the passes in flight finish (for up to `timeout`), post the Events recorded, stop."""
         deadline = time.monotonic() + timeout
+        for informer in self.informers:
+            informer.stop(max(0.0, deadline - time.monotonic()))
         self.ctx.queue.shut_down()
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))

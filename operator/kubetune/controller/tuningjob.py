@@ -23,11 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pydantic import ValidationError
-
-from kubetune.api import Dataset, DatasetStatus, TuningJob, TuningJobPhase, TuningJobStatus
-from kubetune.api.common import ObjectMeta
-from kubetune.api.errors import explain_validation_error
+from kubetune.api import Dataset, TuningJob, TuningJobPhase, TuningJobStatus
 from kubetune.api.guardrails import PinnedRevisions
 from kubetune.api.progress import LogSummary, summarize
 from kubetune.builders import (
@@ -50,7 +46,9 @@ from kubetune.builders.preflight import (
     pin_revisions,
     with_gpu_memory,
 )
+from kubetune.controller.budget import RateBudget
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, Obj, ObjectKey, version_of
+from kubetune.controller.parsing import RecentlyParsed, parse_dataset, parse_status
 from kubetune.controller.reconciler import ControllerContext, create_children, job_is_over, pods_now, publish
 from kubetune.controller.workvolume import ensure_work_claim
 from kubetune.kube import TUNINGJOBS
@@ -77,6 +75,9 @@ LOG_READ_LINES: Final = 400
 LOG_SINCE_SECONDS: Final = 3600
 # A refresh pass comes when the interval is up, give or take the timer: read then.
 LOG_REREAD_SHARE: Final = 0.9
+# Parsed TuningJob versions kept: enough for the runs starting in a burst; a thousand parsed
+# models would hold ~14 MiB for the rare passes of long-running runs.
+PARSED_KEPT: Final = 256
 # The phases refreshed every interval without an event (see the module docstring).
 POLLED_PHASES: Final = frozenset({TuningJobPhase.RUNNING, TuningJobPhase.PUBLISHING, TuningJobPhase.WAITING_FOR_DATA})
 # The phases of a run that has no Job yet and may get one once its data is there.
@@ -85,42 +86,6 @@ _BEFORE_JOB: Final = frozenset({None, TuningJobPhase.PENDING.value, TuningJobPha
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def parse_tuningjob(body: Mapping[str, Any]) -> tuple[TuningJob | None, str | None]:
-    """The TuningJob model, or the reason it is invalid (field path: what is wrong: what to do)."""
-    try:
-        return TuningJob.model_validate({**body, "status": None}), None
-    except ValidationError as exc:
-        return None, "; ".join(explain_validation_error(exc, TuningJob))
-
-
-def parse_status(raw: Any) -> TuningJobStatus | None:
-    """The status as last written; a status this operator cannot read counts as none."""
-    if not raw:
-        return None
-    try:
-        return TuningJobStatus.model_validate(raw)
-    except ValidationError:
-        return None
-
-
-def _dataset_status(raw: Any) -> DatasetStatus | None:
-    try:
-        return DatasetStatus.model_validate(raw) if raw else None
-    except ValidationError:
-        return None
-
-
-def _dataset(raw: Mapping[str, Any], name: str) -> Dataset:
-    try:
-        return Dataset.model_validate(raw)
-    except ValidationError:
-        # A Dataset whose spec does not validate says so in its own status (Failed, set by the
-        # Dataset reconciler); its phase is all a TuningJob needs to wait or fail.
-        fields: dict[str, Any] = {"metadata": ObjectMeta.model_validate(raw.get("metadata") or {"name": name}),
-                                  "spec": None, "status": _dataset_status(raw.get("status"))}
-        return Dataset.model_construct(**fields)
 
 
 def waiting_for_dataset(body: Mapping[str, Any], dataset: str) -> bool:
@@ -142,6 +107,14 @@ class TuningJobReconciler:
         self.ctx = ctx
         # Per run whose trainer runs: (Pod name, its resourceVersion, when) at the last log read.
         self._log_reads: dict[tuple[str, str], tuple[str, str | None, float]] = {}
+        # Refresh reads share a budget, so that a thousand running runs do not read a thousand logs
+        # every interval; a run whose refresh found the budget spent has a slot booked (when).
+        rate = ctx.settings.log_reads_per_second
+        self._log_budget = RateBudget(rate, burst=rate)
+        self._log_slots: dict[tuple[str, str], float] = {}
+        # Most passes of a starting run (its Pod's and Job's events) see the TuningJob version the
+        # previous pass parsed; parsing and hashing the spec was a third of a pass.
+        self._parsed = RecentlyParsed(PARSED_KEPT)
 
     def needs_children(self, body: Mapping[str, Any]) -> bool:
         status = body.get("status") or {}
@@ -150,6 +123,8 @@ class TuningJobReconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.ctx.metrics.forget_tuningjob(namespace, name)
         self._log_reads.pop((namespace, name), None)
+        self._log_slots.pop((namespace, name), None)
+        self._parsed.forget(namespace, name)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.ctx.cache.get(TUNINGJOB, namespace, name)
@@ -160,8 +135,12 @@ class TuningJobReconciler:
             return None
         with self.ctx.metrics.reconcile_duration.labels(TUNINGJOB).time():
             status = self._reconcile(body)
-        polled = status is not None and status.phase in POLLED_PHASES
-        return float(self.ctx.settings.status_refresh_seconds) if polled else None
+        if status is None or status.phase not in POLLED_PHASES:
+            return None
+        slot = self._log_slots.get((namespace, name))
+        # A booked log read is what the next timed pass is for: it comes then, not before.
+        return max(0.01, slot - time.monotonic()) if slot is not None \
+            else float(self.ctx.settings.status_refresh_seconds)
 
     def _reconcile(self, body: Obj) -> TuningJobStatus | None:
         """One pass; the status the run now has (None: its publication was left to a later pass)."""
@@ -169,7 +148,8 @@ class TuningJobReconciler:
         meta = body["metadata"]
         namespace, name = meta.get("namespace") or "default", meta["name"]
         previous = parse_status(body.get("status"))
-        tj, spec_error = parse_tuningjob(body)
+        parsed = self._parsed.get(namespace, name, body)
+        tj, spec_error = parsed.tuningjob, parsed.error
         finished = previous is not None and previous.phase in TERMINAL_PHASES
 
         datasets: dict[str, Dataset] = {}
@@ -179,7 +159,7 @@ class TuningJobReconciler:
             for dataset_name in names:
                 raw = ctx.cache.get(DATASET, namespace, dataset_name)
                 if raw is not None:
-                    datasets[dataset_name] = _dataset(raw, dataset_name)
+                    datasets[dataset_name] = parse_dataset(raw, dataset_name)
             datasets_obs = observe_datasets(names, datasets)
 
         job = ctx.cache.get(JOB, namespace, training_job_name(name))
@@ -224,7 +204,8 @@ class TuningJobReconciler:
             log = self._read_log_if_due(namespace, name, pod_obs.name, pods)
 
         # An edit that does not even validate is a change too, once a Job runs the old spec.
-        changed = spec_changed_after_start(job_obs, tj.spec) if tj is not None else job_obs is not None
+        changed = spec_changed_after_start(job_obs, tj.spec, parsed.spec_hash) if tj is not None \
+            else job_obs is not None
         world, batch = run_size(tj.spec) if tj is not None else (None, None)
         report = preflight.report if preflight is not None else None
         observation = RunObservation(
@@ -252,6 +233,8 @@ class TuningJobReconciler:
         ctx.metrics.observe_usage(namespace, name, current.usage)
         if current.phase in TERMINAL_PHASES:
             self._log_reads.pop((namespace, name), None)
+            self._log_slots.pop((namespace, name), None)
+            self._parsed.forget(namespace, name)
         return current
 
     def _may_start(self, previous: TuningJobStatus | None, generation: int | None,
@@ -318,13 +301,26 @@ class TuningJobReconciler:
     def _read_log_if_due(self, namespace: str, name: str, pod_name: str, pods: list[Obj]) -> LogSummary | None:
         """The trainer's log tail, read when its Pod changed or a refresh interval has passed since
         the last read; None otherwise (the status keeps what the last read gave). A Job status
-        update tells nothing about the log."""
+        update tells nothing about the log.
+
+        A Pod change is read at once (the trainer started or ended); a refresh waits for its slot
+        in the log-read budget (`log_reads_per_second`) when more runs are due than it allows.
+        """
+        key = (namespace, name)
         pod_version = next((version_of(p) for p in pods if p["metadata"]["name"] == pod_name), None)
-        last = self._log_reads.get((namespace, name))
+        last = self._log_reads.get(key)
         now = time.monotonic()
-        due = (last is None or last[:2] != (pod_name, pod_version)
-               or now - last[2] >= LOG_REREAD_SHARE * self.ctx.settings.status_refresh_seconds)
-        if not due:
+        if last is None or last[:2] != (pod_name, pod_version):
+            self._log_budget.take()
+            self._log_slots.pop(key, None)
+        elif now - last[2] < LOG_REREAD_SHARE * self.ctx.settings.status_refresh_seconds:
+            return None
+        elif (slot := self._log_slots.get(key)) is not None:
+            if slot > now:
+                return None
+            del self._log_slots[key]
+        elif (wait := self._log_budget.reserve()) > 0:
+            self._log_slots[key] = now + wait
             return None
         lines = self.ctx.kube.read_log_tail(namespace, pod_name, container=TRAINER_CONTAINER,
                                             tail_lines=LOG_READ_LINES, since_seconds=LOG_SINCE_SECONDS)

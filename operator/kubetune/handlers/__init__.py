@@ -1,8 +1,9 @@
-"""kopf handlers of the operator: thin glue between kopf's watches and the controller.
+"""kopf's part in the operator: start-up, login, liveness endpoint and shut-down.
 
-`main.build_registry` registers everything on a fresh `kopf.OperatorRegistry`. The watch
-handlers (`tuningjob_event`, `dataset_event`, `job_event`, `pod_event`) are async and only hand
-each event to the controller's cache and queue (`kubetune.controller`); the reconciling runs in
-the controller's worker threads. `startup` configures kopf and the API client, fills the
-cache with the initial listing and starts the workers. No handler module imports another.
+`main.build_registry` registers the activity handlers on a fresh `kopf.OperatorRegistry`; there
+are no resource handlers, so kopf watches none of our objects. The controller's informers
+(`kubetune.controller.informer`) watch TuningJobs, Datasets and our Jobs and Pods themselves,
+with label selectors, and feed its cache and queue; the reconciling runs in its worker threads.
+`startup` configures kopf and the API clients, fills the cache with the initial listing, and
+starts the watches and the workers.
 """

@@ -8,7 +8,7 @@ import logging
 import kopf
 
 from kubetune.controller.manager import Controller
-from kubetune.handlers import children, dataset, startup, tuningjob
+from kubetune.handlers import startup
 from kubetune.kube import KubeClient
 from kubetune.metrics import OperatorMetrics
 from kubetune.settings import Settings
@@ -23,12 +23,9 @@ def build_registry(settings: Settings, metrics: OperatorMetrics | None = None) -
     another in one process without handlers leaking between them.
     """
     registry = kopf.OperatorRegistry()
-    kube = KubeClient()
-    controller = Controller(settings, kube, metrics or OperatorMetrics())
-    startup.register(registry, kube, controller)
-    tuningjob.register(registry, controller)
-    dataset.register(registry, controller)
-    children.register(registry, controller)
+    kube, watch_kube = KubeClient(), KubeClient()
+    controller = Controller(settings, kube, metrics or OperatorMetrics(), watch_kube)
+    startup.register(registry, kube, watch_kube, controller)
     return registry
 
 
@@ -38,10 +35,6 @@ def run_operator(verbose: bool) -> int:
     kopf.configure(verbose=verbose or settings.log_level == "DEBUG")
     if not verbose:
         logging.getLogger().setLevel(settings.log_level)
-    if not verbose and settings.log_level != "DEBUG":
-        # kopf logs "Handler ... succeeded" at INFO for every watch event it hands over: in a burst,
-        # a line per Pod or Job change, most of the logging cost of the operator.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics = OperatorMetrics()
     metrics.serve(settings.metrics_port)
     registry = build_registry(settings, metrics)

@@ -1,4 +1,4 @@
-"""Operator-wide activities: kopf's settings, the API client, the controller's start and stop, the login."""
+"""Operator-wide activities: kopf's settings, the API clients, the controller's start and stop, the login."""
 
 from __future__ import annotations
 
@@ -105,7 +105,9 @@ def connection_info(configuration: kubernetes.client.Configuration) -> kopf.Conn
     )
 
 
-def register(registry: kopf.OperatorRegistry, kube: KubeClient, controller: Controller) -> None:
+def register(registry: kopf.OperatorRegistry, kube: KubeClient, watch_kube: KubeClient,
+             controller: Controller) -> None:
+    """`kube` serves the workers' requests, `watch_kube` the informers' watches (a connection each)."""
     configured: dict[str, kubernetes.client.Configuration] = {}
 
     @kopf.on.startup(registry=registry, id="operator_startup")
@@ -116,6 +118,7 @@ def register(registry: kopf.OperatorRegistry, kube: KubeClient, controller: Cont
         except kubernetes.config.ConfigException as exc:
             raise kopf.PermanentError(f"no Kubernetes API to talk to: {exc}") from exc
         kube.configure(configuration, connections=controller.settings.workers + _EXTRA_CONNECTIONS)
+        watch_kube.configure(configuration, connections=len(controller.informers))
         configured["api"] = configuration
         try:
             controller.prime()

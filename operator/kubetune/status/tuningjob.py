@@ -7,7 +7,7 @@ gives an equal status, so a handler patches only on change; a finished run stays
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -109,9 +109,15 @@ def run_size(spec: TuningJobSpec) -> tuple[int, int]:
     return world, effective_batch_size(hp.per_device_batch_size, world, hp.gradient_accumulation_steps)
 
 
-def spec_changed_after_start(job: JobObservation | None, spec: TuningJobSpec) -> bool:
-    """Whether the spec differs from the one the Job was rendered from (False when that is unknown)."""
-    return job is not None and job.spec_hash is not None and job.spec_hash != spec_hash(spec)
+def spec_changed_after_start(job: JobObservation | None, spec: TuningJobSpec,
+                             current_hash: Callable[[], str] | None = None) -> bool:
+    """Whether the spec differs from the one the Job was rendered from (False when that is unknown).
+
+    `current_hash` answers `spec_hash(spec)` where the caller keeps it (it is asked only when needed).
+    """
+    if job is None or job.spec_hash is None:
+        return False
+    return job.spec_hash != (current_hash() if current_hash is not None else spec_hash(spec))
 
 
 @dataclass(frozen=True)
