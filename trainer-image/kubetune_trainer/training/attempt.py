@@ -38,24 +38,33 @@ class ResumePoint:
         return f"resuming from {self.checkpoint.name} (checkpoint step {self.step})"
 
 
-def find_resume_point(work: WorkDir, reporter: Reporter) -> ResumePoint:
-    """Tidy checkpoints a kill tore mid-save (the Trainer would count them as saved), then the newest."""
+def tidy_torn_checkpoints(work: WorkDir, reporter: Reporter) -> None:
+    """Remove checkpoints a kill tore mid-save (the Trainer would count them as saved)."""
     torn = work.discard_incomplete_checkpoints()
     if torn:
         reporter.log(f"removed {', '.join(torn)}: the previous attempt was stopped while saving it")
+
+
+def find_resume_point(work: WorkDir, reporter: Reporter) -> ResumePoint:
+    """One process: tidy torn checkpoints, then the newest complete one."""
+    tidy_torn_checkpoints(work, reporter)
     return ResumePoint(work.newest_checkpoint())
 
 
 def attempt_callbacks(reporter: Reporter, stop: StopRequest, point: ResumePoint, *, attempt: int,
-                      divergence: DivergenceCallback, log_dir: Path) -> list[Any]:
+                      divergence: DivergenceCallback, log_dir: Path | None) -> list[Any]:
     """Progress lines (with the resume point and attempt on each), the divergence watch, the
-    checkpoint completion mark, and TensorBoard event files in the run's own folder."""
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
+    checkpoint completion mark, and TensorBoard event files in `log_dir` (None: this process
+    writes none, as every rank but 0 of a distributed run)."""
+    callbacks: list[Any] = [ProgressCallback(reporter, stop, resumed_from_step=point.step, attempt=attempt),
+                            divergence, CheckpointMarker()]
+    if log_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
 
-    log_dir.mkdir(parents=True, exist_ok=True)
-    return [ProgressCallback(reporter, stop, resumed_from_step=point.step, attempt=attempt), divergence,
-            CheckpointMarker(), TensorBoardCallback(SummaryWriter(log_dir=str(log_dir)))]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(log_dir))))
+    return callbacks
 
 
 def stopped_failure(stop: StopRequest, step: int, work: WorkDir) -> TrainerFailure:
@@ -66,11 +75,15 @@ def stopped_failure(stop: StopRequest, step: int, work: WorkDir) -> TrainerFailu
     )
 
 
-def diverged_failure(work: WorkDir, detector: DivergenceDetector) -> TrainerFailure:
-    """Checkpoints written after the last good logged loss are set aside, so a retry resumes from a good one."""
+def set_aside_bad_checkpoints(work: WorkDir, detector: DivergenceDetector) -> list[Path]:
+    """Checkpoints written after the last good logged loss become checkpoint-N.diverged, so a retry
+    resumes from a good one."""
+    return work.set_aside_checkpoints_after(detector.last_good_step or 0)
+
+
+def diverged_failure(work: WorkDir, detector: DivergenceDetector, set_aside: list[Path]) -> TrainerFailure:
     diverged = detector.diverged
     assert diverged is not None
-    set_aside = work.set_aside_checkpoints_after(detector.last_good_step or 0)
     kept = work.newest_checkpoint()
     where = f"the last good checkpoint is {kept.name} in {work.checkpoints}" if kept else "no checkpoint was saved"
     aside = f" ({', '.join(p.name for p in set_aside)} set aside)" if set_aside else ""

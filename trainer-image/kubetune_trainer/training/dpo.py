@@ -28,7 +28,13 @@ from kubetune_trainer.data.rows import PreferenceExample
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
-from kubetune_trainer.training.attempt import attempt_callbacks, diverged_failure, find_resume_point, stopped_failure
+from kubetune_trainer.training.attempt import (
+    attempt_callbacks,
+    diverged_failure,
+    find_resume_point,
+    set_aside_bad_checkpoints,
+    stopped_failure,
+)
 from kubetune_trainer.training.callbacks import DivergenceCallback
 from kubetune_trainer.training.device import DevicePlan
 from kubetune_trainer.training.divergence import DivergenceDetector
@@ -133,7 +139,7 @@ def run_dpo(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop: Stop
         reporter.stage(Stage.TRAINING, point.stage_message())
         output = trainer.train(resume_from_checkpoint=point.argument)
         if divergence.detector.diverged is not None:
-            raise diverged_failure(work, divergence.detector)
+            raise diverged_failure(work, divergence.detector, set_aside_bad_checkpoints(work, divergence.detector))
         if stop.requested:
             raise stopped_failure(stop, trainer.state.global_step, work)
         reporter.stage(Stage.EVALUATING, "scoring the validation pairs with the tuned model")

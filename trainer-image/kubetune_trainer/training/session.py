@@ -30,7 +30,15 @@ from kubetune_trainer.distributed import barrier, common_checkpoint, decide, ran
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.stop import StopRequest
-from kubetune_trainer.training.callbacks import CheckpointMarker, DivergenceCallback, ProgressCallback
+from kubetune_trainer.training.attempt import (
+    ResumePoint,
+    attempt_callbacks,
+    diverged_failure,
+    set_aside_bad_checkpoints,
+    stopped_failure,
+    tidy_torn_checkpoints,
+)
+from kubetune_trainer.training.callbacks import DivergenceCallback
 from kubetune_trainer.training.collate import PackRows, PadToLongest
 from kubetune_trainer.training.device import DevicePlan
 from kubetune_trainer.training.divergence import DivergenceDetector
@@ -44,7 +52,7 @@ from kubetune_trainer.training.trainloop import (
     save_base_eval,
     training_arguments,
 )
-from kubetune_trainer.workdir import WorkDir, checkpoint_step
+from kubetune_trainer.workdir import WorkDir
 
 
 @dataclass
@@ -138,9 +146,7 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
 
 def _train(session: _Session, model: Any, batch: Batch) -> TrainingOutcome | _OutOfMemory:
     import torch
-    from torch.utils.tensorboard import SummaryWriter
     from transformers import PrinterCallback
-    from transformers.integrations import TensorBoardCallback
 
     config, work, reporter, stop, parallel = session.config, session.work, session.reporter, session.stop, \
         session.parallel
@@ -161,17 +167,13 @@ def _train(session: _Session, model: Any, batch: Batch) -> TrainingOutcome | _Ou
                               classification=classification, parallel=parallel.training_arguments())
     me = ranks()
     if me.is_local_main:  # one rank per folder tidies it: a shared volume tolerates the others' attempt
-        torn = work.discard_incomplete_checkpoints()
-        if torn:
-            reporter.log(f"removed {', '.join(torn)}: the previous attempt was stopped while saving it")
+        tidy_torn_checkpoints(work, reporter)
     barrier()
-    checkpoint = _resume_point(work, parallel)
-    resumed_from = checkpoint_step(checkpoint) if checkpoint is not None else None
-    callbacks: list[Any] = [ProgressCallback(reporter, stop, resumed_from_step=resumed_from, attempt=session.attempt),
-                            session.divergence, CheckpointMarker()]
-    if me.is_main:  # one TensorBoard log per run, not one per rank
-        work.runs.mkdir(parents=True, exist_ok=True)
-        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(work.runs))))
+    point = ResumePoint(_resume_point(work, parallel))
+    checkpoint = point.checkpoint
+    # One TensorBoard log per run, not one per rank.
+    callbacks = attempt_callbacks(reporter, stop, point, attempt=session.attempt, divergence=session.divergence,
+                                  log_dir=work.runs if me.is_main else None)
     trainer = LengthGroupedTrainer(
         model=model, args=args, train_dataset=session.train_data, eval_dataset=eval_data, data_collator=collator,
         processing_class=session.tokenizer,
@@ -195,17 +197,12 @@ def _train(session: _Session, model: Any, batch: Batch) -> TrainingOutcome | _Ou
             reporter.log(f"base model: eval loss {_show(base.loss)}" + _accuracy(base))
         if checkpoint is not None:
             reporter.log(f"attempt {session.attempt}: resuming from {checkpoint.name}")
-        reporter.stage(Stage.TRAINING, f"resuming from {checkpoint.name} (checkpoint step {resumed_from})"
-                       if checkpoint is not None else "training from step 0")
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        reporter.stage(Stage.TRAINING, point.stage_message())
+        output = trainer.train(resume_from_checkpoint=point.argument)
         if session.divergence.detector.diverged is not None:
             raise _diverged(work, session.divergence.detector, parallel)
         if stop.requested:
-            raise TrainerFailure(
-                FailureReason.INTERRUPTED,
-                f"stopped by {stop.requested} at step {trainer.state.global_step}; a checkpoint is saved in "
-                f"{work.checkpoints}: a new attempt resumes from it",
-            )
+            raise stopped_failure(stop, trainer.state.global_step, work)
         reporter.stage(Stage.EVALUATING, "evaluating the tuned model")
         tuned = _evaluate_with(trainer, eval_collator, eval_data)
         reporter.log(f"tuned model: eval loss {_show(tuned.loss)} (base {_show(base.loss)})" + _accuracy(tuned))
@@ -260,22 +257,12 @@ def _out_of_memory_failure(hp: Hyperparameters, batch: Batch, *, processes: int 
 def _diverged(work: WorkDir, detector: DivergenceDetector, parallel: ParallelPlan) -> TrainerFailure:
     """Every rank gets here at the same step (the detectors are fed rank 0's losses); one rank per
     folder sets the bad checkpoints aside, the others wait for it."""
-    diverged = detector.diverged
-    assert diverged is not None
     me = ranks()
     set_aside: list[Path] = []
     if me.is_main if parallel.shared_work_dir else me.is_local_main:
-        set_aside = work.set_aside_checkpoints_after(detector.last_good_step or 0)
+        set_aside = set_aside_bad_checkpoints(work, detector)
     barrier()
-    kept = work.newest_checkpoint()
-    where = f"the last good checkpoint is {kept.name} in {work.checkpoints}" if kept else "no checkpoint was saved"
-    aside = f" ({', '.join(p.name for p in set_aside)} set aside)" if set_aside else ""
-    return TrainerFailure(
-        FailureReason.DIVERGED,
-        f"training diverged at step {diverged.step}: {diverged.why}; {where}{aside}. Lower learningRate (or raise "
-        "warmupRatio), or tune spec.guardrails.divergence if this was a false alarm",
-        retryable=False,
-    )
+    return diverged_failure(work, detector, set_aside)
 
 
 def _free_gpu_memory() -> None:
