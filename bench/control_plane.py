@@ -20,6 +20,13 @@ controller alone (a control plane without nodes); `--traffic none` none of it.
 3. more bursts up to `--total` resources (latency of the last), then a settle period long
    enough for every running-run log poll (15 s) to run at least twice; RSS again.
 
+On the emulator the same bursts also run, before and after the operator's run, each on a fresh
+emulator with the same cluster traffic, against the by-hand baseline (bench.direct_controller): a
+controller that only watches TuningJobs and POSTs the operator's own ConfigMap and Job for each,
+pre-rendered. Its p99 is the floor of this rig (the emulator is one Python thread on 2 shared
+cores); the operator's is printed against it as a ratio. On a real cluster there is no baseline
+run (issue 12 measured one: 200 ConfigMap + Job pairs posted directly, p99 0.58 s).
+
 On the emulator both moments are taken inside the API server (a hook on its create path),
 so the figures carry no client-side polling delay. The emulator shares these 2 cores with the
 operator and the cluster's components: the run prints the CPU each used.
@@ -34,10 +41,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +54,11 @@ from bench import operator_probe
 from bench.common import Figure, machine_line, package_versions, print_table, process_rss_mb
 from bench.control_plane_rig import (
     Api,
+    BaselineProcess,
     ClusterApi,
+    EmulatedApi,
     OperatorProcess,
+    baseline_process,
     cluster_agents,
     cpu_seconds,
     emulated_api,
@@ -87,7 +99,8 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def wait_until(what: str, done: Callable[[], bool], timeout: float, operator: OperatorProcess) -> None:
+def wait_until(what: str, done: Callable[[], bool], timeout: float,
+               operator: OperatorProcess | BaselineProcess) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         operator.check()
@@ -97,7 +110,7 @@ def wait_until(what: str, done: Callable[[], bool], timeout: float, operator: Op
         time.sleep(0.02)
 
 
-def burst(api: Api, names: list[str], namespace: str, operator: OperatorProcess) -> list[float]:
+def burst(api: Api, names: list[str], namespace: str, operator: OperatorProcess | BaselineProcess) -> list[float]:
     """Create the TuningJobs at once; the apply -> Job latencies (seconds), once every Job exists."""
     api.create_tuningjobs([tuningjob(name, namespace) for name in names])
     wait_until(f"{len(names)} Jobs", lambda: all(n in api.job_times() for n in names), 60 + 0.5 * len(names),
@@ -142,6 +155,48 @@ def cluster_side(api: Api, traffic: str, folder: Path, rate_limits: bool) -> Ite
         yield agents.pid
 
 
+def burst_names(jobs: int, total: int) -> list[list[str]]:
+    """The TuningJobs of each burst: one warm-up, `jobs` at once, then bursts of `jobs` up to `total` in all."""
+    bursts, created = [["warmup"], [f"burst-{i:04d}" for i in range(jobs)]], jobs + 1
+    while created < total:
+        chunk = min(jobs, total - created)
+        bursts.append([f"scale-{created + i:05d}" for i in range(chunk)])
+        created += chunk
+    return bursts
+
+
+@dataclass
+class Baseline:
+    first: list[float]  # apply -> Job latencies of the burst of `jobs` at once
+    last: list[float]  # of the last burst
+
+
+def measure_baseline(api: EmulatedApi, jobs: int, total: int, namespace: str, folder: Path, *,
+                     traffic: str, rate_limits: bool) -> Baseline:
+    """The same bursts on a rig of their own, answered by the by-hand baseline instead of the operator."""
+    bursts = burst_names(jobs, total)
+    every = [name for names in bursts for name in names]
+    with ExitStack() as stack:
+        stack.enter_context(cluster_side(api, traffic, folder, rate_limits))
+        controller = stack.enter_context(baseline_process(api.cluster.url, namespace, every, folder))
+        latencies = [burst(api, names, namespace, controller) for names in bursts]
+    return Baseline(first=latencies[1], last=latencies[-1])
+
+
+def baseline_figures(operator: list[Figure], baselines: list[Baseline], jobs: int, created: int) -> list[Figure]:
+    """The baselines' p99s (one run before the operator's, one after) and the operator's against their mean."""
+    figures: list[Figure] = []
+    p99 = {figure.name: figure.value for figure in operator}
+    for label, last in ((f"{jobs} at once", False), (f"last burst, {created} resources", True)):
+        mine = p99[f"apply -> Job p99 ({label})"]
+        runs = [percentile(baseline.last if last else baseline.first, 0.99) for baseline in baselines]
+        for number, value in enumerate(runs, 1):
+            when = "before" if number == 1 else "after"
+            figures.append(Figure(f"by-hand baseline apply -> Job p99 ({label}), run {when}", value, "s"))
+        figures.append(Figure(f"operator / by-hand baseline, p99 ({label})", mine / statistics.mean(runs), "x"))
+    return figures
+
+
 def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settle: float, *,
             traffic: str, rate_limits: bool, profile: Path | None = None) -> list[Figure]:
     full = traffic == "full"
@@ -150,13 +205,13 @@ def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settl
         operator = stack.enter_context(operator_process(api.kubeconfig, folder, profile))
         readings = Readings(api, operator, agents_pid)
         started = time.monotonic()
-        burst(api, ["warmup"], namespace, operator)
+        warmup, names, *more = burst_names(jobs, total)
+        burst(api, warmup, namespace, operator)
         if agents_pid:
-            wait_started(api, ["warmup"], full, operator)
+            wait_started(api, warmup, full, operator)
         print(f"operator up and creating Jobs after {time.monotonic() - started:.1f}s "
               f"(process start, imports, login, watches)")
         idle = readings.take()
-        names = [f"burst-{i:04d}" for i in range(jobs)]
         latencies = burst(api, names, namespace, operator)
         burst_end = readings.take()
         print(f"burst of {jobs}: every Job created {burst_end.at - idle.at:.2f}s after the first POST")
@@ -165,12 +220,10 @@ def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settl
             wait_started(api, names, full, operator)
             start_up = readings.take()
             print(f"every run of the burst started {start_up.at - idle.at:.1f}s after the first POST")
-        created = jobs + 1
         last: list[float] = latencies
-        while created < total:
-            chunk = min(jobs, total - created)
-            last = burst(api, [f"scale-{created + i:05d}" for i in range(chunk)], namespace, operator)
-            created += chunk
+        for scale in more:
+            last = burst(api, scale, namespace, operator)
+        created = sum(map(len, [warmup, names, *more]))
         print(f"{created} TuningJobs exist; settling {settle}s (two refresh intervals)")
         settling = readings.take()
         time.sleep(settle)
@@ -192,6 +245,16 @@ def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settl
     ]
     figures += traffic_figures(idle, burst_end, start_up, settling, end, api, jobs, names, calls)
     return figures
+
+
+def run_baseline(folder: Path, jobs: int, total: int, args: argparse.Namespace) -> Baseline:
+    folder.mkdir()
+    with emulated_api(folder, keep_request_log=args.keep_request_log) as api:
+        baseline = measure_baseline(api, jobs, total, "default", folder, traffic=args.traffic,
+                                    rate_limits=not args.no_rate_limits)
+    print(f"by-hand baseline: apply -> Job p99 {percentile(baseline.first, 0.99):.3f}s ({jobs} at once), "
+          f"{percentile(baseline.last, 0.99):.3f}s (last burst)")
+    return baseline
 
 
 def main() -> None:
@@ -241,8 +304,13 @@ def main() -> None:
             finally:
                 cluster.clean_up()
         else:
+            # The baseline before and after the operator, each on a fresh emulator: a drift of the
+            # machine between the two shows as their difference.
+            baselines = [run_baseline(folder / "baseline-before", jobs, total, args)]
             with emulated_api(folder, keep_request_log=args.keep_request_log) as api:
                 figures = measure(api, jobs, total, "default", folder, settle, **options)
+            baselines.append(run_baseline(folder / "baseline-after", jobs, total, args))
+            figures += baseline_figures(figures, baselines, jobs, total)
     print_table(f"control plane, {jobs} at once, {total} in all, cluster traffic: {traffic}", figures)
 
 

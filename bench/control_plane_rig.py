@@ -9,6 +9,7 @@
   of their own (tests/support/cluster_agents.py), as a real control plane's are.
 - `operator_process`: `kubetune operator` in its own process, under bench.operator_probe
   (its handler thread pool timed), with its metrics served so reconcile passes can be read.
+- `baseline_process`: the by-hand baseline (bench.direct_controller) in its own process.
 """
 
 from __future__ import annotations
@@ -210,22 +211,58 @@ def emulated_api(folder: Path, *, keep_request_log: bool) -> Iterator[EmulatedAp
         yield EmulatedApi(cluster, folder, keep_request_log=keep_request_log)
 
 
+def _started(command: list[str], log: Path, what: str) -> subprocess.Popen[bytes]:
+    """A child process with the rig's import path, once it has printed "ready"."""
+    env = child_env(PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO_ROOT / "operator"), str(REPO_ROOT)]))
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=TESTS)
+    deadline = time.monotonic() + 30
+    while "ready" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"{what} did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    return process
+
+
 @contextmanager
 def cluster_agents(url: str, traffic: str, folder: Path, *, rate_limits: bool) -> Iterator[subprocess.Popen[bytes]]:
     """The Job controller (and with `full` traffic a scheduler and a kubelet) in their own process."""
-    env = child_env(PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO_ROOT / "operator"), str(REPO_ROOT)]))
     command = [sys.executable, "-m", "support.cluster_agents", "--url", url, "--traffic", traffic]
     command += [] if rate_limits else ["--no-rate-limits"]
-    log = folder / "cluster-agents.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=TESTS)
+    process = _started(command, folder / "cluster-agents.log", "the cluster agents")
     try:
-        deadline = time.monotonic() + 30
-        while "ready" not in log.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster agents did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.05)
         yield process
+    finally:
+        stop_process(process)
+
+
+class BaselineProcess:
+    """bench.direct_controller: what any controller has to do per TuningJob, and nothing else."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the baseline exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
+
+
+@contextmanager
+def baseline_process(url: str, namespace: str, names: list[str], folder: Path) -> Iterator[BaselineProcess]:
+    """The by-hand baseline, its watch open, expecting the TuningJobs `names`; as many in hand as the
+    operator's default workers."""
+    from kubetune.settings import Settings
+
+    names_file = folder / "baseline-names.txt"
+    names_file.write_text("\n".join(names))
+    command = [sys.executable, "-m", "bench.direct_controller", url, namespace, str(names_file),
+               str(Settings().workers)]
+    log = folder / "baseline.log"
+    process = _started(command, log, "the by-hand baseline")
+    try:
+        yield BaselineProcess(process, log)
     finally:
         stop_process(process)
 
