@@ -123,27 +123,20 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
     [cluster_role] = operator_roles(objects)
     assert cluster_role["kind"] == "ClusterRole"
     assert not is_user_role(cluster_role)
-    crud = ["get", "list", "watch", "create", "patch", "delete"]
     expected = {
-        *(
-            ("kubetune.io", res, verb)
-            for res in ("tuningjobs", "datasets")
-            for verb in ("get", "list", "watch", "patch", "update")
-        ),
-        *(
-            ("kubetune.io", res, verb)
-            for res in ("tuningjobs/status", "datasets/status")
-            for verb in ("get", "patch", "update")
-        ),
-        *(("batch", "jobs", verb) for verb in crud),
-        *(("", "configmaps", verb) for verb in crud),
+        *(("kubetune.io", res, verb) for res in ("tuningjobs", "datasets") for verb in ("get", "list", "watch")),
+        *(("kubetune.io", res, verb) for res in ("tuningjobs/status", "datasets/status") for verb in ("get", "patch")),
+        ("kubetune.io", "tuningjobs/finalizers", "update"),
+        ("kubetune.io", "datasets/finalizers", "update"),
+        *(("batch", "jobs", verb) for verb in ("get", "list", "watch", "create", "patch")),
+        ("", "configmaps", "create"),
         ("", "services", "get"),
         ("", "services", "create"),
         *(("", "pods", verb) for verb in ("get", "list", "watch")),
         ("", "pods/log", "get"),
         ("", "persistentvolumeclaims", "get"),
         ("", "persistentvolumeclaims", "create"),
-        *((group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")),
+        ("", "events", "create"),
         *(("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("get", "list", "watch")),
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),

@@ -18,7 +18,7 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +30,7 @@ from support.job_controller import JobController
 from support.job_rules import POD_FAILURE_BACKOFF, SYNC_BATCH_PERIOD
 from support.kube_client import CONTROLLER_MANAGER_AGENT, RigClient, is_rig_agent, resource_path
 from support.kube_emulator import KubetuneEmulator
+from support.kube_rbac import Authorizer
 
 T = TypeVar("T")
 JOBS = "batch/v1/jobs"
@@ -193,9 +194,11 @@ WIRING_POD_FAILURE_BACKOFF = 1.0
 
 @contextmanager
 def emulated_cluster(*, job_controller: bool = True, batch_period: float = SYNC_BATCH_PERIOD,
-                     pod_failure_backoff: float = POD_FAILURE_BACKOFF) -> Iterator[Cluster]:
+                     pod_failure_backoff: float = POD_FAILURE_BACKOFF,
+                     rbac: Iterable[Mapping[str, Any]] | None = None) -> Iterator[Cluster]:
     """A fresh emulator on a loopback port, served from its own thread for the `with` block,
-    with a Job controller unless told otherwise (it runs on the emulator's loop, over HTTP)."""
+    with a Job controller unless told otherwise (it runs on the emulator's loop, over HTTP).
+    With `rbac` (RBAC rules) the operator may do only what they grant."""
     loop = asyncio.new_event_loop()
     stop = threading.Event()
     ready = threading.Event()
@@ -203,6 +206,7 @@ def emulated_cluster(*, job_controller: bool = True, batch_period: float = SYNC_
 
     async def serve() -> None:
         async with KubetuneEmulator() as emulator, kmock.Server(emulator) as server:
+            emulator.authorizer = Authorizer(rbac) if rbac is not None else None
             cluster = Cluster(emulator, loop, str(server.url).rstrip("/"))
             if job_controller:
                 cluster.job_controller = JobController(RigClient(cluster.url, CONTROLLER_MANAGER_AGENT),

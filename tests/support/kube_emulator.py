@@ -15,6 +15,8 @@ the operator and the `kubernetes` client trip over:
 - a watch starting at the resourceVersion of a list gets only later changes (kmock replays every
   object as ADDED, and kopf then patches a stale version);
 - a JSON patch whose `test` op fails (kopf's optimistic concurrency) answers 422, not 500;
+- `authorizer` (optional) answers the operator's requests that its RBAC rules do not cover with
+  403 Forbidden, as a real API server does (`kube_rbac`); `denied` lists what it refused;
 - `failures` makes the next matching request of the operator fail before anything is stored
   (an API server error), so tests can show the operator retries;
 - `pods/{name}/log` answers the text in `pod_logs` (kmock would answer the Pod's JSON),
@@ -47,6 +49,7 @@ from kmock._internal import rendering
 
 from support.kube_client import is_rig_agent
 from support.kube_objects import default_job, default_pod, generated_name, scheduled_patch
+from support.kube_rbac import Authorizer
 
 CRDS = {
     "kubetune.io/v1alpha1/tuningjobs": ("TuningJob", "tuningjob", {"tj"}),
@@ -65,6 +68,8 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     served: list[tuple[str, str, dict[str, str], str]]
     object_resources: set[Any]
     failures: list[tuple[str, str, int]]
+    authorizer: Authorizer | None = None  # None: every client may do anything
+    denied: list[str]
     # Watch events sent, by (client User-Agent, object kind, event type).
     delivered: collections.Counter[tuple[str, str, str]]
     keep_request_log = False  # True: kmock's own log and matching (the benchmark can ask for it)
@@ -75,6 +80,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         self.served = []
         self.object_resources = set()
         self.failures = []
+        self.denied = []
         self.delivered = collections.Counter()
         self.resource_version = 0
         self.resources.load_bundled()
@@ -117,6 +123,12 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
             self._requests.clear()
             _SERVING.set(request)
         agent = request.headers.get("User-Agent", "")
+        if self.authorizer is not None and not is_rig_agent(agent):
+            method = str(getattr(request.method, "value", request.method))  # kmock's is an enum
+            denial = self.authorizer.denial(method, request.url.path, request.params, request.data)
+            if denial is not None:
+                self.denied.append(f"{method} {request.url.path}: {denial}")
+                raise kmock.KubernetesError(status=403, reason="Forbidden", message=denial)
         for failure in self.failures:
             method, path_part, status = failure
             if request.method == method and path_part in request.url.path and not is_rig_agent(agent):

@@ -90,21 +90,27 @@ reaches the trainer through env.valueFrom.secretKeyRef, which the kubelet resolv
 its own credentials, so the operator never reads one.
 */}}
 {{- define "kubetune.namespacedRules" -}}
-# Our resources: listed and watched (patch/update are unused: kopf writes no finalizer or annotation).
+# Our resources: listed and watched (the operator writes only their status).
 - apiGroups: ["kubetune.io"]
   resources: ["tuningjobs", "datasets"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["kubetune.io"]
   resources: ["tuningjobs/status", "datasets/status"]
-  verbs: ["get", "patch", "update"]
-# Training and dataset-validation Jobs, owned by a TuningJob or a Dataset.
+  verbs: ["get", "patch"]
+# Every child names its TuningJob or Dataset as owner with blockOwnerDeletion; clusters that
+# enforce owner-reference permissions (OpenShift) then require update on the owner's finalizers.
+- apiGroups: ["kubetune.io"]
+  resources: ["tuningjobs/finalizers", "datasets/finalizers"]
+  verbs: ["update"]
+# Training, preflight and dataset-validation Jobs, owned by a TuningJob or a Dataset (the
+# garbage collector deletes them with it); patch carries spec.suspend to a run's Job.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The rendered trainer config, mounted into the training Pod.
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The rendered trainer config, mounted into the training Pod (created once, never read back).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["create"]
 # The headless Service of a multi-node run (stable Pod names for the rendezvous), owned by its TuningJob.
 - apiGroups: [""]
   resources: ["services"]
@@ -121,11 +127,9 @@ its own credentials, so the operator never reads one.
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# Events on TuningJobs and Datasets, so that `kubectl describe` tells the story.
+# Events on TuningJobs and Datasets, so that `kubectl describe` tells the story (core v1 Events,
+# the API the operator and kopf post to).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
