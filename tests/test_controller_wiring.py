@@ -15,7 +15,9 @@ from typing import Any
 
 from kubetune.api import ModelResult, TrainerResult
 from kubetune.builders import training_job_name, validation_job_name
+from kubetune.controller.refusals import REASON as REFUSED
 from support.kube_cluster import JOBS, WIRING_SETTINGS, Cluster
+from support.kube_rbac import Authorizer, chart_rules
 from support.kubelet_plays import run_container, start_pod, terminate_container
 
 TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
@@ -178,3 +180,28 @@ def test_log_refreshes_stay_within_the_log_read_budget_and_reach_every_run(clust
         refreshed = sum((reads() - before).values())
         window = time.monotonic() - start
         assert refreshed <= window * settings.log_reads_per_second + 2, (refreshed, window)
+
+
+def test_a_refused_request_is_told_on_the_run_once_and_the_run_goes_on_once_granted(cluster: Cluster) -> None:
+    # A cluster whose operator Role lacks one rule the chart renders (a hand-written Role, a
+    # namespace outside watchNamespaces): its ConfigMaps are refused with 403.
+    cluster.emulator.authorizer = Authorizer([rule for rule in chart_rules()
+                                              if "configmaps" not in rule.get("resources", [])])
+    name = "refused"
+    with cluster.operator(SETTINGS):
+        cluster.apply(TUNINGJOBS, tuningjob(name))
+
+        def told() -> list[dict[str, Any]]:
+            return [event for event in cluster.events(name) if event["reason"] == REFUSED]
+
+        [event] = cluster.wait_for("a RequestRefused Event on the run", told)
+        assert event["type"] == "Warning"
+        assert 'cannot create resource "configmaps" in API group "" in the namespace "default"' in event["message"]
+        assert "rbac.create" in event["message"]
+        cluster.wait_for("the operator to retry and be refused again", lambda: len(cluster.emulator.denied) >= 3)
+        assert len(told()) == 1, "the same refusal is told once, not on every retry"
+        assert cluster.get(JOBS, NS, training_job_name(name)) is None
+
+        cluster.emulator.authorizer = Authorizer(chart_rules())  # the Role fixed: the run needs no re-apply
+        cluster.wait_for("the run's Job", lambda: cluster.get(JOBS, NS, training_job_name(name)), timeout=30)
+    cluster.emulator.denied.clear()  # refused on purpose above

@@ -31,6 +31,8 @@ from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, ObjectKey
 from kubetune.controller.queue import WorkQueue
 from kubetune.controller.reconciler import ControllerContext, Reconciler
 from kubetune.controller.recorder import EventRecorder
+from kubetune.controller.refusals import REASON as REFUSED
+from kubetune.controller.refusals import RefusalLog, refusal_message
 from kubetune.controller.tuningjob import TuningJobReconciler
 from kubetune.kube import DATASETS, TUNINGJOBS, KubeClient
 from kubetune.metrics import OperatorMetrics
@@ -80,6 +82,7 @@ class Controller:
         }
         metrics.watch_queue(lambda: len(self.ctx.queue))
         self._workers: list[threading.Thread] = []
+        self._refusals = RefusalLog()
         client = watch_client or kube
         scopes: list[str | None] = list(settings.namespaces) or [None]
         self.informers = [
@@ -145,6 +148,12 @@ class Controller:
         self._workers = []
         self.ctx.recorder.stop(max(0.5, deadline - time.monotonic()))
 
+    def _tell_refusal(self, key: ObjectKey, exc: Exception) -> None:
+        message = refusal_message(exc)
+        body = self.ctx.cache.get(*key) if message is not None else None
+        if message is not None and body is not None and self._refusals.is_news(key, message):
+            self.ctx.recorder.record(body, "Warning", REFUSED, message)
+
     def _work(self) -> None:
         queue = self.ctx.queue
         while (key := queue.get()) is not None:
@@ -155,8 +164,10 @@ class Controller:
                 delay = queue.retry(key)
                 logger.error("%s %s/%s: the pass failed (%s: %s); retrying in %.1fs", kind, namespace, name,
                              type(exc).__name__, exc, delay, exc_info=logger.isEnabledFor(logging.DEBUG))
+                self._tell_refusal(key, exc)
             else:
                 queue.forget(key)
+                self._refusals.cleared(key)
                 if again is None:
                     queue.cancel_delayed(key)
                 else:
