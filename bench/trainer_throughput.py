@@ -67,7 +67,7 @@ def build_model(texts: Sequence[str], folder: Path, *, tiny: bool) -> Path:
     """The scratch Llama of the benchmarks (the trainer's own `scratch` builder), saved to `folder`."""
     from transformers.utils import logging as transformers_logging
 
-    from kubetune.api.tuningjob import ScratchModel
+    from kubetune.api.basemodel import ScratchModel
     from kubetune_trainer.training.scratch import build_scratch_model
 
     transformers_logging.disable_progress_bar()

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from kubetune.api.tuningjob import MethodSpec, Precision
+from kubetune.api.hyperparameters import Precision
+from kubetune.api.method import MethodSpec
 from kubetune_trainer.preflight.identity import Identity
 from kubetune_trainer.preflight.memory import (
     GIB,

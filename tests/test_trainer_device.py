@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubetune.api.contract import ExitCode, TrainerResult
-from kubetune.api.tuningjob import Precision
+from kubetune.api.hyperparameters import Precision
 from kubetune_trainer.cli import main
 from kubetune_trainer.training.device import plan_device
 from support.toydata import generation_rows, write_jsonl

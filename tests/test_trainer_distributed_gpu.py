@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from kubetune.api.contract import ExitCode, TrainerResult
+from kubetune.api.method import MethodSpec
 from kubetune.api.progress import ProgressEvent, parse_line
-from kubetune.api.tuningjob import MethodSpec
 from kubetune_trainer.workdir import WorkDir
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config

@@ -99,7 +99,7 @@ def test_sft_on_preference_rows_says_to_use_dpo(tmp_path: Path, capsys: pytest.C
 
 def test_samples_fit_the_termination_message_and_give_way_first() -> None:
     from kubetune.api.contract import TrainerResult
-    from kubetune.api.tuningjob import TrainingMetrics
+    from kubetune.api.tuningjobstatus import TrainingMetrics
     from kubetune_trainer.termination import fit_termination_message, termination_json
     from kubetune_trainer.training.samples import Sample, for_result
 

@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from kubetune.api.basemodel import ScratchModel
 from kubetune.api.contract import ExitCode, TrainerResult
+from kubetune.api.hyperparameters import Hyperparameters, Precision
+from kubetune.api.method import MethodSpec
 from kubetune.api.progress import ProgressEvent, parse_line
-from kubetune.api.tuningjob import Hyperparameters, MethodSpec, Precision, ScratchModel, Task
+from kubetune.api.tuningjob import Task
 from kubetune_trainer.cli import main
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from huggingface_hub import HfApi
 
+from kubetune.api.basemodel import ScratchModel
 from kubetune.api.contract import ExitCode, TrainerResult
-from kubetune.api.tuningjob import ScratchModel
 from kubetune_trainer.cli import main
 from kubetune_trainer.training.scratch import build_scratch_model
 from support.hubserver import HubServer, start_hub_server

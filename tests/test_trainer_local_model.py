@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubetune.api.basemodel import ScratchModel
 from kubetune.api.contract import ExitCode, TrainerResult
-from kubetune.api.tuningjob import ScratchModel
 from kubetune_trainer.cli import main
 from kubetune_trainer.training.scratch import build_scratch_model
 from support.toydata import generation_rows, write_jsonl
@@ -98,7 +98,7 @@ def test_a_pvc_path_with_a_space_is_found_where_the_operator_mounted_it(tmp_path
     assert resolved.folder == folder and not resolved.scratch
 
     # The trainer checks the path itself too (a spec the API models did not check: model_construct).
-    from kubetune.api.tuningjob import BaseModelSpec
+    from kubetune.api.basemodel import BaseModelSpec
     from kubetune_trainer.errors import TrainerFailure
 
     with pytest.raises(TrainerFailure) as caught:

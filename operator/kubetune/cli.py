@@ -61,7 +61,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kubetune.local.main import run_local
+    from kubetune.local.command import run_local
 
     return run_local(args)
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run TuningJobs from manifests on this machine")
     try:
-        from kubetune.local.main import add_arguments
+        from kubetune.local.command import add_arguments
     except ImportError:  # the local mode is optional in the operator image
         pass
     else:

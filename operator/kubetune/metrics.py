@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from kubetune.api.dataset import DatasetPhase
 from kubetune.api.guardrails import Usage
-from kubetune.api.tuningjob import TrainingProgress, TuningJobPhase
+from kubetune.api.tuningjobstatus import TrainingProgress, TuningJobPhase
 from kubetune.settings import ENV_PREFIX
 from kubetune.usererror import UserError
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
-from kubetune.api.tuningjob import SampleGeneration, TrainingMetrics
+from kubetune.api.tuningjobstatus import SampleGeneration, TrainingMetrics
 
 __all__ = ["CHECKPOINT_COMPLETE", "FINISHED_MARKER", "FinishedModel", "WorkDir", "checkpoint_step", "mark_complete",
            "promote", "read_finished", "write_finished"]

@@ -4,6 +4,7 @@ These models are the single source of truth: the CRDs are generated from them, t
 validates with them, the trainer and the local mode read their configs with them.
 """
 
+from kubetune.api.basemodel import BaseModelSpec, ScratchModel
 from kubetune.api.common import (
     API_VERSION,
     GROUP,
@@ -43,34 +44,27 @@ from kubetune.api.dataset import (
     ValidationSummary,
 )
 from kubetune.api.distributed import DistributedSpec, LaunchPlan, ParallelStrategy
+from kubetune.api.hyperparameters import Hyperparameters, LRScheduler, Precision
+from kubetune.api.method import DpoSpec, LoraSpec, MethodSpec, Objective, QuantizationSpec, TuningMethod
 from kubetune.api.run import RunIdentity, run_hash
 from kubetune.api.tuningjob import (
-    BaseModelSpec,
     ClassificationSpec,
     DatasetEntry,
     DatasetsSpec,
-    DpoSpec,
-    Hyperparameters,
-    JobError,
-    LoraSpec,
-    LRScheduler,
-    MethodSpec,
-    ModelResult,
-    Objective,
     OutputSpec,
-    Precision,
-    QuantizationSpec,
     ResourcesSpec,
-    SampleGeneration,
-    ScratchModel,
     Task,
+    TuningJob,
+    TuningJobSpec,
+)
+from kubetune.api.tuningjobstatus import (
+    JobError,
+    ModelResult,
+    SampleGeneration,
     TrainingMetrics,
     TrainingProgress,
-    TuningJob,
     TuningJobPhase,
-    TuningJobSpec,
     TuningJobStatus,
-    TuningMethod,
 )
 from kubetune.api.workvolume import RetainPolicy, WorkVolumeSpec
 

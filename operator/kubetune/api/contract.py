@@ -25,7 +25,8 @@ from kubetune.api.dataset import (
 from kubetune.api.distributed import LaunchPlan
 from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.run import RunIdentity
-from kubetune.api.tuningjob import ModelResult, SampleGeneration, TrainingMetrics, TuningJobSpec
+from kubetune.api.tuningjob import TuningJobSpec
+from kubetune.api.tuningjobstatus import ModelResult, SampleGeneration, TrainingMetrics
 from kubetune.api.volumes import path_inside_volume
 
 # The version of this contract, MAJOR.MINOR. The operator writes it into every config; a

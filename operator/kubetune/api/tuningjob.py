@@ -1,182 +1,38 @@
-"""The TuningJob resource: one fine-tuning run, from base model and data to a published model."""
+"""The TuningJob resource: one fine-tuning run, from base model and data to a published model.
+
+The spec's larger parts have their own modules (basemodel.py, method.py, hyperparameters.py),
+as does the status (tuningjobstatus.py); here are the spec's other fields and the checks across them.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
+from kubetune.api.basemodel import BaseModelSpec
 from kubetune.api.common import (
     API_VERSION,
     BYTE_QUANTITY,
     DNS_SUBDOMAIN,
     HUB_REPO,
-    Condition,
     KubeModel,
     ObjectMeta,
     SecretKeyRef,
 )
 from kubetune.api.dataset import ColumnMapping, DatasetFormat, DataSource, PvcSource
 from kubetune.api.distributed import DistributedSpec, ParallelStrategy
-from kubetune.api.guardrails import GuardrailsSpec, PinnedRevisions, Usage
-from kubetune.api.volumes import VolumePathError, parse_pvc_path
+from kubetune.api.guardrails import GuardrailsSpec
+from kubetune.api.hyperparameters import Hyperparameters
+from kubetune.api.method import MethodSpec, Objective, TuningMethod
+from kubetune.api.tuningjobstatus import TuningJobStatus
 from kubetune.api.workvolume import WorkVolumeSpec
-
-
-class TuningMethod(StrEnum):
-    LORA = "LoRA"
-    QLORA = "QLoRA"
-    FULL = "Full"
-
-
-class Objective(StrEnum):
-    SFT = "sft"
-    DPO = "dpo"
-
-
-class Precision(StrEnum):
-    BF16 = "bf16"
-    FP16 = "fp16"
-    FP32 = "fp32"
 
 
 class Task(StrEnum):
     TEXT_GENERATION = "textGeneration"
     TEXT_CLASSIFICATION = "textClassification"
-
-
-class LRScheduler(StrEnum):
-    LINEAR = "linear"
-    COSINE = "cosine"
-    CONSTANT = "constant"
-    CONSTANT_WITH_WARMUP = "constantWithWarmup"
-
-
-class QuantType(StrEnum):
-    NF4 = "nf4"
-    FP4 = "fp4"
-
-
-class TuningJobPhase(StrEnum):
-    PENDING = "Pending"
-    WAITING_FOR_DATA = "WaitingForData"
-    STARTING = "Starting"
-    RUNNING = "Running"
-    PUBLISHING = "Publishing"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    SUSPENDED = "Suspended"
-
-
-class ScratchModel(KubeModel):
-    """A tiny randomly initialised Llama with a tokenizer trained on the data: for smoke tests and demos."""
-
-    hidden_size: int = Field(default=64, ge=8, le=4096, description="Hidden size.")
-    intermediate_size: int = Field(default=128, ge=8, le=16384, description="MLP size.")
-    num_layers: int = Field(default=2, ge=1, le=48, description="Decoder layers.")
-    num_heads: int = Field(default=4, ge=1, le=64, description="Attention heads.")
-    num_key_value_heads: int = Field(default=2, ge=1, le=64, description="Key/value heads (GQA).")
-    vocab_size: int = Field(default=512, ge=64, le=65536, description="Tokenizer vocabulary size.")
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> ScratchModel:
-        if self.hidden_size % self.num_heads:
-            raise ValueError("hiddenSize must be a multiple of numHeads")
-        if self.num_heads % self.num_key_value_heads:
-            raise ValueError("numHeads must be a multiple of numKeyValueHeads")
-        return self
-
-
-class BaseModelSpec(KubeModel):
-    """The model to fine-tune. Set exactly one of repo, path, scratch."""
-
-    repo: str | None = Field(default=None, max_length=200, pattern=HUB_REPO,
-                             description="Hugging Face model repo, e.g. mistralai/Ministral-8B-Instruct-2410.")
-    revision: str = Field(default="main", min_length=1, max_length=200,
-                          description="Branch, tag or commit sha of repo; the commit used is reported.")
-    path: str | None = Field(default=None, max_length=4096,
-                             description="A model folder on a mounted volume (pvc:CLAIM/PATH or an absolute path).")
-    scratch: ScratchModel | None = Field(default=None, description="A tiny random model, for smoke tests.")
-    endpoint: str | None = Field(default=None, pattern=r"^https?://", max_length=2048,
-                                 description="Hub endpoint for a self-hosted hub; the public hub when unset.")
-
-    @field_validator("path")
-    @classmethod
-    def _pvc_path_inside_its_volume(cls, path: str | None) -> str | None:
-        try:
-            parse_pvc_path(path or "")
-        except VolumePathError as error:
-            raise ValueError(error.problem) from None
-        return path
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> BaseModelSpec:
-        given = [n for n, v in (("repo", self.repo), ("path", self.path), ("scratch", self.scratch)) if v is not None]
-        if len(given) != 1:
-            raise ValueError(f"set exactly one of repo, path, scratch (found: {', '.join(given) or 'none'})")
-        return self
-
-    def describe(self) -> str:
-        if self.repo is not None:
-            return self.repo
-        if self.path is not None:
-            return self.path
-        return "scratch"
-
-
-class LoraSpec(KubeModel):
-    """LoRA adapter shape."""
-
-    r: int = Field(default=16, ge=1, le=1024, description="Rank of the update matrices.")
-    alpha: int = Field(default=32, ge=1, le=4096, description="Scaling numerator (scale = alpha / r).")
-    dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["all-linear"], min_length=1, max_length=64,
-        description="Module names to adapt; all-linear adapts every linear layer but the output head.",
-    )
-
-
-class QuantizationSpec(KubeModel):
-    """4-bit quantization of the frozen base model (QLoRA, bitsandbytes, CUDA only)."""
-
-    bits: Literal[4] = Field(default=4, description="Bits per weight; 4 is supported.")
-    quant_type: QuantType = Field(default=QuantType.NF4, description="nf4 or fp4.")
-    double_quant: bool = Field(default=True, description="Quantize the quantization constants too.")
-
-
-class DpoSpec(KubeModel):
-    """Direct Preference Optimization settings (objective dpo)."""
-
-    beta: float = Field(
-        default=0.1, gt=0, le=10,
-        description="How far the tuned model may drift from the base model: higher keeps it closer "
-                    "(trl's beta; 0.1 is the usual start, 0.01-0.5 the usual range).",
-    )
-
-
-class MethodSpec(KubeModel):
-    """How the weights are trained."""
-
-    type: TuningMethod = Field(default=TuningMethod.LORA, description="LoRA, QLoRA or Full.")
-    objective: Objective = Field(
-        default=Objective.SFT,
-        description="sft: learn the answers in the data (supervised fine-tuning); dpo: learn to prefer the chosen "
-                    "answer over the rejected one (Direct Preference Optimization, needs preference data). With "
-                    "LoRA the reference model is the base itself (the adapter switched off).",
-    )
-    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings, used when objective is dpo.")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="Adapter shape for LoRA and QLoRA.")
-    quantization: QuantizationSpec | None = Field(default=None, description="Required for QLoRA.")
-
-    @model_validator(mode="after")
-    def _quantization_matches(self) -> MethodSpec:
-        if self.type is TuningMethod.QLORA and self.quantization is None:
-            raise ValueError("quantization is required when type is QLoRA: add quantization: {bits: 4, quantType: nf4}")
-        if self.type is not TuningMethod.QLORA and self.quantization is not None:
-            raise ValueError(f"quantization applies to QLoRA only: remove it or set type: QLoRA (type is {self.type})")
-        return self
 
 
 class ClassificationSpec(KubeModel):
@@ -223,34 +79,6 @@ class DatasetsSpec(KubeModel):
         if self.validation and self.validation_split is not None:
             raise ValueError("set validation or validationSplit, not both")
         return self
-
-
-class Hyperparameters(KubeModel):
-    """Training hyperparameters. The defaults suit a LoRA run on one GPU."""
-
-    epochs: float = Field(default=3, gt=0, le=1000, description="Passes over the training data.")
-    max_steps: int | None = Field(default=None, ge=1, le=10_000_000, description="Stop after this many steps.")
-    learning_rate: float = Field(default=2e-4, gt=0, le=1, description="Peak learning rate.")
-    per_device_batch_size: int = Field(default=8, ge=1, le=4096, description="Rows per device per step.")
-    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024, description="Steps per optimizer update.")
-    precision: Precision = Field(
-        default=Precision.BF16,
-        description="bf16, fp16 or fp32; falls back (with a warning in the log) where the device lacks it.",
-    )
-    logging_steps: int = Field(default=10, ge=1, le=1_000_000, description="Report progress every N steps.")
-    save_steps: int = Field(default=500, ge=1, le=1_000_000, description="Checkpoint every N steps.")
-    eval_steps: int | None = Field(default=None, ge=1, le=1_000_000,
-                                   description="Evaluate every N steps; at the end only when unset.")
-    max_samples: int | None = Field(default=None, ge=1, le=1_000_000_000,
-                                    description="Use at most this many training rows (sampled with the seed).")
-    max_seq_length: int = Field(default=2048, ge=16, le=1_048_576, description="Longer rows are truncated.")
-    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed for sampling and init.")
-    warmup_ratio: float = Field(default=0.03, ge=0, le=1, description="Share of steps spent warming up.")
-    weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
-    lr_scheduler: LRScheduler = Field(default=LRScheduler.COSINE, description="Learning-rate schedule.")
-    packing: bool = Field(default=False, description="Pack several rows into one sequence.")
-    train_on_inputs: bool = Field(default=False,
-                                  description="Count prompt tokens in the loss too (default: answers only).")
 
 
 class OutputSpec(KubeModel):
@@ -407,119 +235,6 @@ class TuningJobSpec(KubeModel):
             raise ValueError("method.objective dpo trains in one process for now: set resources.gpus to 1 (or 0) "
                              "and resources.nodes to 1")
         return self
-
-
-class TrainingProgress(KubeModel):
-    """Where a running job is, from the trainer's latest progress line."""
-
-    step: int | None = Field(default=None, ge=0, description="Optimizer steps done.")
-    total_steps: int | None = Field(default=None, ge=0, description="Optimizer steps planned.")
-    epoch: float | None = Field(default=None, ge=0, description="Epochs done (fractional).")
-    percent: int | None = Field(default=None, ge=0, le=100, description="step / totalSteps, in %.")
-    eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds left.")
-    loss: float | None = Field(default=None, description="Latest training loss.")
-    eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
-    learning_rate: float | None = Field(default=None, ge=0, description="Current learning rate.")
-    tokens_per_second: float | None = Field(default=None, ge=0, description="Training throughput.")
-    per_device_batch_size: int | None = Field(default=None, ge=1,
-                                              description="Rows per device per step in use (lowered on OOM).")
-    gradient_accumulation_steps: int | None = Field(default=None, ge=1,
-                                                    description="Steps per optimizer update in use (raised on OOM).")
-    resumed_from_step: int | None = Field(default=None, ge=0,
-                                          description="The checkpoint step this attempt resumed from; "
-                                                      "unset when it started from step 0.")
-    attempt: int | None = Field(default=None, ge=1,
-                                description="Which start of the trainer on this work folder this is (1: the first).")
-    updated_at: datetime | None = Field(default=None, description="When this was read.")
-
-
-class TrainingMetrics(KubeModel):
-    """Final figures of a finished run."""
-
-    train_loss: float | None = Field(default=None, description="Mean training loss.")
-    eval_loss: float | None = Field(default=None, description="Tuned model's loss on the validation data.")
-    base_eval_loss: float | None = Field(default=None, description="Base model's loss on the same data.")
-    eval_accuracy: float | None = Field(default=None, ge=0, le=1, description="Tuned accuracy (classification).")
-    base_eval_accuracy: float | None = Field(default=None, ge=0, le=1,
-                                             description="Base accuracy (classification).")
-    trained_tokens: int | None = Field(default=None, ge=0, description="Tokens trained on.")
-    train_rows: int | None = Field(default=None, ge=0, description="Training rows used.")
-    steps: int | None = Field(default=None, ge=0, description="Optimizer steps run.")
-    runtime_seconds: float | None = Field(default=None, ge=0, description="Wall time of training.")
-    preference_accuracy: float | None = Field(
-        default=None, ge=0, le=1,
-        description="dpo: share of validation pairs the tuned model finds more likely chosen than rejected.")
-    base_preference_accuracy: float | None = Field(default=None, ge=0, le=1,
-                                                   description="dpo: the same share for the base model.")
-    reward_margin: float | None = Field(
-        default=None,
-        description="dpo: mean implicit reward of chosen minus rejected on the validation pairs (beta times the "
-                    "log-likelihood margin gained over the base); above 0 means the tuning moved the right way.")
-    reward_accuracy: float | None = Field(
-        default=None, ge=0, le=1,
-        description="dpo: share of validation pairs whose chosen answer gained more likelihood than the rejected.")
-
-
-class SampleGeneration(KubeModel):
-    """One validation prompt answered by the base and the tuned model (greedy decoding, truncated)."""
-
-    prompt: str = Field(description="The prompt (its last user turn), truncated.", max_length=2048)
-    reference: str | None = Field(default=None, max_length=2048, description="The answer in the data, truncated.")
-    base: str = Field(description="The base model's answer, truncated.", max_length=2048)
-    tuned: str = Field(description="The tuned model's answer, truncated.", max_length=2048)
-
-
-class ModelResult(KubeModel):
-    """The published model."""
-
-    repo: str | None = Field(default=None, max_length=200, description="Hub repo.")
-    revision: str | None = Field(default=None, max_length=200, description="Commit sha of the push.")
-    url: str | None = Field(default=None, max_length=4096, description="Where to see it.")
-    path: str | None = Field(default=None, max_length=4096,
-                             description="Folder holding the weights: pvc:CLAIM/PATH, or a local folder.")
-    base_model_revision: str | None = Field(default=None, max_length=200,
-                                            description="Commit sha of the base model used.")
-
-
-class JobError(KubeModel):
-    """Why a run failed."""
-
-    reason: str = Field(description="One CamelCase word, e.g. OOMKilled, AuthFailed, PushFailed.", max_length=1024)
-    message: str = Field(default="", description="What happened and what to do.", max_length=32768)
-
-
-class TuningJobStatus(KubeModel):
-    """What the operator knows about the run."""
-
-    phase: TuningJobPhase | None = Field(default=None, description="Where the run is.")
-    conditions: list[Condition] = Field(default_factory=list, max_length=32, description="Current states.")
-    observed_generation: int | None = Field(default=None, ge=0,
-                                            description="metadata.generation the status describes.")
-    job_name: str | None = Field(default=None, max_length=253, description="The training Job.")
-    world_size: int | None = Field(default=None, ge=1,
-                                   description="Training processes: nodes x GPUs per node (1 per CPU-only node).")
-    effective_batch_size: int | None = Field(
-        default=None, ge=1, description="Rows per optimizer step: perDeviceBatchSize x worldSize x "
-                                        "gradientAccumulationSteps.")
-    work_dir: str | None = Field(default=None, max_length=4096,
-                                 description="Where this run's checkpoints and finished model are kept "
-                                             "(pvc:CLAIM/PATH, or the Pod's own disk).")
-    start_time: datetime | None = Field(default=None, description="When the trainer started.")
-    completion_time: datetime | None = Field(default=None, description="When the run finished.")
-    progress: TrainingProgress | None = Field(default=None, description="Latest progress.")
-    metrics: TrainingMetrics | None = Field(default=None, description="Final figures.")
-    result: ModelResult | None = Field(default=None, description="The published model.")
-    log_tail: list[str] = Field(default_factory=list, max_length=200,
-                                description="Last lines of the trainer log, secrets redacted.")
-    error: JobError | None = Field(default=None, description="Why the run failed.")
-    message: str | None = Field(default=None, max_length=32768, description="What is happening, for humans.")
-    usage: Usage | None = Field(default=None, description="GPU time, wall time and tokens of the run.")
-    pinned: PinnedRevisions | None = Field(default=None,
-                                           description="Base model commit, dataset revisions, trainer image digest.")
-    samples: list[SampleGeneration] = Field(
-        default_factory=list, max_length=10,
-        description="A few validation prompts answered by the base and the tuned model (full text in the model card).",
-    )
 
 
 class TuningJob(KubeModel):

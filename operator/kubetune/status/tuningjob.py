@@ -1,265 +1,37 @@
 """Derive a TuningJob's status (phase, conditions, progress, result) from what was observed.
 
-Pure: the operator fills a RunObservation from the API server, the local mode from the
-process it runs, and both call `derive_status`. Deriving twice from the same observation
-gives an equal status, so a handler patches only on change; a finished run stays finished.
+Pure: the operator fills a RunObservation (runobservation.py) from the API server, the local
+mode from the process it runs, and both call `derive_status`. The phase and message come from
+the run's verdict (verdict.py); the conditions, progress and times are derived around it here.
+Deriving twice from the same observation gives an equal status, so a handler patches only on
+change; a finished run stays finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
 from kubetune.api import (
     ConditionStatus,
-    Dataset,
-    DatasetPhase,
-    FailureReason,
     JobError,
     TrainerResult,
     TrainingProgress,
     TuningJobPhase,
-    TuningJobSpec,
     TuningJobStatus,
 )
 from kubetune.api.common import Condition
-from kubetune.api.distributed import effective_batch_size, world_size
-from kubetune.api.guardrails import PinnedDataset
-from kubetune.api.progress import LogSummary, Stage
+from kubetune.api.distributed import effective_batch_size
 from kubetune.api.redact import redact
-from kubetune.builders.names import spec_hash
 from kubetune.status.conditions import Reason, TuningJobCondition, get_condition, is_true, make_condition, ordered
-from kubetune.status.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
-from kubetune.status.guardrails import (
-    PreflightObservation,
-    PreflightStage,
-    preflight_condition,
-    preflight_verdict,
-    run_pinned,
-    run_usage,
-)
-from kubetune.status.observe import JobObservation, PodObservation, PodTimes, parse_termination_message
+from kubetune.status.guardrails import preflight_condition, run_pinned, run_usage
+from kubetune.status.observe import PodObservation, PodTimes
+from kubetune.status.runobservation import RunObservation
+from kubetune.status.verdict import RunVerdict, run_verdict, trainer_result
 
 TERMINAL_PHASES: Final = frozenset({TuningJobPhase.SUCCEEDED, TuningJobPhase.FAILED})
 LOG_LINE_LIMIT: Final = 500
 LOG_TAIL_MAX: Final = 200  # TuningJobStatus.logTail holds at most this many lines
-
-
-@dataclass(frozen=True)
-class DatasetIssue:
-    name: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class DatasetsObservation:
-    """The referenced Datasets that keep a run from starting (all empty: every one is Ready)."""
-
-    missing: tuple[str, ...] = ()
-    pending: tuple[DatasetIssue, ...] = ()
-    invalid: tuple[DatasetIssue, ...] = ()
-
-    @property
-    def ready(self) -> bool:
-        return not (self.missing or self.pending or self.invalid)
-
-    def diagnosis(self) -> Diagnosis:
-        parts = [f"Dataset {name} was not found" for name in self.missing]
-        parts += [f"Dataset {i.name} is {i.reason}: {i.message}" if i.message else f"Dataset {i.name} is {i.reason}"
-                  for i in self.invalid]
-        parts += [f"Dataset {i.name}: {i.message}" for i in self.pending]
-        reason = (Reason.DATASET_NOT_FOUND if self.missing else
-                  Reason.DATASET_INVALID if self.invalid else Reason.DATASET_PENDING)
-        return Diagnosis(reason, clip("; ".join(parts)))
-
-
-def referenced_datasets(spec: TuningJobSpec) -> list[str]:
-    entries = [*spec.datasets.train, *spec.datasets.validation]
-    return list(dict.fromkeys(e.dataset for e in entries if e.dataset is not None))
-
-
-def observe_datasets(names: Iterable[str], datasets: Mapping[str, Dataset]) -> DatasetsObservation:
-    """Which of the named Datasets are missing, not validated yet (for their current spec) or bad."""
-    missing: list[str] = []
-    pending: list[DatasetIssue] = []
-    invalid: list[DatasetIssue] = []
-    for name in dict.fromkeys(names):
-        dataset = datasets.get(name)
-        if dataset is None:
-            missing.append(name)
-            continue
-        status = dataset.status
-        generation = dataset.metadata.generation
-        stale = (status is not None and status.observed_generation is not None and generation is not None
-                 and status.observed_generation < generation)
-        if status is None or status.phase in (None, DatasetPhase.PENDING, DatasetPhase.VALIDATING) or stale:
-            pending.append(DatasetIssue(name, Reason.VALIDATING, "waiting for validation"))
-        elif status.phase in (DatasetPhase.INVALID, DatasetPhase.FAILED):
-            invalid.append(DatasetIssue(name, status.phase.value, status.message or status.reason or ""))
-    return DatasetsObservation(tuple(missing), tuple(pending), tuple(invalid))
-
-
-def run_size(spec: TuningJobSpec) -> tuple[int, int]:
-    """(world size, effective batch) of a run as its spec asks for it."""
-    world = world_size(spec.resources.nodes, spec.resources.gpus)
-    hp = spec.hyperparameters
-    return world, effective_batch_size(hp.per_device_batch_size, world, hp.gradient_accumulation_steps)
-
-
-def spec_changed_after_start(job: JobObservation | None, spec: TuningJobSpec,
-                             current_hash: Callable[[], str] | None = None) -> bool:
-    """Whether the spec differs from the one the Job was rendered from (False when that is unknown).
-
-    `current_hash` answers `spec_hash(spec)` where the caller keeps it (it is asked only when needed).
-    """
-    if job is None or job.spec_hash is None:
-        return False
-    return job.spec_hash != (current_hash() if current_hash is not None else spec_hash(spec))
-
-
-@dataclass(frozen=True)
-class RunObservation:
-    """Everything known about a run at one moment. Unknown parts keep their defaults."""
-
-    generation: int | None = None
-    spec_error: str | None = None
-    datasets: DatasetsObservation = field(default_factory=DatasetsObservation)
-    job: JobObservation | None = None  # None: no Job (yet, or any more)
-    pod: PodObservation | None = None  # the Job's newest Pod
-    log: LogSummary | None = None  # None: the log was not read this time; keep what status has
-    spec_changed_after_start: bool = False
-    suspend_requested: bool = False  # spec.suspend; tells a user's suspension from a Kueue queue
-    world_size: int | None = None  # training processes of the run (None: unknown, keep what status has)
-    effective_batch_size: int | None = None
-    preflight: PreflightObservation | None = None  # None: no preflight (spec.guardrails.preflight false)
-    pinned_datasets: tuple[PinnedDataset, ...] = ()  # each dataset's revision, recorded once the run starts
-    pod_times: PodTimes | None = None  # run time of the training Job's Pods, for status.usage
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    phase: TuningJobPhase
-    message: str
-    running: tuple[bool, str]  # Running condition: status, reason
-    failure: Diagnosis | None = None
-
-
-def _trainer_result(obs: RunObservation) -> TrainerResult | None:
-    if obs.pod is None or obs.pod.terminated is None:
-        return None
-    return parse_termination_message(obs.pod.terminated.message)
-
-
-def _log_lines(obs: RunObservation, previous: TuningJobStatus) -> list[str]:
-    return obs.log.plain_lines if obs.log is not None else list(previous.log_tail)
-
-
-def _failure(obs: RunObservation, result: TrainerResult | None, previous: TuningJobStatus) -> Diagnosis:
-    failed_result = result if result is not None and result.status == "Failed" else None
-    return explain_failure(
-        obs.job, obs.pod,
-        result_reason=failed_result.reason.value if failed_result and failed_result.reason else None,
-        result_message=failed_result.message if failed_result else None,
-        log_lines=_log_lines(obs, previous),
-    )
-
-
-def _running_message(log: LogSummary | None) -> str:
-    if log is None or log.progress is None:
-        if log is not None and log.stage is not None:
-            return clip(f"{log.stage.stage.value}: {log.stage.message}" if log.stage.message else log.stage.stage)
-        return "the trainer is running"
-    p = log.progress
-    parts = [f"step {p.step}/{p.total_steps}" + (f" ({p.percent}%)" if p.percent is not None else "")]
-    if p.loss is not None:
-        parts.append(f"loss {p.loss:.4g}")
-    if p.eta_seconds is not None:
-        parts.append(f"ETA {p.eta_seconds // 60}m{p.eta_seconds % 60:02d}s")
-    return "training: " + ", ".join(parts)
-
-
-def _success_message(result: TrainerResult | None) -> str:
-    model = result.model if result is not None else None
-    if model is not None and model.repo and model.revision:
-        return f"the model was published to {model.repo}@{model.revision}"
-    if model is not None and model.path:
-        return f"the model was saved to {model.path}"
-    return "the run succeeded"
-
-
-def _verdict_without_job(previous: TuningJobStatus, obs: RunObservation) -> _Verdict:
-    if is_true(previous.conditions, TuningJobCondition.JOB_CREATED):
-        failure = Diagnosis(Reason.JOB_DELETED, "the training Job was deleted before the run finished; "
-                                                "to run again, create a new TuningJob")
-        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
-    if obs.spec_error:
-        failure = Diagnosis(Reason.INVALID_SPEC, clip(obs.spec_error))
-        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
-    if obs.datasets.invalid and not obs.datasets.missing:
-        bad = obs.datasets.diagnosis()
-        failure = Diagnosis(Reason.DATASET_INVALID, clip(f"{bad.message}; fix the data: the run starts once the "
-                                                         "Dataset validates as Ready"))
-        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
-    if not obs.datasets.ready:
-        waiting = obs.datasets.diagnosis()
-        return _Verdict(TuningJobPhase.WAITING_FOR_DATA, waiting.message, (False, Reason.NOT_CREATED))
-    if obs.preflight is not None:
-        checked = preflight_verdict(obs.preflight)
-        if checked.failure is not None:  # no training Job is ever created: no GPU was used
-            return _Verdict(TuningJobPhase.FAILED, checked.failure.message, (False, Reason.FAILED), checked.failure)
-        if checked.stage is not PreflightStage.PASSED:
-            return _Verdict(TuningJobPhase.PENDING, checked.message, (False, Reason.NOT_CREATED))
-    return _Verdict(TuningJobPhase.PENDING, "the training Job is being created", (False, Reason.NOT_CREATED))
-
-
-def _verdict(previous: TuningJobStatus, obs: RunObservation, result: TrainerResult | None) -> _Verdict:
-    job, pod = obs.job, obs.pod
-    if job is None:
-        return _verdict_without_job(previous, obs)
-    if job.failure_reason is not None or (job.complete and result is not None and result.status == "Failed"):
-        failure = _failure(obs, result, previous)
-        return _Verdict(TuningJobPhase.FAILED, failure.message, (False, Reason.FAILED), failure)
-    if job.complete:
-        return _Verdict(TuningJobPhase.SUCCEEDED, _success_message(result), (False, Reason.COMPLETED))
-    if job.suspended:
-        if job.queue_name and not obs.suspend_requested:
-            return _Verdict(TuningJobPhase.PENDING, f"queued: waiting for Kueue to admit the Job to queue "
-                                                    f"{job.queue_name}", (False, Reason.QUEUED))
-        return _Verdict(TuningJobPhase.SUSPENDED, "the run is suspended; set spec.suspend to false to resume",
-                        (False, Reason.SUSPENDED))
-    if pod is not None and pod.running:
-        if obs.log is not None and obs.log.stage is not None and obs.log.stage.stage is Stage.PUBLISHING:
-            message = clip(obs.log.stage.message) if obs.log.stage.message else "publishing the model"
-            return _Verdict(TuningJobPhase.PUBLISHING, message, (True, Reason.PUBLISHING))
-        if obs.log is None and previous.phase is TuningJobPhase.PUBLISHING:
-            return _Verdict(TuningJobPhase.PUBLISHING, previous.message or "publishing the model",
-                            (True, Reason.PUBLISHING))
-        message = _running_message(obs.log) if obs.log is not None else (
-            previous.message if previous.phase is TuningJobPhase.RUNNING and previous.message
-            else "the trainer is running")
-        return _Verdict(TuningJobPhase.RUNNING, message, (True, Reason.RUNNING))
-    if pod is not None and pod.terminated is not None:
-        if pod.terminated.exit_code == 0:
-            return _Verdict(TuningJobPhase.RUNNING, "the trainer finished; waiting for the Job to complete",
-                            (False, Reason.COMPLETED))
-        attempt = _failure(obs, result, previous)
-        if result is not None and result.reason is FailureReason.INTERRUPTED:
-            # SIGTERM: preemption, eviction, a drained node, a deleted Pod. The Job retries it uncounted.
-            return _Verdict(TuningJobPhase.STARTING, clip(f"the trainer was stopped and saved a checkpoint "
-                                                          f"({attempt.message}); a new Pod resumes from it"),
-                            (False, Reason.RETRYING))
-        return _Verdict(TuningJobPhase.STARTING, clip(f"attempt {max(job.failed, 1)} failed ({attempt.reason}): "
-                                                      f"{attempt.message}; a new Pod will be started"),
-                        (False, Reason.RETRYING))
-    blocked = explain_waiting(pod)
-    if blocked is not None:
-        return _Verdict(TuningJobPhase.STARTING, blocked.message, (False, blocked.reason))
-    detail = f" ({pod.waiting_reason})" if pod is not None and pod.waiting_reason else ""
-    return _Verdict(TuningJobPhase.STARTING, f"Job {job.name} created; waiting for the trainer Pod to start{detail}",
-                    (False, Reason.STARTING))
 
 
 def _progress(previous: TuningJobStatus, obs: RunObservation, phase: TuningJobPhase,
@@ -312,7 +84,7 @@ def _completion_time(previous: TuningJobStatus, obs: RunObservation, now: dateti
     return next((c for c in candidates if c is not None), now)
 
 
-def _conditions(previous: TuningJobStatus, obs: RunObservation, verdict: _Verdict, result: TrainerResult | None,
+def _conditions(previous: TuningJobStatus, obs: RunObservation, verdict: RunVerdict, result: TrainerResult | None,
                 now: datetime) -> list[Condition]:
     def cond(type_: str, status: bool | ConditionStatus, reason: str, message: str) -> Condition:
         return make_condition(previous.conditions, type_, status, reason, message, now=now,
@@ -384,8 +156,8 @@ def _conditions(previous: TuningJobStatus, obs: RunObservation, verdict: _Verdic
 
 
 def _fresh(previous: TuningJobStatus, obs: RunObservation, now: datetime, log_tail_lines: int) -> TuningJobStatus:
-    result = _trainer_result(obs)
-    verdict = _verdict(previous, obs, result)
+    result = trainer_result(obs)
+    verdict = run_verdict(previous, obs, result)
     terminal = verdict.phase in TERMINAL_PHASES
     progress = _progress(previous, obs, verdict.phase, now)
     usage = run_usage(previous.usage, obs.pod_times or PodTimes(), obs.pod, obs.log, progress, result)

@@ -16,7 +16,9 @@ from typing import Any
 
 from kubetune.api.contract import TrainerConfig
 from kubetune.api.distributed import effective_batch_size
-from kubetune.api.tuningjob import Objective, Task, TrainingMetrics, TuningMethod
+from kubetune.api.method import Objective, TuningMethod
+from kubetune.api.tuningjob import Task
+from kubetune.api.tuningjobstatus import TrainingMetrics
 from kubetune_trainer.distributed import ranks
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.output.modelcard import CardSample, ModelCardInfo, render_model_card

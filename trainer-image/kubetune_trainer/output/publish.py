@@ -23,7 +23,7 @@ from pathlib import Path
 from kubetune.api.contract import FailureReason, TrainerConfig, TrainerResult
 from kubetune.api.progress import Stage
 from kubetune.api.redact import redact
-from kubetune.api.tuningjob import ModelResult
+from kubetune.api.tuningjobstatus import ModelResult
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.huberrors import describe_error, error_chain, is_transport_error, status_code
 from kubetune_trainer.output.delivery import DELIVERED_MARKER, deliver_to_volume, output_location

@@ -17,8 +17,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from kubetune.api.basemodel import BaseModelSpec
 from kubetune.api.contract import FailureReason
-from kubetune.api.tuningjob import BaseModelSpec, OutputSpec
+from kubetune.api.tuningjob import OutputSpec
 from kubetune_trainer.huberrors import describe_error, error_chain, is_transport_error, status_code
 from kubetune_trainer.preflight.findings import Findings
 from kubetune_trainer.preflight.identity import Identity

@@ -30,7 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from kubetune.api.tuningjob import MethodSpec, Precision, TuningMethod
+from kubetune.api.hyperparameters import Precision
+from kubetune.api.method import MethodSpec, TuningMethod
 
 GIB: Final = 1024**3
 _OVERHEAD_BYTES: Final = GIB

@@ -13,11 +13,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kubetune.api.basemodel import ScratchModel
 from kubetune.api.common import SecretKeyRef, quantity_bytes
 from kubetune.api.contract import FailureReason, MemoryEstimate, PreflightReport, TrainerConfig
 from kubetune.api.distributed import ParallelStrategy, world_size
 from kubetune.api.guardrails import PinnedDataset, source_name
-from kubetune.api.tuningjob import ScratchModel, Task
+from kubetune.api.tuningjob import Task
 from kubetune_trainer.data.sources import SourceError, probe_source
 from kubetune_trainer.preflight.findings import Findings
 from kubetune_trainer.preflight.hubchecks import check_base_model, check_output, check_token

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kubetune.api.contract import FailureReason
-from kubetune.api.tuningjob import Precision, TuningMethod
+from kubetune.api.hyperparameters import Precision
+from kubetune.api.method import TuningMethod
 from kubetune_trainer.errors import TrainerFailure
 
 

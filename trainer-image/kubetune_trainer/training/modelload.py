@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubetune.api.basemodel import BaseModelSpec
 from kubetune.api.contract import FailureReason, Mounts
-from kubetune.api.tuningjob import BaseModelSpec, MethodSpec, Task, TuningMethod
+from kubetune.api.method import MethodSpec, TuningMethod
+from kubetune.api.tuningjob import Task
 from kubetune.api.volumes import VolumePathError, parse_pvc_path
 from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE
 from kubetune_trainer.errors import TrainerFailure

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.distributed import ParallelStrategy
-from kubetune.api.tuningjob import TuningMethod
+from kubetune.api.method import TuningMethod
 
 FULL_BYTES_PER_PARAMETER = 16
 FIT_SHARE = 0.6  # the rest is activations, buffers, the CUDA context

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.redact import redact
-from kubetune.api.tuningjob import SampleGeneration
+from kubetune.api.tuningjobstatus import SampleGeneration
 from kubetune_trainer.data.rows import ChatExample, Example, Message, PreferenceExample, TextExample
 
 SAMPLE_COUNT = 3

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kubetune.api.tuningjob import ScratchModel
+from kubetune.api.basemodel import ScratchModel
 from kubetune_trainer.data.chattemplate import CHATML_TEMPLATE, IM_END, IM_START
 
 PAD = "<|pad|>"

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
+from kubetune.api.hyperparameters import Hyperparameters
 from kubetune.api.progress import Stage
-from kubetune.api.tuningjob import Hyperparameters, Task
+from kubetune.api.tuningjob import Task
 from kubetune_trainer.data.dataprep import TokenizedData
 from kubetune_trainer.distributed import barrier, common_checkpoint, decide, ranks
 from kubetune_trainer.errors import TrainerFailure

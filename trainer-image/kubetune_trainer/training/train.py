@@ -15,8 +15,10 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.dataset import DatasetFormat
+from kubetune.api.method import Objective, TuningMethod
 from kubetune.api.progress import Stage
-from kubetune.api.tuningjob import Objective, Task, TrainingMetrics, TuningMethod
+from kubetune.api.tuningjob import Task
+from kubetune.api.tuningjobstatus import TrainingMetrics
 from kubetune_trainer import distributed
 from kubetune_trainer.data.datamix import DataMix, load_mix
 from kubetune_trainer.data.dataprep import tokenize_for_classification, tokenize_for_generation

@@ -18,7 +18,7 @@ import numpy as np
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from kubetune.api.tuningjob import Hyperparameters, LRScheduler
+from kubetune.api.hyperparameters import Hyperparameters, LRScheduler
 from kubetune_trainer.data.dataprep import TokenizedData
 from kubetune_trainer.training.device import DevicePlan
 

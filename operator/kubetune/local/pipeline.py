@@ -1,67 +1,50 @@
-"""`kubetune run -f manifests.yaml`: the cluster's pipeline on this machine, with processes for Pods.
+"""The cluster's pipeline on this machine, with processes for Pods: each TuningJob of the manifests in turn.
 
 Manifests are validated with the API models, Datasets by `kubetune-trainer validate`, and the
 TuningJob runs as `kubetune-trainer train` with the TrainerConfig and environment the builders
 render for the Job. The phase, conditions and events come from the operator's own status
-derivation, and the end result is printed as `kubectl describe` would print it.
+derivation (kept by StatusTracker, tracker.py), and the end result is printed as `kubectl
+describe` would print it.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
 from collections import deque
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
-from kubetune.api import Dataset, ExitCode, LaunchPlan, TrainerConfig, TuningJob, TuningJobPhase, TuningJobStatus
+from kubetune.api import Dataset, ExitCode, LaunchPlan, TrainerConfig, TuningJob, TuningJobPhase
 from kubetune.api.distributed import effective_batch_size, world_size
-from kubetune.api.guardrails import PinnedDataset
 from kubetune.api.progress import ProgressEvent, StageEvent, parse_line, summarize
 from kubetune.api.run import FINAL_DIR, FINISHED_MARKER
-from kubetune.builders import (
-    ResolveError,
-    build_training_job,
-    config_json,
-    plan_work_volume,
-    resolve_trainer_config,
-)
+from kubetune.builders import ResolveError, build_training_job, config_json, plan_work_volume, resolve_trainer_config
 from kubetune.builders.preflight import build_preflight_job, pin_revisions, with_gpu_memory
 from kubetune.builders.resolve import writable_claims
 from kubetune.local.datasets import DatasetValidator
-from kubetune.local.describe import TimedEvent, describe_tuning_job
+from kubetune.local.describe import describe_tuning_job
 from kubetune.local.display import ProgressDisplay
-from kubetune.local.manifests import Loaded, ManifestError, Manifests, load_manifests
+from kubetune.local.manifests import Loaded, Manifests
 from kubetune.local.runner import LocalProcess, RunInterrupted, trainer_command
 from kubetune.local.session import finished_observation, running_observation
+from kubetune.local.tracker import StatusTracker, utc_now
 from kubetune.local.workspace import (
-    DEFAULT_WORKDIR,
     Workspace,
-    check_input_volumes,
     container_of,
     earlier_runs,
     localize_trainer_config,
     missing_input_volumes,
-    parse_volume,
     process_args,
     process_env,
     run_folder,
 )
 from kubetune.settings import Settings
-from kubetune.status import (
-    DatasetsObservation,
-    RunObservation,
-    derive_status,
-    observe_datasets,
-    referenced_datasets,
-    status_events,
-)
+from kubetune.status import DatasetsObservation, RunObservation, observe_datasets, referenced_datasets
 from kubetune.status.events import EventRecord
 from kubetune.status.guardrails import (
     PreflightObservation,
@@ -71,86 +54,10 @@ from kubetune.status.guardrails import (
     preflight_verdict,
 )
 from kubetune.status.observe import PodTimes, parse_termination_message
-from kubetune.usererror import UserError
 
 # Lines of trainer output kept for status (the log file has them all).
 _LOG_WINDOW = 2000
 LOCAL_UID = "local"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                        help="manifests (multi-document YAML or JSON, as for kubectl apply): a file, a folder "
-                             "(its .yaml, .yml and .json files in name order) or - for standard input; "
-                             "repeat for several")
-    parser.add_argument("-R", "--recursive", action="store_true",
-                        help="read the folders given with -f and their sub-folders")
-    parser.add_argument("--volume", action="append", type=parse_volume, default=[], metavar="CLAIM=PATH",
-                        help="use folder PATH for PersistentVolumeClaim CLAIM "
-                             "(default: WORKDIR/volumes/CLAIM); repeat for several claims")
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR,
-                        help=f"folder for logs, configs, checkpoints and default volumes (default: {DEFAULT_WORKDIR})")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate the manifests and datasets, ask the trainer whether this machine can run "
-                             "the job, and print the trainer config; do not train")
-    parser.add_argument("--plain", action="store_true",
-                        help="print progress as plain lines even on a terminal")
-    parser.add_argument("--restart", action="store_true",
-                        help="start each run over from step 0: delete its run folder (checkpoints and finished "
-                             "model) first; without it the same manifest resumes, or only publishes a finished model")
-    parser.add_argument("--processes", type=_positive, default=1, metavar="N",
-                        help="training processes (torchrun; gloo on CPU, one GPU each with CUDA) for the "
-                             "data-parallel code path a cluster runs with resources.gpus x nodes (default: 1)")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes from 1 to 64")
-    return value
-
-
-def run_local(args: argparse.Namespace) -> int:
-    try:
-        manifests = load_manifests(args.filename, recursive=args.recursive)
-    except ManifestError as exc:
-        print("error: the manifests are invalid; nothing was run:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return ExitCode.PERMANENT
-    workspace = Workspace(Path(args.workdir).expanduser().resolve(), dict(args.volume))
-    problems = check_input_volumes(manifests, workspace)
-    if problems:
-        print("error: a volume is missing; nothing was run:", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return ExitCode.PERMANENT
-    display = ProgressDisplay(interactive=False if args.plain else None)
-    for note in manifests.notes:
-        display.message(f"note: {note}")
-    run = LocalRun(manifests, workspace, display, dry_run=args.dry_run, restart=args.restart,
-                   processes=args.processes)
-    try:
-        return run.run_all()
-    except (KeyboardInterrupt, RunInterrupted) as exc:
-        # Ctrl-C outside training (validation, between steps): nothing to resume, just stop.
-        display.close()
-        display.message(f"interrupted{': ' + str(exc) if str(exc) else ''}")
-        return ExitCode.INTERRUPTED
-    except BrokenPipeError:
-        raise  # the reader of our output went away (`| head`): the CLI ends quietly
-    except OSError as exc:  # a folder or file of the run that cannot be made, written or started
-        display.close()
-        what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
-        raise UserError(f"{what}: the run needs to write under --workdir ({workspace.root}) and the output "
-                        "volumes, and to start the trainer: check those paths and permissions") from None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _owner(job: TuningJob) -> dict[str, str]:
@@ -292,7 +199,7 @@ class LocalRun:
         argv = [*trainer_command(), *process_args(container, config_path), "--result-path", str(result_path)]
         job_name = rendered["metadata"]["name"]
         self.display.message("preflight: checking the token, base model, output repo, data and GPU memory")
-        running_job, running_pod = running_observation(job_name, f"{job_name}-local", _now())
+        running_job, running_pod = running_observation(job_name, f"{job_name}-local", utc_now())
         tracker.observe(RunObservation(datasets=datasets, preflight=PreflightObservation(running_job, running_pod)))
         outcome = LocalProcess(argv, env=env, log_path=job_dir / "preflight.log", result_path=result_path).run()
         if outcome.interrupted:
@@ -329,7 +236,7 @@ class LocalRun:
         self.display.message(f"training: log in {log_path}; model and checkpoints in {config.work_dir}")
 
         lines: deque[str] = deque(maxlen=_LOG_WINDOW)
-        started = _now()
+        started = utc_now()
         pod_name = f"{job_name}-local"
         running_job, running_pod = running_observation(job_name, pod_name, started)
         # status.workDir, as the operator reads it from the Job: here the local run folder.
@@ -393,33 +300,3 @@ class LocalRun:
         self.display.message(f"dry run: the manifests and datasets are valid; the trainer would run with "
                              f"{config_path}:")
         print(yaml.safe_dump(config.to_wire(), sort_keys=False), end="", file=self.out, flush=True)
-
-
-class StatusTracker:
-    """The TuningJob's status as the operator would keep it, and the Events each change deserves."""
-
-    def __init__(self, job: TuningJob, log_tail_lines: int, *, world_size: int | None = None,
-                 effective_batch_size: int | None = None) -> None:
-        self.job = job
-        self.log_tail_lines = log_tail_lines
-        self.world_size = world_size
-        self.effective_batch_size = effective_batch_size
-        self.status: TuningJobStatus | None = None
-        self.events: list[TimedEvent] = []
-        self.pins: tuple[PinnedDataset, ...] = ()  # each dataset's revision, for status.pinned
-
-    def note(self, record: EventRecord) -> None:
-        """An Event the local mode itself posts (the operator has no such moment)."""
-        self.events.append(TimedEvent(record, _now()))
-
-    def observe(self, obs: RunObservation) -> TuningJobStatus:
-        now = _now()
-        obs = replace(obs, world_size=self.world_size, effective_batch_size=self.effective_batch_size)
-        status = derive_status(self.status, obs, now=now, log_tail_lines=self.log_tail_lines)
-        records: list[EventRecord] = status_events(self.status, status)
-        self.events.extend(TimedEvent(record, now) for record in records)
-        self.status = status
-        return status
-
-    def current(self) -> TuningJob:
-        return self.job.model_copy(update={"status": self.status})
