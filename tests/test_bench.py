@@ -80,6 +80,13 @@ def test_control_plane_runs_tiny() -> None:
     assert figures["Job controller requests per TuningJob (start-up)"][0] > 0
     assert figures["kubelet requests per TuningJob (start-up)"][0] > 0
     assert figures["reconcile passes per TuningJob (start-up)"][0] >= 1
+    # The by-hand baseline ran the same bursts before and after, and the ratio is the operator's p99 over theirs.
+    before = figures["by-hand baseline apply -> Job p99 (5 at once), run before"][0]
+    after = figures["by-hand baseline apply -> Job p99 (5 at once), run after"][0]
+    assert before > 0 and after > 0
+    assert figures["operator / by-hand baseline, p99 (5 at once)"][0] == pytest.approx(
+        p99 / ((before + after) / 2), rel=0.05)  # the table prints 3 significant digits
+    assert figures["by-hand baseline apply -> Job p99 (last burst, 10 resources), run after"][0] > 0
 
 
 def test_scaling_runs_tiny_on_cpu_processes() -> None:
