@@ -25,12 +25,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 @pytest.fixture
 def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """One emulated Kubernetes API server for this test, with a Job controller (tests/support/kube_cluster.py)."""
-    from support.kube_cluster import WIRING_BATCH_PERIOD, WIRING_POD_FAILURE_BACKOFF, emulated_cluster
+    from support.kube_cluster import (
+        WIRING_BATCH_PERIOD,
+        WIRING_MAX_API_BACKOFF,
+        WIRING_POD_FAILURE_BACKOFF,
+        emulated_cluster,
+    )
     from support.kube_rbac import chart_rules
 
     # The operator may do only what the chart's RBAC grants it, as on a real cluster.
     with emulated_cluster(batch_period=WIRING_BATCH_PERIOD, pod_failure_backoff=WIRING_POD_FAILURE_BACKOFF,
-                          rbac=chart_rules()) as emulated:
+                          max_api_backoff=WIRING_MAX_API_BACKOFF, rbac=chart_rules()) as emulated:
         monkeypatch.setenv("KUBECONFIG", str(emulated.kubeconfig(tmp_path / "kubeconfig")))
         yield emulated
         assert not emulated.emulator.denied, "the chart's RBAC refused the operator:\n" + "\n".join(

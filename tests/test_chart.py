@@ -137,6 +137,7 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
         ("", "persistentvolumeclaims", "get"),
         ("", "persistentvolumeclaims", "create"),
         ("", "events", "create"),
+        ("", "events", "list"),
         *(("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("get", "list", "watch")),
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),

@@ -16,7 +16,8 @@ from typing import Any
 from kubetune.api import ModelResult, TrainerResult
 from kubetune.builders import training_job_name, validation_job_name
 from kubetune.controller.refusals import REASON as REFUSED
-from support.kube_cluster import JOBS, WIRING_SETTINGS, Cluster
+from kubetune.status.conditions import Reason
+from support.kube_cluster import JOBS, PODS, WIRING_SETTINGS, Cluster
 from support.kube_rbac import Authorizer, chart_rules
 from support.kubelet_plays import run_container, start_pod, terminate_container
 
@@ -205,3 +206,31 @@ def test_a_refused_request_is_told_on_the_run_once_and_the_run_goes_on_once_gran
         cluster.emulator.authorizer = Authorizer(chart_rules())  # the Role fixed: the run needs no re-apply
         cluster.wait_for("the run's Job", lambda: cluster.get(JOBS, NS, training_job_name(name)), timeout=30)
     cluster.emulator.denied.clear()  # refused on purpose above
+
+
+def test_a_run_whose_pod_is_refused_says_why_and_starts_once_there_is_room(cluster: Cluster) -> None:
+    # A namespace whose ResourceQuota has no room: the API server refuses the Job controller's Pod.
+    quota = ("exceeded quota: gpu-quota, requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=4, "
+             "limited: requests.nvidia.com/gpu=4")
+    cluster.emulator.refused_pods[NS] = quota
+    name = "no-room"
+    job_name = training_job_name(name)
+    with cluster.operator(WIRING_SETTINGS):
+        cluster.apply(TUNINGJOBS, tuningjob(name))
+
+        def running_reason() -> str | None:
+            conditions = ((cluster.get(TUNINGJOBS, NS, name) or {}).get("status") or {}).get("conditions") or []
+            return next((c.get("reason") for c in conditions if c.get("type") == "Running"), None)
+
+        cluster.wait_for("the run to say its Pod is refused", lambda: running_reason() == Reason.POD_CREATION_REFUSED,
+                         timeout=30)
+        status = (cluster.get(TUNINGJOBS, NS, name) or {})["status"]
+        assert status["phase"] == "Starting"
+        assert quota in status["message"] and "ResourceQuota" in status["message"]
+        assert Reason.POD_CREATION_REFUSED in cluster.event_reasons(name)
+        failed_creates = [e for e in cluster.events(job_name) if e["reason"] == "FailedCreate"]
+        assert failed_creates and failed_creates[0]["type"] == "Warning"
+
+        del cluster.emulator.refused_pods[NS]  # room again: the Job controller's next try gets its Pod
+        cluster.wait_for("the run to see its Pod", lambda: running_reason() == Reason.STARTING, timeout=30)
+        assert [p for p in cluster.list(PODS, NS) if (p["metadata"].get("labels") or {}).get("job-name") == job_name]

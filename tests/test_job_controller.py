@@ -209,3 +209,22 @@ def test_a_job_past_its_deadline_fails_and_its_pod_goes(cluster: Cluster) -> Non
                                                                          "deadline")
     assert job_condition(cluster, NS, "train", "FailureTarget") is not None
     assert cluster.get(PODS, NS, name) is None
+
+
+def test_a_refused_pod_is_a_failed_create_event_and_a_later_try(cluster: Cluster) -> None:
+    quota = "exceeded quota: cpu-quota, requested: requests.cpu=1, used: requests.cpu=4, limited: requests.cpu=4"
+    cluster.emulator.refused_pods[NS] = quota
+    cluster.apply(JOBS, job_manifest())
+
+    def failed_creates() -> list[str]:
+        return [message for type_, reason, message in event_messages(cluster, "train")
+                if (type_, reason) == ("Warning", "FailedCreate")]
+
+    warnings = cluster.wait_for("a second FailedCreate (the controller tried again)",
+                                lambda: failed_creates() if len(failed_creates()) >= 2 else None)
+    # As pkg/controller/job's pod control: "Error creating: " and the API server's refusal.
+    assert warnings[0] == f'Error creating: pods "train-" is forbidden: {quota}'
+    assert not cluster.list(PODS, NS)
+    assert job_status(cluster).get("active", 0) == 0
+    del cluster.emulator.refused_pods[NS]
+    cluster.wait_for("the Pod, once the quota has room", lambda: cluster.list(PODS, NS))

@@ -206,6 +206,12 @@ class KubeClient:
 
     # --- write --------------------------------------------------------------------------
 
+    def list_events(self, namespace: str, fields: Mapping[str, str]) -> list[Obj]:
+        """The core/v1 Events of a namespace whose fields (involvedObject.name, reason ...) have these values,
+        selected by the API server."""
+        query = {"fieldSelector": ",".join(f"{key}={value}" for key, value in fields.items())}
+        return list(_json(self._request("GET", _core_path(namespace, "events"), query=query)).get("items") or [])
+
     def patch_job_suspend(self, namespace: str, name: str, suspend: bool) -> Obj:
         """Set the Job's spec.suspend; the Job as patched."""
         return _json(self._request("PATCH", _batch_path(namespace, "jobs", name),

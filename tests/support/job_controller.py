@@ -6,7 +6,9 @@ change, a second after its Pods' changes (`batch_period`, coalescing them), seve
 time (`workers`). A sync
 
 - creates the Pod from the template (generateName `<job>-`, the controller labels, an owning
-  controller reference, the job-tracking finalizer) and posts SuccessfulCreate;
+  controller reference, the job-tracking finalizer) and posts SuccessfulCreate; a Pod the API
+  server refuses (a ResourceQuota, admission) is a Warning FailedCreate "Error creating: ..." on
+  the Job and another sync after a back-off (1 s doubling to 60 s), with the Job's status as it was;
 - writes status: startTime, active, ready, terminating; a finished Pod first goes into
   uncountedTerminatedPods, its finalizer is removed, then it is counted in succeeded/failed;
 - finishes the Job in two writes, the interim condition (SuccessCriteriaMet, or FailureTarget
@@ -38,10 +40,12 @@ import aiohttp
 
 from kubetune.kube import merge_patch
 from support.job_rules import (
+    API_BACKOFF,
     BACKOFF_LIMIT_EXCEEDED,
     COMPLETIONS_REACHED,
     CONCURRENT_JOB_SYNCS,
     DEADLINE_EXCEEDED,
+    MAX_API_BACKOFF,
     POD_FAILURE_BACKOFF,
     SYNC_BATCH_PERIOD,
     Obj,
@@ -92,8 +96,10 @@ class JobController:
     """The Job controller of the emulated cluster; `start()` on an event loop, `stop()` on the same."""
 
     def __init__(self, client: RigClient, *, batch_period: float = SYNC_BATCH_PERIOD,
-                 pod_failure_backoff: float = POD_FAILURE_BACKOFF, workers: int = CONCURRENT_JOB_SYNCS) -> None:
+                 pod_failure_backoff: float = POD_FAILURE_BACKOFF, workers: int = CONCURRENT_JOB_SYNCS,
+                 max_api_backoff: float = MAX_API_BACKOFF) -> None:
         self.client = client
+        self.max_api_backoff = max_api_backoff
         self.batch_period = batch_period
         self.pod_failure_backoff = pod_failure_backoff
         self.jobs: dict[Key, Obj] = {}
@@ -102,6 +108,7 @@ class JobController:
         self._pods_of: dict[str, set[Key]] = defaultdict(set)  # Job uid -> its Pods
         self._queue: WorkQueue[Key] = WorkQueue(self._sync, workers)
         self._failures: dict[Key, tuple[int, float | None]] = {}  # failures since the last success, when
+        self._refusals: dict[Key, int] = {}  # Pods refused by the API server in a row
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -305,7 +312,19 @@ class JobController:
                      for p in self._owned_pods(job) if is_active(p) or phase(p) == "Succeeded"}
             indexes = [i for i in range(int(completions)) if str(i) not in taken][:missing]
         for index in indexes:
-            pod = await self.client.create(PODS, pod_for_job(job, index))
+            try:
+                pod = await self.client.create(PODS, pod_for_job(job, index))
+            except ApiError as exc:
+                if exc.status not in (400, 403, 422):
+                    raise
+                # The API server refused the Pod (a ResourceQuota, an admission policy): a Warning on
+                # the Job, nothing in its status, and the sync again after a growing back-off.
+                self._event(job, "FailedCreate", f"Error creating: {exc.message}", type_="Warning")
+                refusals = self._refusals.get(key, 0)
+                self._refusals[key] = refusals + 1
+                self._queue.add(key, min(self.max_api_backoff, API_BACKOFF * 2 ** refusals))
+                break
+            self._refusals.pop(key, None)
             self._store_pod(pod)
             self._event(job, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
             active += 1

@@ -19,6 +19,10 @@ from support.kube_objects import JOB_TRACKING_FINALIZER, stamp
 SYNC_BATCH_PERIOD = 1.0
 POD_FAILURE_BACKOFF = 10.0
 MAX_POD_FAILURE_BACKOFF = 600.0
+# A sync that failed on the API (a Pod refused) is retried from 1 s, doubling, up to 60 s
+# (the controller's DefaultJobApiBackOff and MaxJobApiBackOff).
+API_BACKOFF = 1.0
+MAX_API_BACKOFF = 60.0
 CONCURRENT_JOB_SYNCS = 5  # kube-controller-manager --concurrent-job-syncs
 
 BACKOFF_LIMIT_EXCEEDED = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")

@@ -82,6 +82,7 @@ class ApiError(Exception):
     def __init__(self, status: int, method: str, path: str, message: str) -> None:
         super().__init__(f"{method} {path} -> {status}: {message}")
         self.status = status
+        self.message = message  # the API server's own words (a Status's message)
 
 
 class RigClient:

@@ -27,7 +27,7 @@ import kmock
 
 from kubetune.settings import Settings
 from support.job_controller import JobController
-from support.job_rules import POD_FAILURE_BACKOFF, SYNC_BATCH_PERIOD
+from support.job_rules import MAX_API_BACKOFF, POD_FAILURE_BACKOFF, SYNC_BATCH_PERIOD
 from support.kube_client import CONTROLLER_MANAGER_AGENT, RigClient, is_rig_agent, resource_path
 from support.kube_emulator import KubetuneEmulator
 from support.kube_rbac import Authorizer
@@ -190,11 +190,12 @@ class Cluster:
 # replacement's creationTimestamp (whole seconds) after its predecessor's, as on a real cluster.
 WIRING_BATCH_PERIOD = 0.1
 WIRING_POD_FAILURE_BACKOFF = 1.0
+WIRING_MAX_API_BACKOFF = 1.0
 
 
 @contextmanager
 def emulated_cluster(*, job_controller: bool = True, batch_period: float = SYNC_BATCH_PERIOD,
-                     pod_failure_backoff: float = POD_FAILURE_BACKOFF,
+                     pod_failure_backoff: float = POD_FAILURE_BACKOFF, max_api_backoff: float = MAX_API_BACKOFF,
                      rbac: Iterable[Mapping[str, Any]] | None = None) -> Iterator[Cluster]:
     """A fresh emulator on a loopback port, served from its own thread for the `with` block,
     with a Job controller unless told otherwise (it runs on the emulator's loop, over HTTP).
@@ -211,7 +212,8 @@ def emulated_cluster(*, job_controller: bool = True, batch_period: float = SYNC_
             if job_controller:
                 cluster.job_controller = JobController(RigClient(cluster.url, CONTROLLER_MANAGER_AGENT),
                                                        batch_period=batch_period,
-                                                       pod_failure_backoff=pod_failure_backoff)
+                                                       pod_failure_backoff=pod_failure_backoff,
+                                                       max_api_backoff=max_api_backoff)
                 await cluster.job_controller.start()
             holder["cluster"] = cluster
             ready.set()

@@ -11,7 +11,10 @@ the operator and the `kubernetes` client trip over:
   controller labels, pod template defaults, a Pod's QoS class and tolerations);
 - `pods/{name}/binding` (the scheduler's) sets the node and PodScheduled in one write;
 - list answers carry `kind: <Kind>List` and `apiVersion`;
-- label selectors honoured on lists and watches (kmock ignores them);
+- label selectors honoured on lists and watches (kmock ignores them), field selectors
+  (`involvedObject.name=x,reason=y`, equality only) on lists;
+- `refused_pods` (namespace -> why) refuses every Pod created there with 403, as a ResourceQuota
+  without room does (the Job controller then posts FailedCreate);
 - a watch starting at the resourceVersion of a list gets only later changes (kmock replays every
   object as ADDED, and kopf then patches a stale version);
 - a JSON patch whose `test` op fails (kopf's optimistic concurrency) answers 422, not 500;
@@ -69,6 +72,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     object_resources: set[Any]
     failures: list[tuple[str, str, int]]
     authorizer: Authorizer | None = None  # None: every client may do anything
+    refused_pods: dict[str, str]  # namespace -> the admission message every Pod created there gets
     denied: list[str]
     # Watch events sent, by (client User-Agent, object kind, event type).
     delivered: collections.Counter[tuple[str, str, str]]
@@ -81,6 +85,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         self.object_resources = set()
         self.failures = []
         self.denied = []
+        self.refused_pods = {}
         self.delivered = collections.Counter()
         self.resource_version = 0
         self.resources.load_bundled()
@@ -129,6 +134,13 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
             if denial is not None:
                 self.denied.append(f"{method} {request.url.path}: {denial}")
                 raise kmock.KubernetesError(status=403, reason="Forbidden", message=denial)
+        parts = request.url.path.strip("/").split("/")
+        if request.method == "POST" and parts[:3] == ["api", "v1", "namespaces"] and parts[4:] == ["pods"] \
+                and parts[3] in self.refused_pods and isinstance(request.data, dict):
+            meta = request.data.get("metadata") or {}
+            name = meta.get("name") or meta.get("generateName") or ""
+            raise kmock.KubernetesError(status=403, reason="Forbidden",
+                                        message=f'pods "{name}" is forbidden: {self.refused_pods[parts[3]]}')
         for failure in self.failures:
             method, path_part, status = failure
             if request.method == method and path_part in request.url.path and not is_rig_agent(agent):
@@ -212,6 +224,9 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         selector = request.params.get("labelSelector")
         if selector:
             answer["items"] = [item for item in answer["items"] if _selected(item, selector)]
+        fields = request.params.get("fieldSelector")
+        if fields:
+            answer["items"] = [item for item in answer["items"] if _fields_selected(item, fields)]
         return answer
 
     async def _serve_binding(self, request: rendering.Request) -> dict[str, Any]:
@@ -270,5 +285,17 @@ def _selected(obj: dict[str, Any], selector: str) -> bool:
             if term[1:] in labels:
                 return False
         elif term not in labels:
+            return False
+    return True
+
+
+def _fields_selected(obj: dict[str, Any], selector: str) -> bool:
+    """Equality field selectors (`involvedObject.name=x,reason=y`) on dotted paths."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        path, _, wanted = term.partition("=")
+        value: Any = obj
+        for part in path.rstrip("=").split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if str(value if value is not None else "") != wanted.lstrip("="):
             return False
     return True

@@ -128,8 +128,9 @@ its own credentials, so the operator never reads one.
   resources: ["pods/log"]
   verbs: ["get"]
 # Events on TuningJobs and Datasets, so that `kubectl describe` tells the story (core v1 Events,
-# the API the operator and kopf post to).
+# the API the operator and kopf post to); list: the Job controller's FailedCreate on a Job that
+# stays without a Pod (a ResourceQuota or admission policy refused it), read to say why.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}

@@ -93,7 +93,8 @@ class DatasetReconciler:
         if finished_now:
             for key in self.dependents(namespace, name):
                 self.ctx.queue.add(key, urgent=True)
-        return None
+        # A validation Job without a Pod brings no events: a pass must come to read why (podrefusals.py).
+        return self.ctx.pod_refusals.next_read(namespace, validation_job_name(name, _generation(body)))
 
     def _reconcile(self, body: Obj) -> bool:
         """One pass; whether the validation finished in it."""
@@ -116,7 +117,9 @@ class DatasetReconciler:
             logger.info("%s/%s: validation Job %s", namespace, name, job_name)
 
         pods = ctx.cache.owned((JOB, namespace, job_name), POD) if job is not None else []
-        job_obs, pod_obs = observe_job(job), observe_pods(pods, VALIDATOR_CONTAINER)
+        now = datetime.now(UTC).replace(microsecond=0)
+        job_obs = observe_job(job) if done else ctx.pod_refusals.observe(namespace, observe_job(job), bool(pods))
+        pod_obs = observe_pods(pods, VALIDATOR_CONTAINER)
         if job_is_over(job_obs) and not done and (pod_obs is None or pod_obs.terminated is None):
             pod_obs = observe_pods(pods_now(ctx, namespace, job_name, LABEL_DATASET, name), VALIDATOR_CONTAINER)
         current = derive_dataset_status(
@@ -127,7 +130,7 @@ class DatasetReconciler:
             job=job_obs,
             pod=pod_obs,
             spec_error=spec_error,
-            now=datetime.now(UTC).replace(microsecond=0),
+            now=now,
         )
         before = previous.to_wire() if previous is not None else {}
         after = current.to_wire()

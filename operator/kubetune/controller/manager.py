@@ -28,6 +28,7 @@ from kubetune.controller.cache import InformerCache
 from kubetune.controller.dataset import DatasetReconciler
 from kubetune.controller.informer import Informer, WatchClient, WatchScope
 from kubetune.controller.objects import DATASET, JOB, POD, TUNINGJOB, ObjectKey
+from kubetune.controller.podrefusals import PodRefusals
 from kubetune.controller.queue import WorkQueue
 from kubetune.controller.reconciler import ControllerContext, Reconciler
 from kubetune.controller.recorder import EventRecorder
@@ -74,7 +75,8 @@ class Controller:
         queue: WorkQueue[ObjectKey] = WorkQueue(retry_base=min(1.0, max(0.1, float(settings.status_refresh_seconds))))
         self.ctx = ControllerContext(
             settings=settings, kube=kube, cache=InformerCache(), queue=queue,
-            recorder=EventRecorder(kube, hold=lambda: queue.urgent_waiting() > 0), metrics=metrics)
+            recorder=EventRecorder(kube, hold=lambda: queue.urgent_waiting() > 0), metrics=metrics,
+            pod_refusals=PodRefusals(kube))
         tuningjobs = TuningJobReconciler(self.ctx)
         self.reconcilers: dict[str, Reconciler] = {
             TUNINGJOB: tuningjobs,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from kubetune.builders import label_value
 from kubetune.controller.cache import InformerCache
 from kubetune.controller.objects import JOB, POD, ObjectKey, parent_of
+from kubetune.controller.podrefusals import PodRefusals
 from kubetune.controller.queue import WorkQueue
 from kubetune.controller.recorder import EventRecorder
 from kubetune.kube import KubeClient, Obj, merge_patch
@@ -34,6 +35,7 @@ class ControllerContext:
     queue: WorkQueue[ObjectKey]
     recorder: EventRecorder
     metrics: OperatorMetrics
+    pod_refusals: PodRefusals
 
 
 class Reconciler(Protocol):

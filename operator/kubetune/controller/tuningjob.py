@@ -125,6 +125,8 @@ class TuningJobReconciler:
         self._log_reads.pop((namespace, name), None)
         self._log_slots.pop((namespace, name), None)
         self._parsed.forget(namespace, name)
+        for job in (training_job_name(name), preflight_job_name(name)):
+            self.ctx.pod_refusals.forget(namespace, job)
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         body = self.ctx.cache.get(TUNINGJOB, namespace, name)
@@ -135,6 +137,11 @@ class TuningJobReconciler:
             return None
         with self.ctx.metrics.reconcile_duration.labels(TUNINGJOB).time():
             status = self._reconcile(body)
+        if status is not None and status.phase in (TuningJobPhase.PENDING, TuningJobPhase.STARTING):
+            # A Job without a Pod brings no events: a pass must come to read why (controller/podrefusals.py).
+            due = [self.ctx.pod_refusals.next_read(namespace, job) for job in (training_job_name(name),
+                                                                                 preflight_job_name(name))]
+            return min((seconds for seconds in due if seconds is not None), default=None)
         if status is None or status.phase not in POLLED_PHASES:
             return None
         slot = self._log_slots.get((namespace, name))
@@ -194,6 +201,7 @@ class TuningJobReconciler:
 
         job_obs = observe_job(job)
         pods = ctx.cache.owned((JOB, namespace, job_obs.name), POD) if job_obs is not None else []
+        job_obs = ctx.pod_refusals.observe(namespace, job_obs, bool(pods))
         pod_obs = observe_pods(pods, TRAINER_CONTAINER)
         pod_pending = pod_obs is None or pod_obs.terminated is None
         if job_obs is not None and job_is_over(job_obs) and not finished and pod_pending:
@@ -254,6 +262,8 @@ class TuningJobReconciler:
         if job_obs is None:
             return PreflightObservation()
         pods = ctx.cache.owned((JOB, namespace, job_obs.name), POD)
+        job_obs = ctx.pod_refusals.observe(namespace, job_obs, bool(pods))
+        assert job_obs is not None
         pod_obs = observe_pods(pods, PREFLIGHT_CONTAINER)
         if job_is_over(job_obs) and not finished and (pod_obs is None or pod_obs.terminated is None):
             pod_obs = observe_pods(pods_now(ctx, namespace, job_obs.name, LABEL_TUNINGJOB, name), PREFLIGHT_CONTAINER)

@@ -71,6 +71,7 @@ class Reason:
     INVALID_IMAGE_NAME: Final = "InvalidImageName"
     CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
     CREATE_CONTAINER_ERROR: Final = "CreateContainerError"
+    POD_CREATION_REFUSED: Final = "PodCreationRefused"  # the Job controller's Pod refused (ResourceQuota, admission)
     # Failures seen by Kubernetes
     OOM_KILLED: Final = "OOMKilled"
     DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
@@ -95,6 +96,7 @@ class Reason:
 BLOCKING_WAIT_REASONS: Final = frozenset({
     Reason.IMAGE_PULL_BACK_OFF, Reason.ERR_IMAGE_PULL, Reason.INVALID_IMAGE_NAME,
     Reason.CREATE_CONTAINER_CONFIG_ERROR, Reason.CREATE_CONTAINER_ERROR, Reason.UNSCHEDULABLE,
+    Reason.POD_CREATION_REFUSED,
 })
 
 

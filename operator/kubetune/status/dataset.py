@@ -99,7 +99,7 @@ def derive_dataset_status(
         message = failure.message
     else:
         phase = DatasetPhase.VALIDATING
-        blocked = explain_waiting(pod)
+        blocked = explain_waiting(pod, job)
         message = blocked.message if blocked is not None else f"validating with Job {job.name}"
 
     def cond(type_: str, status: bool, reason: str, text: str) -> Condition:

@@ -54,8 +54,15 @@ def _tail(lines: Sequence[str]) -> str:
     return " | ".join(kept)
 
 
-def explain_waiting(pod: PodObservation | None) -> Diagnosis | None:
-    """Why the Pod cannot start, when someone must act (or capacity must free up); None otherwise."""
+def explain_waiting(pod: PodObservation | None, job: JobObservation | None = None) -> Diagnosis | None:
+    """Why the Pod cannot start, when someone must act (or capacity must free up); None otherwise.
+
+    A Job without a Pod whose Pods the API server refused (`job.pods_refused`: a ResourceQuota, a
+    LimitRange, an admission policy) is told with the Job controller's message."""
+    refused = job.pods_refused if job is not None and pod is None else None
+    if refused:
+        return Diagnosis(Reason.POD_CREATION_REFUSED, clip(
+            f"the Job's Pod cannot be created: {refused.strip()}; {_refusal_advice(refused)}"))
     if pod is None or pod.terminated is not None:
         return None
     if pod.unschedulable_message:
@@ -70,6 +77,15 @@ def explain_waiting(pod: PodObservation | None) -> Diagnosis | None:
         return Diagnosis(pod.waiting_reason,
                          clip(f"the container cannot start ({pod.waiting_reason}){detail}; {advice}".rstrip("; ")))
     return None
+
+
+def _refusal_advice(message: str) -> str:
+    if "exceeded quota" in message:
+        return ("the namespace's ResourceQuota has no room: lower spec.resources (gpus, cpu, memory), wait for other "
+                "work to finish, or ask for more quota; the Job keeps trying")
+    if "LimitRange" in message or "maximum" in message or "minimum" in message:
+        return "the namespace's LimitRange does not allow these resources: change spec.resources to fit it"
+    return "an admission policy refused it (the message names the rule); the Job keeps trying"
 
 
 def _output_tail(pod: PodObservation | None, log_lines: Sequence[str]) -> str:

@@ -74,7 +74,7 @@ def preflight_verdict(obs: PreflightObservation) -> PreflightVerdict:
         return PreflightVerdict(PreflightStage.FAILED, Reason.PREFLIGHT_FAILED, clip(
             f"the preflight Job {job.name} {what}{detail}; see kubectl logs job/{job.name}. A trainer image older "
             "than the operator has no preflight: use a matching image, or set spec.guardrails.preflight: false"))
-    blocked = explain_waiting(pod)
+    blocked = explain_waiting(pod, job)
     if blocked is not None:
         return PreflightVerdict(PreflightStage.CHECKING, blocked.reason, clip(f"preflight: {blocked.message}"))
     message = "preflight: checking the token, base model, output repo, data and GPU memory before a GPU is used"

@@ -58,6 +58,9 @@ class JobObservation:
     queue_name: str | None = None
     spec_hash: str | None = None
     work_dir: str | None = None  # the run folder the Job's Pods work in (pvc:CLAIM/PATH/runs/<run>)
+    # The Job controller's last FailedCreate message while the Job has no Pod (read from its Events
+    # by the controller, not in the Job itself); None: none seen.
+    pods_refused: str | None = None
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ def run_verdict(previous: TuningJobStatus, obs: RunObservation, result: TrainerR
         return RunVerdict(TuningJobPhase.STARTING, clip(f"attempt {max(job.failed, 1)} failed ({attempt.reason}): "
                                                       f"{attempt.message}; a new Pod will be started"),
                         (False, Reason.RETRYING))
-    blocked = explain_waiting(pod)
+    blocked = explain_waiting(pod, job)
     if blocked is not None:
         return RunVerdict(TuningJobPhase.STARTING, blocked.message, (False, blocked.reason))
     detail = f" ({pod.waiting_reason})" if pod is not None and pod.waiting_reason else ""
