@@ -39,7 +39,8 @@ def _run(tmp_path: Path, faults: dict[str, Any], **hyperparameters: Any) -> tupl
     config = trainer_config(tmp_path, train=[data_entry("train.jsonl")], hyperparameters=hp)
     config.launch = config.launch.model_copy(update={"processes_per_node": 2, "run_id": tmp_path.name})
     path = write_config(tmp_path, config)
-    python_path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH")) if p)
+    # The fault hooks first (sitecustomize), then the tests folder they import support.modelhooks from.
+    python_path = os.pathsep.join(p for p in (str(FAULTS), str(FAULTS.parents[1]), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path,
            "KUBETUNE_TEST_FAULTS": json.dumps(faults)}
     # A hang (a rank waiting for one that is gone) would show as this timeout.

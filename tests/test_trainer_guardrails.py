@@ -21,6 +21,7 @@ from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.progress import ProgressEvent, parse_line
 from kubetune_trainer.cli import main
 from kubetune_trainer.workdir import WorkDir
+from support.modelhooks import hooked_model_loader
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, trainer_config, write_config
 
@@ -48,7 +49,6 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
     import kubetune_trainer.training.train as train_stage
 
     injected = Faults(rows=[])
-    real_load_model = train_stage.load_model
 
     def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         if not module.training:
@@ -67,13 +67,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
             output["loss"] = output["loss"] * injected.loss_factor
         return output
 
-    def load_model_with_faults(*args: Any, **kwargs: Any) -> Any:
-        model = real_load_model(*args, **kwargs)
-        model.register_forward_pre_hook(before, with_kwargs=True)
-        model.register_forward_hook(after, with_kwargs=True)
-        return model
-
-    monkeypatch.setattr(train_stage, "load_model", load_model_with_faults)
+    monkeypatch.setattr(train_stage, "load_model", hooked_model_loader(train_stage.load_model, before, after))
     yield injected
 
 

@@ -3,7 +3,8 @@
 Python imports `sitecustomize` at start-up from the first folder on sys.path that has one: a
 test puts this folder first on PYTHONPATH and describes the faults in KUBETUNE_TEST_FAULTS
 (JSON), and every process torchrun starts (those with a RANK) wraps the trainer's model loader
-as tests/test_trainer_guardrails.py does in one process:
+(support/modelhooks.py, so the tests folder must be on PYTHONPATH too) as
+tests/test_trainer_guardrails.py does in one process:
 
     ranks          the ranks that get the faults (all when absent)
     oomAfterCalls  training forward calls that go through before each one raises
@@ -25,6 +26,7 @@ def _install(faults: dict[str, Any], rank: int) -> None:
     import torch
 
     import kubetune_trainer.training.train as train_stage
+    from support.modelhooks import hooked_model_loader
 
     wanted = faults.get("ranks")
     if wanted is not None and rank not in wanted:
@@ -33,7 +35,6 @@ def _install(faults: dict[str, Any], rank: int) -> None:
     loss_from = faults.get("lossFromCall")
     factor = float(faults.get("lossFactor", 1.0))
     calls = 0
-    real_load_model = train_stage.load_model
 
     def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         nonlocal calls
@@ -48,13 +49,7 @@ def _install(faults: dict[str, Any], rank: int) -> None:
             output["loss"] = output["loss"] * factor
         return output
 
-    def load_model_with_faults(*args: Any, **kwargs: Any) -> Any:
-        model = real_load_model(*args, **kwargs)
-        model.register_forward_pre_hook(before, with_kwargs=True)
-        model.register_forward_hook(after, with_kwargs=True)
-        return model
-
-    train_stage.load_model = load_model_with_faults  # type: ignore[assignment]
+    train_stage.load_model = hooked_model_loader(train_stage.load_model, before, after)  # type: ignore[assignment]
 
 
 if os.environ.get(FAULTS_ENV) and "RANK" in os.environ:
