@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from kubetune.api import TuningJobPhase
 from kubetune.controller.podrefusals import NOT_YET_SECONDS, READ_INTERVAL_SECONDS, PodRefusals
@@ -128,3 +129,19 @@ def test_the_preflight_and_a_dataset_validation_say_it_too() -> None:
     dataset = derive_dataset_status(None, generation=1, source="hf: org/data", job_name="data-validate-1",
                                     job=job(name="data-validate-1", pods_refused=QUOTA), pod=None, now=T0)
     assert dataset.message is not None and "exceeded quota" in dataset.message
+
+
+def test_a_read_the_api_server_refuses_leaves_the_pass_alone_and_is_tried_later() -> None:
+    class Refusing(FakeEvents):
+        def list_events(self, namespace: str, fields: Mapping[str, str]) -> list[dict[str, Any]]:
+            super().list_events(namespace, fields)
+            raise ApiException(status=403, reason="Forbidden")  # a Role without `list events`
+
+    kube, clock = Refusing([]), Clock()
+    refusals = PodRefusals(kube, clock)  # type: ignore[arg-type]
+    seen = refusals.observe("ml", job(), False)
+    assert seen is not None and seen.pods_refused is None
+    assert refusals.next_read("ml", "run-train") == pytest.approx(READ_INTERVAL_SECONDS)
+    clock.now += READ_INTERVAL_SECONDS
+    refusals.observe("ml", job(), False)
+    assert len(kube.asked) == 2

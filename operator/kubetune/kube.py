@@ -183,6 +183,12 @@ class KubeClient:
                 return None
             raise
 
+    def list_events(self, namespace: str, fields: Mapping[str, str]) -> list[Obj]:
+        """The core/v1 Events of a namespace whose fields (involvedObject.name, reason ...) have these values,
+        selected by the API server."""
+        query = {"fieldSelector": ",".join(f"{key}={value}" for key, value in fields.items())}
+        return list(_json(self._request("GET", _core_path(namespace, "events"), query=query)).get("items") or [])
+
     def read_log_tail(self, namespace: str, pod: str, *, container: str | None = None,
                       tail_lines: int, since_seconds: int | None = None) -> list[str] | None:
         """The last `tail_lines` lines of a container's log (None if there is no log yet).
@@ -205,12 +211,6 @@ class KubeClient:
         return text.splitlines()[-tail_lines:] if tail_lines else []
 
     # --- write --------------------------------------------------------------------------
-
-    def list_events(self, namespace: str, fields: Mapping[str, str]) -> list[Obj]:
-        """The core/v1 Events of a namespace whose fields (involvedObject.name, reason ...) have these values,
-        selected by the API server."""
-        query = {"fieldSelector": ",".join(f"{key}={value}" for key, value in fields.items())}
-        return list(_json(self._request("GET", _core_path(namespace, "events"), query=query)).get("items") or [])
 
     def patch_job_suspend(self, namespace: str, name: str, suspend: bool) -> Obj:
         """Set the Job's spec.suspend; the Job as patched."""
