@@ -31,11 +31,11 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         WIRING_POD_FAILURE_BACKOFF,
         emulated_cluster,
     )
-    from support.kube_rbac import chart_rules
+    from support.kube_rbac import chart_authorizer
 
     # The operator may do only what the chart's RBAC grants it, as on a real cluster.
     with emulated_cluster(batch_period=WIRING_BATCH_PERIOD, pod_failure_backoff=WIRING_POD_FAILURE_BACKOFF,
-                          max_api_backoff=WIRING_MAX_API_BACKOFF, rbac=chart_rules()) as emulated:
+                          max_api_backoff=WIRING_MAX_API_BACKOFF, authorizer=chart_authorizer()) as emulated:
         monkeypatch.setenv("KUBECONFIG", str(emulated.kubeconfig(tmp_path / "kubeconfig")))
         yield emulated
         assert not emulated.emulator.denied, "the chart's RBAC refused the operator:\n" + "\n".join(

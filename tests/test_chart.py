@@ -138,9 +138,6 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_needs() -> None:
         ("", "persistentvolumeclaims", "create"),
         ("", "events", "create"),
         ("", "events", "list"),
-        *(("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("get", "list", "watch")),
-        ("", "namespaces", "list"),
-        ("", "namespaces", "watch"),
     }
     assert permissions(cluster_role["rules"]) == expected
     binding = the_one(objects, "ClusterRoleBinding")

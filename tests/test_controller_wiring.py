@@ -18,7 +18,7 @@ from kubetune.builders import training_job_name, validation_job_name
 from kubetune.controller.refusals import REASON as REFUSED
 from kubetune.status.conditions import Reason
 from support.kube_cluster import JOBS, PODS, WIRING_SETTINGS, Cluster
-from support.kube_rbac import Authorizer, chart_rules
+from support.kube_rbac import Authorizer, chart_authorizer
 from support.kubelet_plays import run_container, start_pod, terminate_container
 
 TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
@@ -186,7 +186,7 @@ def test_log_refreshes_stay_within_the_log_read_budget_and_reach_every_run(clust
 def test_a_refused_request_is_told_on_the_run_once_and_the_run_goes_on_once_granted(cluster: Cluster) -> None:
     # A cluster whose operator Role lacks one rule the chart renders (a hand-written Role, a
     # namespace outside watchNamespaces): its ConfigMaps are refused with 403.
-    cluster.emulator.authorizer = Authorizer([rule for rule in chart_rules()
+    cluster.emulator.authorizer = Authorizer([rule for rule in chart_authorizer().rules
                                               if "configmaps" not in rule.get("resources", [])])
     name = "refused"
     with cluster.operator(SETTINGS):
@@ -203,7 +203,7 @@ def test_a_refused_request_is_told_on_the_run_once_and_the_run_goes_on_once_gran
         assert len(told()) == 1, "the same refusal is told once, not on every retry"
         assert cluster.get(JOBS, NS, training_job_name(name)) is None
 
-        cluster.emulator.authorizer = Authorizer(chart_rules())  # the Role fixed: the run needs no re-apply
+        cluster.emulator.authorizer = chart_authorizer()  # the Role fixed: the run needs no re-apply
         cluster.wait_for("the run's Job", lambda: cluster.get(JOBS, NS, training_job_name(name)), timeout=30)
     cluster.emulator.denied.clear()  # refused on purpose above
 
@@ -234,3 +234,16 @@ def test_a_run_whose_pod_is_refused_says_why_and_starts_once_there_is_room(clust
         del cluster.emulator.refused_pods[NS]  # room again: the Job controller's next try gets its Pod
         cluster.wait_for("the run to see its Pod", lambda: running_reason() == Reason.STARTING, timeout=30)
         assert [p for p in cluster.list(PODS, NS) if (p["metadata"].get("labels") or {}).get("job-name") == job_name]
+
+
+def test_a_namespaced_operator_needs_nothing_beyond_the_roles_the_chart_gives_it(cluster: Cluster) -> None:
+    # helm install --set watchNamespaces={team-a}: a Role in team-a, nothing cluster-scoped.
+    cluster.emulator.authorizer = chart_authorizer("team-a")
+    run = tuningjob("scoped")
+    run["metadata"]["namespace"] = "team-a"
+    with cluster.operator(replace(WIRING_SETTINGS, namespaces=("team-a",))):
+        cluster.apply(TUNINGJOBS, run)
+        cluster.wait_for("the run's Job in team-a", lambda: cluster.get(JOBS, "team-a", training_job_name("scoped")))
+        cluster.wait_for("the run's status", lambda: ((cluster.get(TUNINGJOBS, "team-a", "scoped") or {})
+                                                      .get("status") or {}).get("jobName"))
+    assert cluster.emulator.denied == []

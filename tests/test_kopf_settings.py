@@ -51,3 +51,11 @@ def test_no_diff_base_is_built_or_read() -> None:
     assert progress.fetch(key=kopf.HandlerId("any"), body=dataset) is None
     # Were kopf ever to keep a record, it would be under our group, where `kubectl get -o yaml` shows whose.
     assert settings.persistence.finalizer.startswith("kubetune.io/")
+
+
+def test_kopf_does_not_scan_crds_or_namespaces() -> None:
+    # Its watches of CRDs and namespaces would serve no handler and need cluster-scoped grants the
+    # chart does not give (test_controller_wiring runs a namespaced operator under its Roles).
+    settings = kopf.OperatorSettings()
+    configure_kopf(settings)
+    assert settings.scanning.disabled is True

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from support.kube_cluster import emulated_cluster
-from support.kube_rbac import Attributes, Authorizer, chart_rules, owner_finalizer_checks, request_attributes
+from support.kube_rbac import Attributes, Authorizer, chart_authorizer, owner_finalizer_checks, request_attributes
 
 NS = "/namespaces/team-a"
 
@@ -79,17 +79,31 @@ def test_blocking_an_owners_deletion_needs_update_on_its_finalizers() -> None:
     assert finalizers.denial("POST", path, {}, job_owned_by("TuningJob", block=True)) is None
 
 
-def test_the_chart_lets_the_operator_block_its_owners_deletion() -> None:
+@pytest.mark.parametrize("watch_namespaces", [(), ("ns",)], ids=["cluster-wide", "namespaced"])
+def test_the_chart_lets_the_operator_block_its_owners_deletion(watch_namespaces: tuple[str, ...]) -> None:
     """Every child the operator creates names its TuningJob or Dataset with blockOwnerDeletion:
     on clusters that enforce owner-reference permissions (OpenShift) that needs the finalizers."""
-    authorizer = Authorizer(chart_rules())
+    authorizer = chart_authorizer(*watch_namespaces)
     for plural in ("tuningjobs", "datasets"):
         assert authorizer.allows(Attributes("kubetune.io", f"{plural}/finalizers", "update", "ns", "x"))
 
 
+def test_a_role_grants_in_its_namespace_only() -> None:
+    jobs = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}]
+    authorizer = Authorizer.of_roles([{"kind": "Role", "metadata": {"name": "op", "namespace": "team-a"},
+                                       "rules": jobs}])
+    assert authorizer.allows(Attributes("batch", "jobs", "create", "team-a"))
+    assert not authorizer.allows(Attributes("batch", "jobs", "create", "team-b"))
+    assert not authorizer.allows(Attributes("batch", "jobs", "create")), "not across namespaces"
+    namespaced = chart_authorizer("team-a")
+    assert not namespaced.rules, "the namespaced chart grants nothing cluster-scoped"
+    assert namespaced.allows(Attributes("batch", "jobs", "create", "team-a"))
+    assert not namespaced.allows(Attributes("batch", "jobs", "create", "team-b"))
+
+
 def test_the_emulator_refuses_what_the_rules_do_not_grant_to_the_operator_only() -> None:
     rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]
-    with emulated_cluster(job_controller=False, rbac=rules) as cluster:
+    with emulated_cluster(job_controller=False, authorizer=Authorizer(rules)) as cluster:
         def get(path: str, agent: str) -> int:
             request = urllib.request.Request(cluster.url + path, headers={"User-Agent": agent})
             try:

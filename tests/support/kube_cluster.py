@@ -18,7 +18,7 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -196,10 +196,10 @@ WIRING_MAX_API_BACKOFF = 1.0
 @contextmanager
 def emulated_cluster(*, job_controller: bool = True, batch_period: float = SYNC_BATCH_PERIOD,
                      pod_failure_backoff: float = POD_FAILURE_BACKOFF, max_api_backoff: float = MAX_API_BACKOFF,
-                     rbac: Iterable[Mapping[str, Any]] | None = None) -> Iterator[Cluster]:
+                     authorizer: Authorizer | None = None) -> Iterator[Cluster]:
     """A fresh emulator on a loopback port, served from its own thread for the `with` block,
     with a Job controller unless told otherwise (it runs on the emulator's loop, over HTTP).
-    With `rbac` (RBAC rules) the operator may do only what they grant."""
+    With an `authorizer` (RBAC) the operator may do only what it grants."""
     loop = asyncio.new_event_loop()
     stop = threading.Event()
     ready = threading.Event()
@@ -207,7 +207,7 @@ def emulated_cluster(*, job_controller: bool = True, batch_period: float = SYNC_
 
     async def serve() -> None:
         async with KubetuneEmulator() as emulator, kmock.Server(emulator) as server:
-            emulator.authorizer = Authorizer(rbac) if rbac is not None else None
+            emulator.authorizer = authorizer
             cluster = Cluster(emulator, loop, str(server.url).rstrip("/"))
             if job_controller:
                 cluster.job_controller = JobController(RigClient(cluster.url, CONTROLLER_MANAGER_AGENT),

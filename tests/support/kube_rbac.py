@@ -88,13 +88,30 @@ def owner_finalizer_checks(obj: Mapping[str, Any], namespace: str | None) -> lis
 
 
 class Authorizer:
-    """RBAC over a fixed set of rules (a Role's or ClusterRole's `rules`)."""
+    """RBAC over fixed rules: `rules` hold everywhere (a ClusterRole bound by a ClusterRoleBinding),
+    `namespaced` only in their namespace (a Role bound by a RoleBinding there)."""
 
-    def __init__(self, rules: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(self, rules: Iterable[Mapping[str, Any]] = (),
+                 namespaced: Mapping[str, Iterable[Mapping[str, Any]]] | None = None) -> None:
         self.rules = [dict(rule) for rule in rules]
+        self.namespaced = {namespace: [dict(rule) for rule in granted]
+                           for namespace, granted in (namespaced or {}).items()}
+
+    @classmethod
+    def of_roles(cls, roles: Iterable[Mapping[str, Any]]) -> Authorizer:
+        """From the rendered Roles and ClusterRoles bound to the operator (support.helm.operator_roles)."""
+        everywhere: list[Mapping[str, Any]] = []
+        namespaced: dict[str, list[Mapping[str, Any]]] = {}
+        for role in roles:
+            if role["kind"] == "ClusterRole":
+                everywhere += role["rules"]
+            else:
+                namespaced.setdefault(role["metadata"]["namespace"], []).extend(role["rules"])
+        return cls(everywhere, namespaced)
 
     def allows(self, attributes: Attributes) -> bool:
-        return any(_covers(rule, attributes) for rule in self.rules)
+        rules = [*self.rules, *self.namespaced.get(attributes.namespace or "", [])]
+        return any(_covers(rule, attributes) for rule in rules)
 
     def denial(self, method: str, path: str, params: Mapping[str, str], body: Any) -> str | None:
         """Why the API server would refuse this request (its 403 message), or None."""
@@ -127,8 +144,10 @@ def _covers(rule: Mapping[str, Any], attributes: Attributes) -> bool:
 
 
 @functools.cache
-def chart_rules() -> tuple[dict[str, Any], ...]:
-    """The rules the chart (default values: cluster-wide) grants the operator's ServiceAccount."""
+def chart_authorizer(*watch_namespaces: str) -> Authorizer:
+    """What the chart grants the operator: cluster-wide (no namespaces), or with watchNamespaces a
+    Role in each of them and nothing cluster-scoped."""
     from support.helm import helm_template, operator_roles
 
-    return tuple(rule for role in operator_roles(helm_template(None)) for rule in role["rules"])
+    values = {"watchNamespaces": list(watch_namespaces)} if watch_namespaces else None
+    return Authorizer.of_roles(operator_roles(helm_template(values)))

@@ -66,6 +66,10 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
     # The Events about our objects are the controller's; kopf's log lines stay in the operator's log.
     settings.posting.loggers = False
+    # kopf has no resource handlers here (the controller's own informers watch): its watches of
+    # CRDs and namespaces would serve nothing, and need cluster-scoped grants a namespaced install
+    # does not have (kopf then retries 403s at start). It still finds the APIs by discovery.
+    settings.scanning.disabled = True
 
 
 def load_kube_configuration() -> kubernetes.client.Configuration:
