@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.api.contract import ExitCode, FailureReason, TrainerResult
+from kubetune.api.contract import PEER_FAILURE, ExitCode, FailureReason, TrainerResult, followed_another_failure
 from kubetune.api.distributed import LaunchPlan
 from kubetune_trainer import distributed
 from kubetune_trainer.launcher import collect, rank_result_path, torchrun_argv
@@ -51,7 +51,7 @@ def test_the_node_with_rank_zero_speaks_for_the_run(tmp_path: Path) -> None:
     assert exit_code_of(outcome.result) == ExitCode.RETRYABLE
 
 
-def test_other_nodes_write_nothing_and_exit_with_the_runs_code(tmp_path: Path) -> None:
+def test_other_nodes_do_not_speak_for_the_run_and_exit_with_their_code(tmp_path: Path) -> None:
     _write(tmp_path, 3, BAD_DATA)
     _write(tmp_path, 2, OK)
     outcome = collect(tmp_path, 1, signalled=False, node_index="1")
@@ -71,7 +71,7 @@ def test_a_peer_torn_down_after_a_failure_does_not_hide_the_cause(tmp_path: Path
 def test_an_out_of_memory_rank_is_the_cause_not_its_peers_broken_collective(tmp_path: Path) -> None:
     # Rank 1 ran out of GPU memory and left; rank 0's all-reduce broke under it.
     peer = TrainerResult(status="Failed", reason=FailureReason.TRAINING_FAILED, retryable=True,
-                         message=f"{distributed.PEER_FAILURE} (see its log): Connection closed by peer")
+                         message=f"{PEER_FAILURE} (see its log): Connection closed by peer")
     oom = TrainerResult(status="Failed", reason=FailureReason.OUT_OF_MEMORY, retryable=False,
                         message="the GPU ran out of memory at perDeviceBatchSize 8")
     _write(tmp_path, 0, peer)
@@ -125,3 +125,10 @@ def test_ranks_come_from_torchruns_environment(monkeypatch: pytest.MonkeyPatch) 
         assert not distributed.ranks().distributed  # the test process itself is one process
     finally:
         distributed.ranks.cache_clear()
+
+
+def test_what_only_followed_another_failure() -> None:
+    peer = TrainerResult(status="Failed", reason=FailureReason.TRAINING_FAILED, retryable=True,
+                         message=f"{PEER_FAILURE} (see its log): Connection reset by peer")
+    assert followed_another_failure(peer) and followed_another_failure(STOPPED)
+    assert not followed_another_failure(BAD_DATA) and not followed_another_failure(OK)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubetune.api import Dataset, TrainingMetrics, TrainingProgress, TuningJob
+from kubetune.api import Dataset, TrainingMetrics, TrainingProgress, TuningJob, TuningJobPhase
 from kubetune.api.contract import PreflightReport
 from kubetune.api.guardrails import PinnedDataset, PinnedRevisions, Usage
 from kubetune.status.guardrails import (
@@ -321,3 +321,41 @@ def test_effective_batch_in_status_is_the_batch_in_use_after_an_out_of_memory_re
     odd = derive_status(halved, RunObservation(generation=1, job=job, pod=running, log=line(1, 4), world_size=4,
                                                effective_batch_size=24), now=T0, log_tail_lines=5)
     assert odd.effective_batch_size == 16, "3 halved is 1: status says what really trains"
+
+
+def test_a_multi_node_failure_is_told_by_the_node_that_caused_it() -> None:
+    from kubetune.api.contract import PEER_FAILURE, FailureReason, TrainerResult
+    from kubetune.status import RunObservation, derive_status
+    from kubetune.status.observe import failure_elsewhere, observe_pods
+
+    def ended(index: int, result: TrainerResult | None, exit_code: int) -> dict[str, Any]:
+        found = indexed_pod(index, started=T0, finished=T0 + timedelta(minutes=3))
+        terminated = found["status"]["containerStatuses"][0]["state"]["terminated"]
+        terminated.update(exitCode=exit_code, message=result.model_dump_json(by_alias=True) if result else "Killed")
+        return found
+
+    # Node 1's rank ran out of GPU memory; node 0's all-reduce broke under it.
+    peer = TrainerResult(status="Failed", reason=FailureReason.TRAINING_FAILED, retryable=True,
+                         message=f"{PEER_FAILURE} (see its log): Connection closed by peer")
+    oom = TrainerResult(status="Failed", reason=FailureReason.OUT_OF_MEMORY, retryable=False,
+                        message="the GPU ran out of memory at perDeviceBatchSize 8; set perDeviceBatchSize 4 and "
+                                "gradientAccumulationSteps 2")
+    pods = [ended(0, peer, 1), ended(1, oom, 2)]
+    cause = failure_elsewhere(pods, "trainer")
+    assert cause is not None and cause.node == "1" and cause.result == oom
+    job = JobObservation(name="tj-train", failed=1, failure_reason="PodFailurePolicy",
+                         failure_message="Container trainer for pod default/tj-train-1-x failed with exit code 2")
+    status = derive_status(None, RunObservation(generation=1, job=job, pod=observe_pods(pods, "trainer"),
+                                                failure_elsewhere=cause), now=T0, log_tail_lines=5)
+    assert status.phase is TuningJobPhase.FAILED
+    assert status.error is not None and status.error.reason == "OutOfMemory"
+    assert "on node 1: the GPU ran out of memory" in status.error.message
+    assert "perDeviceBatchSize" in status.error.message
+
+    # Without another node's own failure, node 0's words stand; a node that also only followed is no cause.
+    assert failure_elsewhere([ended(0, peer, 1), ended(1, peer, 1)], "trainer") is None
+    assert failure_elsewhere([ended(0, peer, 1), ended(1, None, 137)], "trainer") is None
+    assert failure_elsewhere([pod("single", started=T0, finished=T0)], "trainer") is None, "a one-Pod Job"
+    alone = derive_status(None, RunObservation(generation=1, job=job, pod=observe_pods(pods[:1], "trainer")),
+                          now=T0, log_tail_lines=5)
+    assert alone.error is not None and PEER_FAILURE in alone.error.message

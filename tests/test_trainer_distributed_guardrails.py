@@ -4,7 +4,9 @@
   inside a collective the failed one never joins); every process ends, none hangs, and the run
   fails as OutOfMemory (permanent), saying which batch to set;
 - a NaN loss on one rank: every rank's divergence detector hears rank 0's logged loss, so all
-  stop at the same step, and the last good checkpoint is kept with the bad one set aside.
+  stop at the same step, and the last good checkpoint is kept with the bad one set aside;
+- out of memory on another node (two torchrun agents on loopback): that node writes its own
+  result, and the run is told by it (OutOfMemory), not by rank 0's broken collective.
 
 Faults are injected into the processes torchrun starts by tests/support/rankfaults/sitecustomize.py.
 """
@@ -13,15 +15,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubetune.api.contract import ExitCode, TrainerResult
+from kubetune.api.contract import ExitCode, FailureReason, TrainerResult, followed_another_failure
 from kubetune.api.progress import ProgressEvent, parse_line
+from kubetune.status import RunObservation, derive_status
+from kubetune.status.observe import JobObservation, failure_elsewhere, observe_pods
+from kubetune_trainer.termination import exit_code_of
 from kubetune_trainer.workdir import WorkDir
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config
@@ -32,17 +39,24 @@ TRAINER = [sys.executable, "-m", "kubetune_trainer.cli", "train"]
 FAULTS = Path(__file__).parent / "support" / "rankfaults"
 
 
-def _run(tmp_path: Path, faults: dict[str, Any], **hyperparameters: Any) -> tuple[subprocess.CompletedProcess[str],
-                                                                                 TrainerResult]:
+def _prepare(tmp_path: Path, faults: dict[str, Any], *, nodes: int = 1, processes: int = 2,
+             endpoint: str | None = None, **hyperparameters: Any) -> tuple[Path, dict[str, str]]:
+    """The config file of a run with `faults`, and the environment its launchers start in."""
     write_jsonl(tmp_path / "data" / "train.jsonl", generation_rows("alpaca", 40))
     hp = {"maxSteps": 10, "perDeviceBatchSize": 4, "loggingSteps": 1, "saveSteps": 2, **hyperparameters}
     config = trainer_config(tmp_path, train=[data_entry("train.jsonl")], hyperparameters=hp)
-    config.launch = config.launch.model_copy(update={"processes_per_node": 2, "run_id": tmp_path.name})
-    path = write_config(tmp_path, config)
+    config.launch = config.launch.model_copy(update={"nodes": nodes, "processes_per_node": processes,
+                                                     "rendezvous_endpoint": endpoint, "run_id": tmp_path.name})
     # The fault hooks first (sitecustomize), then the tests folder they import support.modelhooks from.
     python_path = os.pathsep.join(p for p in (str(FAULTS), str(FAULTS.parents[1]), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path,
            "KUBETUNE_TEST_FAULTS": json.dumps(faults)}
+    return write_config(tmp_path, config), env
+
+
+def _run(tmp_path: Path, faults: dict[str, Any], **hyperparameters: Any) -> tuple[subprocess.CompletedProcess[str],
+                                                                                 TrainerResult]:
+    path, env = _prepare(tmp_path, faults, **hyperparameters)
     # A hang (a rank waiting for one that is gone) would show as this timeout.
     run = subprocess.run([*TRAINER, "--config", str(path)], env=env, capture_output=True, text=True, timeout=600)
     return run, TrainerResult.model_validate_json((tmp_path / "result.json").read_text(encoding="utf-8"))
@@ -88,3 +102,45 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step_keeping_the_la
     assert sorted(p.name for p in work.checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-5.diverged"]
     assert {p.name for p in newest.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     assert not work.final.exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_out_of_memory_on_another_node_is_that_nodes_result_and_the_runs_cause(tmp_path: Path) -> None:
+    # Two torchrun agents on loopback, one process each: rank 1 runs out of memory; rank 0's
+    # collective breaks under it. torchrun decides which agent runs which rank.
+    path, env = _prepare(tmp_path, {"ranks": [1], "oomAfterCalls": 3}, nodes=2, processes=1,
+                         endpoint=f"127.0.0.1:{_free_port()}")
+    agents = [subprocess.Popen([*TRAINER, "--config", str(path), "--result-path", str(tmp_path / f"node{n}.json")],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for n in range(2)]
+    outputs = [agent.communicate(timeout=600)[0] for agent in agents]
+    assert all(agent.returncode != ExitCode.OK for agent in agents), outputs
+    # Both nodes wrote a termination message: rank 0's node the run's result (it only followed),
+    # the other node its own failure, the cause.
+    written = [TrainerResult.model_validate_json(p.read_text(encoding="utf-8"))
+               for p in sorted(tmp_path.glob("node*.json"))]
+    assert len(written) == 2, outputs
+    [followed] = [r for r in written if followed_another_failure(r)]
+    [cause] = [r for r in written if not followed_another_failure(r)]
+    assert followed.reason is FailureReason.TRAINING_FAILED
+    assert cause.reason is FailureReason.OUT_OF_MEMORY and "set perDeviceBatchSize 2" in (cause.message or "")
+
+    # As the operator sees the Indexed Job's two Pods (index 0 runs rank 0): the run fails as OutOfMemory.
+    def pod(index: int, result: TrainerResult) -> dict[str, Any]:
+        return {"metadata": {"name": f"tj-train-{index}", "creationTimestamp": "2026-12-01T00:00:00Z",
+                             "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
+                "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": {
+                    "exitCode": exit_code_of(result), "message": result.model_dump_json(by_alias=True)}}}]}}
+
+    pods = [pod(0, followed), pod(1, cause)]
+    status = derive_status(None, RunObservation(
+        generation=1, job=JobObservation(name="tj-train", failed=1, failure_reason="PodFailurePolicy"),
+        pod=observe_pods(pods, "trainer"), failure_elsewhere=failure_elsewhere(pods, "trainer")),
+        now=datetime.now(UTC), log_tail_lines=5)
+    assert status.error is not None and status.error.reason == "OutOfMemory", status.error
+    assert status.error.message.startswith("on node 1: the GPU ran out of memory")

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from kubetune.api.contract import (
     DATA_TOKEN_ENV,
     HF_TOKEN_ENV,
+    PEER_FAILURE,
     TERMINATION_LOG,
     ExitCode,
     FailureReason,
@@ -168,7 +169,7 @@ def _failed(failure: TrainerFailure) -> TrainerResult:
 def _crash(error: Exception) -> TrainerFailure:
     text = " ".join(str(error).split())
     if distributed.is_peer_failure(error):
-        return TrainerFailure(FailureReason.TRAINING_FAILED, f"{distributed.PEER_FAILURE} (see its log): {text}",
+        return TrainerFailure(FailureReason.TRAINING_FAILED, f"{PEER_FAILURE} (see its log): {text}",
                               retryable=True)
     if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError outside the training loop
         return TrainerFailure(FailureReason.OUT_OF_MEMORY, f"the GPU ran out of memory: {text}")

@@ -242,8 +242,6 @@ def common_checkpoint(steps_here: list[int]) -> int | None:
     return max(common) if common else None
 
 
-# How a rank's result begins when a collective broke under it: the cause is another rank's.
-PEER_FAILURE = "another process of this distributed run failed or could not be reached"
 
 
 def is_peer_failure(error: BaseException) -> bool:

@@ -7,8 +7,9 @@ and turns what the processes left behind into the container's one result and exi
 
 - every process writes its TrainerResult to a file of its own (RESULT_DIR_ENV); the ranks
   other than 0 end with rank 0's outcome (cli.py);
-- the node that ran rank 0 writes that result to the termination log, the one writer;
-  other nodes write nothing there and exit with the same code;
+- the node that ran rank 0 writes that result to the termination log; another node writes its
+  own there only when it failed (its cause, which node 0's processes may only have followed), and
+  exits with its code;
 - the exit code is the result's (0, 1 retryable, 2 permanent, 130 interrupted), so the Job's
   podFailurePolicy works as with one process (torchrun alone exits 1 for any failure);
 - a process that died without a result (killed, a segfault, a rendezvous that never
@@ -34,9 +35,9 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from kubetune.api.contract import FailureReason, TrainerConfig, TrainerResult
+from kubetune.api.contract import FailureReason, TrainerConfig, TrainerResult, followed_another_failure
 from kubetune.api.distributed import LaunchPlan
-from kubetune_trainer.distributed import NODE_INDEX_ENV, PEER_FAILURE
+from kubetune_trainer.distributed import NODE_INDEX_ENV
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.termination import (
     exit_code_of,
@@ -92,7 +93,9 @@ def launch(config: TrainerConfig, config_path: Path, result_path: str, reporter:
     finally:
         shutil.rmtree(results_dir, ignore_errors=True)
     result = fit_termination_message(outcome.result, reporter.secrets)
-    if outcome.speaks_for_run:
+    # Another node's Pod says how it failed too: when node 0's processes only followed that failure
+    # (a collective broke under them), the operator tells the run by this node's cause.
+    if outcome.speaks_for_run or result.status == "Failed":
         text = termination_json(result)
         if outcome.synthesized:  # the ranks printed nothing about it
             reporter.log(f"failed ({result.reason}): {result.message}")
@@ -154,10 +157,11 @@ def collect(results_dir: Path, torchrun_exit: int, *, signalled: bool, node_inde
     # collective broke under them (the failed rank left it): the first failure of another kind
     # is the cause (unless a stop really was asked for). An out-of-memory error on one rank so
     # ends the run as OutOfMemory, not as its peers' broken collective.
-    causes = {rank: r for rank, r in failures.items() if not _consequence(r)}
+    causes = {rank: r for rank, r in failures.items() if not followed_another_failure(r)}
     if 0 in found:
         chosen = found[0]
-        if _consequence(chosen) and not (signalled and chosen.reason is FailureReason.INTERRUPTED) and causes:
+        asked_to_stop = signalled and chosen.reason is FailureReason.INTERRUPTED
+        if followed_another_failure(chosen) and not asked_to_stop and causes:
             chosen = causes[min(causes)]
         return LaunchOutcome(chosen, speaks_for_run=True)
     picked = causes or failures or found
@@ -165,12 +169,6 @@ def collect(results_dir: Path, torchrun_exit: int, *, signalled: bool, node_inde
     # below N here means rank 0 ran here too and was killed before it wrote a result. This node
     # then still speaks for the run.
     return LaunchOutcome(picked[min(picked)], speaks_for_run=min(found) < processes_per_node)
-
-
-def _consequence(result: TrainerResult) -> bool:
-    """Whether a failed rank only followed another's failure (torn down, or its collective broke)."""
-    return result.status == "Failed" and (result.reason is FailureReason.INTERRUPTED
-                                          or (result.message or "").startswith(PEER_FAILURE))
 
 
 def _read_results(folder: Path) -> dict[int, TrainerResult]:

@@ -152,8 +152,16 @@ class ValidatorConfig(KubeModel):
     result_path: str = Field(default=TERMINATION_LOG, description="Where the ValidationReport is written.")
 
 
+# How a failed process's result message begins when a collective broke under it: the cause is another's.
+PEER_FAILURE: Final = "another process of this distributed run failed or could not be reached"
+
+
 class TrainerResult(KubeModel):
-    """The trainer's last word, written to the termination message (at most 4096 bytes)."""
+    """The trainer's last word, written to the termination message (at most 4096 bytes).
+
+    In a multi-node run the Pod with index 0 writes the run's result; a Pod of another node writes
+    its own only when it failed, so that a failure its peers merely followed can be told by its cause.
+    """
 
     status: Literal["Succeeded", "Failed"] = Field(description="How the run ended.")
     reason: FailureReason | None = Field(default=None, description="Why it failed.")
@@ -163,6 +171,13 @@ class TrainerResult(KubeModel):
     metrics: TrainingMetrics | None = Field(default=None, description="Final figures.")
     samples: list[SampleGeneration] = Field(default_factory=list, max_length=10,
                                             description="Base vs tuned answers to a few validation prompts.")
+
+
+def followed_another_failure(result: TrainerResult) -> bool:
+    """Whether a failed process only followed another's failure: torn down (Interrupted), or a
+    collective broke under it (PEER_FAILURE). The cause is then another process's result."""
+    return result.status == "Failed" and (result.reason is FailureReason.INTERRUPTED
+                                          or (result.message or "").startswith(PEER_FAILURE))
 
 
 class PreflightIssue(KubeModel):

@@ -65,7 +65,7 @@ from kubetune.status import (
 )
 from kubetune.status.conditions import Reason
 from kubetune.status.guardrails import PreflightObservation, PreflightStage, pinned_datasets, preflight_verdict
-from kubetune.status.observe import observe_job, observe_pods, pod_times
+from kubetune.status.observe import failure_elsewhere, observe_job, observe_pods, pod_times
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,8 @@ class TuningJobReconciler:
             preflight=preflight,
             pinned_datasets=tuple(pinned_datasets(tj.spec, datasets, report)) if tj is not None else (),
             pod_times=pod_times(pods, TRAINER_CONTAINER),
+            failure_elsewhere=failure_elsewhere(pods, TRAINER_CONTAINER)
+            if pod_obs is not None and pod_obs.terminated is not None else None,
         )
         current = derive_status(previous, observation, now=_now(), log_tail_lines=ctx.settings.log_tail_lines)
         before = previous.to_wire() if previous is not None else {}

@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kubetune.api import TrainerResult, ValidationReport
-from kubetune.api.contract import PreflightReport
+from kubetune.api.contract import PreflightReport, followed_another_failure
 from kubetune.api.tolerant import drop_unknown_fields
 from kubetune.builders.names import ANNOTATION_SPEC_HASH, ANNOTATION_WORK_DIR, KUEUE_QUEUE_LABEL
 
@@ -150,6 +150,31 @@ def leader_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     progress and writes the result); of a one-Pod Job, all of them."""
     leaders = [p for p in pods if completion_index(p) == "0"]
     return leaders or [p for p in pods if completion_index(p) is None] or list(pods)
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    """How a node other than 0 of a multi-node run failed: its Pod's own result."""
+
+    node: str  # the Pod's completion index
+    result: TrainerResult
+
+
+def failure_elsewhere(pods: Sequence[Mapping[str, Any]], container_name: str | None = None) -> NodeFailure | None:
+    """The failure of a node other than 0 that followed no other failure (its newest Pod's result),
+    lowest index first: the cause, when node 0's processes only saw a collective break under them.
+    None for a one-Pod Job, or when no other node has told of a failure of its own."""
+    by_node: dict[int, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        index = completion_index(pod)
+        if index is not None and index.isdigit() and index != "0":
+            by_node.setdefault(int(index), []).append(pod)
+    for node in sorted(by_node):
+        state = _container_status(_newest(by_node[node]), container_name).get("state") or {}
+        result = parse_termination_message((state.get("terminated") or {}).get("message"))
+        if result is not None and result.status == "Failed" and not followed_another_failure(result):
+            return NodeFailure(str(node), result)
+    return None
 
 
 def _container_status(pod: Mapping[str, Any], container_name: str | None) -> Mapping[str, Any]:

@@ -18,7 +18,7 @@ from kubetune.builders.names import spec_hash
 from kubetune.status.conditions import Reason
 from kubetune.status.diagnosis import Diagnosis, clip
 from kubetune.status.guardrails import PreflightObservation
-from kubetune.status.observe import JobObservation, PodObservation, PodTimes
+from kubetune.status.observe import JobObservation, NodeFailure, PodObservation, PodTimes
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,5 @@ class RunObservation:
     preflight: PreflightObservation | None = None  # None: no preflight (spec.guardrails.preflight false)
     pinned_datasets: tuple[PinnedDataset, ...] = ()  # each dataset's revision, recorded once the run starts
     pod_times: PodTimes | None = None  # run time of the training Job's Pods, for status.usage
+    # Of a multi-node run, a failure another node told of (the cause when node 0's only followed it)
+    failure_elsewhere: NodeFailure | None = None

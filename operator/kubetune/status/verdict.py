@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kubetune.api import FailureReason, TrainerResult, TuningJobPhase, TuningJobStatus
+from kubetune.api.contract import followed_another_failure
 from kubetune.api.progress import LogSummary, Stage
 from kubetune.status.conditions import Reason, TuningJobCondition, is_true
 from kubetune.status.diagnosis import Diagnosis, clip, explain_failure, explain_waiting
@@ -37,6 +38,11 @@ def _log_lines(obs: RunObservation, previous: TuningJobStatus) -> list[str]:
 
 def _failure(obs: RunObservation, result: TrainerResult | None, previous: TuningJobStatus) -> Diagnosis:
     failed_result = result if result is not None and result.status == "Failed" else None
+    elsewhere = obs.failure_elsewhere
+    if failed_result is not None and elsewhere is not None and followed_another_failure(failed_result):
+        # Node 0's processes saw their collective break: the cause is the other node's own failure.
+        failed_result = elsewhere.result.model_copy(
+            update={"message": f"on node {elsewhere.node}: {elsewhere.result.message or elsewhere.result.reason}"})
     return explain_failure(
         obs.job, obs.pod,
         result_reason=failed_result.reason.value if failed_result and failed_result.reason else None,
