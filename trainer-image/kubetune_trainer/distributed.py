@@ -242,8 +242,6 @@ def common_checkpoint(steps_here: list[int]) -> int | None:
     return max(common) if common else None
 
 
-
-
 def is_peer_failure(error: BaseException) -> bool:
     """Whether `error` is a collective that broke because another process of the run died."""
     if not ranks().distributed:
