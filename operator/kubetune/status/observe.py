@@ -320,12 +320,17 @@ def _parse(text: str | None, model: type[M]) -> M | None:
     for value in _json_objects(text):
         if isinstance(value.get("message"), str) and len(value["message"]) > _MESSAGE_LIMIT:
             value["message"] = value["message"][: _MESSAGE_LIMIT - 3] + "..."
-        # A trainer image newer than this operator may add fields: read what this side knows.
-        known, _ = drop_unknown_fields(value, model)
         try:
-            return model.model_validate(known)
+            return model.model_validate(value)
         except ValidationError:
-            continue
+            pass
+        # A trainer image newer than this operator may add fields: read what this side knows.
+        known, dropped = drop_unknown_fields(value, model)
+        if dropped:
+            try:
+                return model.model_validate(known)
+            except ValidationError:
+                continue
     return None
 
 
