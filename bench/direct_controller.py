@@ -25,10 +25,15 @@ TUNINGJOBS = "kubetune.io/v1alpha1/tuningjobs"
 
 
 def rendered_children(name: str, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ConfigMap and Job the operator creates for the benchmark's TuningJob `name` (owner uid left blank)."""
+    """The ConfigMap and Job the operator creates for the benchmark's TuningJob `name`, with a placeholder
+    owner uid (`with_owner_uid` puts the real one in)."""
     from bench.control_plane import tuningjob
-    from kubetune.builders import build_trainer_config_map, build_training_job, owner_reference
-    from kubetune.builders.resolve import resolve_trainer_config
+    from kubetune.builders import (
+        build_trainer_config_map,
+        build_training_job,
+        owner_reference,
+        resolve_trainer_config,
+    )
     from kubetune.controller.parsing import parse_tuningjob
     from kubetune.settings import Settings
 
