@@ -201,3 +201,23 @@ def test_a_permanent_failure_keeps_its_exit_code_through_torchrun(tmp_path: Path
     result = _result(tmp_path / "result.json")
     assert result.reason == "DatasetInvalid" and result.retryable is False
     assert "maxSeqLength 16" in (result.message or "")
+
+
+def test_a_rerun_that_only_publishes_pushes_once_from_rank_zero(tmp_path: Path, hub_server: HubServer) -> None:
+    # The push fails for good (one attempt, refused): final/ is kept; the next attempt only publishes it.
+    repo = f"{hub_server.user}/rerun-push"
+    config = _config(tmp_path, processes=2, maxSteps=2)
+    config.spec.output = config.spec.output.model_copy(update={"repo": repo, "endpoint": hub_server.endpoint})
+    path = write_config(tmp_path, config)
+    env = _env(**hub_server.client_env(), KUBETUNE_PUSH_ATTEMPTS="1", KUBETUNE_PUSH_BACKOFF_SECONDS="0")
+    hub_server.fail_next_commits(1)
+    first = subprocess.run([*TRAINER, "--config", str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == ExitCode.RETRYABLE, first.stdout[-3000:] + first.stderr[-3000:]
+    assert _result(tmp_path / "result.json").reason == "PushFailed"
+
+    again = subprocess.run([*TRAINER, "--config", str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == ExitCode.OK, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "not training again" in again.stdout
+    pushes = [c for c in hub_server.commits(repo) if c.title.startswith("kubetune:")]
+    assert len(pushes) == 1, f"one process publishes the finished model, not every one: {[c.sha for c in pushes]}"
+    assert _result(tmp_path / "result.json").model.revision == pushes[0].sha  # type: ignore[union-attr]

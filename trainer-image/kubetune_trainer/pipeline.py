@@ -57,7 +57,10 @@ def run_pipeline(config: TrainerConfig, reporter: Reporter, stop: StopRequest, h
             # state are the largest thing on the volume and no longer needed.
             shutil.rmtree(work.checkpoints, ignore_errors=True)
             reporter.log("checkpoints removed: the finished model is in final/")
-    result = publish_step(config, run, finished, reporter, hf_token) if finished is not None else None
+    result = None
+    if finished is not None and distributed.ranks().is_main:
+        # Rank 0 alone publishes: every rank knows of a finished model found in final/.
+        result = publish_step(config, run, finished, reporter, hf_token)
     # Every rank ends with rank 0's outcome (and exit code): a failed push fails every Pod alike,
     # so the retry restarts all of them rather than a leader waiting for followers that are gone.
     outcome = distributed.broadcast(result)
