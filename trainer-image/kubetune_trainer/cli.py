@@ -48,12 +48,13 @@ from kubetune_trainer.config import load_config
 from kubetune_trainer.errors import TrainerFailure
 from kubetune_trainer.events import Reporter
 from kubetune_trainer.hubenv import disable_xet_for, self_hosted_endpoints
-from kubetune_trainer.launcher import rank_result_path
+from kubetune_trainer.launcher import launch, rank_result_path
 from kubetune_trainer.pipeline import run_pipeline
 from kubetune_trainer.stop import StopRequest
 from kubetune_trainer.termination import (
     exit_code_of,
     fit_termination_message,
+    summary_line,
     termination_json,
     write_termination_message,
 )
@@ -107,8 +108,6 @@ def train_main(argv: list[str]) -> int:
         result_path = args.result_path or config.result_path
         if config.launch.world_size > 1 and not distributed.in_worker():
             stop.uninstall()  # the launcher passes signals on to the processes it starts
-            from kubetune_trainer.launcher import launch
-
             return launch(config, args.config, result_path, reporter)
         result_path = rank_result_path() or result_path
         _prepare_hub_client(config, reporter)
@@ -126,11 +125,11 @@ def train_main(argv: list[str]) -> int:
         distributed.stop()  # after a failure, peers may be stuck in a collective: leave it to the exit
     result = fit_termination_message(result, reporter.secrets)
     text = termination_json(result)
-    reporter.log(_summary(result))
+    reporter.log(summary_line(result))
     reporter.log(text)
     if reporter.quiet and result.status == "Failed":
         # Rank 0 prints the run's outcome; another rank's line says which process it was.
-        print(reporter.clean(f"[{me.describe()}] {_summary(result)}"), file=sys.stderr, flush=True)
+        print(reporter.clean(f"[{me.describe()}] {summary_line(result)}"), file=sys.stderr, flush=True)
     write_termination_message(text, result_path)
     return exit_code_of(result)
 
@@ -147,7 +146,7 @@ def _check_main(args: argparse.Namespace) -> int:
         check_method_supported(config.spec.method.type)
     except TrainerFailure as failure:
         result = fit_termination_message(_failed(failure), reporter.secrets)
-        reporter.log(_summary(result))
+        reporter.log(summary_line(result))
         write_termination_message(termination_json(result), result_path)
         return exit_code_of(result)
     reporter.log(f"check passed: this machine can run {config.spec.method.type.value}")
@@ -174,13 +173,6 @@ def _crash(error: Exception) -> TrainerFailure:
     if type(error).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError outside the training loop
         return TrainerFailure(FailureReason.OUT_OF_MEMORY, f"the GPU ran out of memory: {text}")
     return TrainerFailure(FailureReason.TRAINING_FAILED, f"{type(error).__name__}: {text}", retryable=False)
-
-
-def _summary(result: TrainerResult) -> str:
-    if result.status == "Succeeded":
-        where = result.model.repo or result.model.path if result.model else "?"
-        return f"succeeded: {where}"
-    return f"failed ({result.reason}): {result.message}"
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from kubetune_trainer.events import Reporter
 from kubetune_trainer.termination import (
     exit_code_of,
     fit_termination_message,
+    summary_line,
     termination_json,
     write_termination_message,
 )
@@ -98,7 +99,7 @@ def launch(config: TrainerConfig, config_path: Path, result_path: str, reporter:
     if outcome.speaks_for_run or result.status == "Failed":
         text = termination_json(result)
         if outcome.synthesized:  # the ranks printed nothing about it
-            reporter.log(f"failed ({result.reason}): {result.message}")
+            reporter.log(summary_line(result))
             reporter.log(text)
         write_termination_message(text, result_path)
     return exit_code_of(result)

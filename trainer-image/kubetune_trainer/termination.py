@@ -215,3 +215,11 @@ def exit_code_of(result: TrainerResult) -> int:
     if result.reason is FailureReason.INTERRUPTED:
         return ExitCode.INTERRUPTED
     return ExitCode.RETRYABLE if result.retryable else ExitCode.PERMANENT
+
+
+def summary_line(result: TrainerResult) -> str:
+    """One log line for a result: where the model went, or why the run failed."""
+    if result.status == "Succeeded":
+        where = result.model.repo or result.model.path if result.model else "?"
+        return f"succeeded: {where}"
+    return f"failed ({result.reason}): {result.message}"
