@@ -64,6 +64,11 @@ class Ranks:
     def is_local_main(self) -> bool:
         return self.local_rank == 0
 
+    def owns_folder(self, shared: bool) -> bool:
+        """Whether this rank writes what one rank per work folder writes: rank 0 when every node
+        shares the folder, each node's first rank when each node has its own."""
+        return self.is_main if shared else self.is_local_main
+
     def describe(self) -> str:
         return f"rank {self.rank}/{self.world_size} (node {self.node_rank}, local rank {self.local_rank})"
 
@@ -202,8 +207,7 @@ def preparers_first(shared: bool) -> Iterator[None]:
     rank 0 prepares alone; with one folder per node each node's first rank does, in parallel.
     The others then find everything in place.
     """
-    me = ranks()
-    preparer = me.is_main if shared else me.is_local_main
+    preparer = ranks().owns_folder(shared)
     if not preparer:
         barrier()
     try:

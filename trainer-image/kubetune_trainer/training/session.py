@@ -118,9 +118,9 @@ def run_training(config: TrainerConfig, work: WorkDir, reporter: Reporter, stop:
         ended = _train(session, model, batch)
         if isinstance(ended, TrainingOutcome):
             return ended
-        if not config.spec.guardrails.oom_retry or batch.per_device == 1:
-            raise _out_of_memory_failure(hp, batch)
         world = ranks().world_size
+        if not config.spec.guardrails.oom_retry or batch.per_device == 1:
+            raise _out_of_memory_failure(hp, batch, processes=world)
         if world > 1:
             # Only this process saw the error; the others wait for it inside a collective (DDP's
             # gradient all-reduce, FSDP's all-gather) that it will never join, so no agreement on a
@@ -167,7 +167,7 @@ def _train(session: _Session, model: Any, batch: Batch) -> TrainingOutcome | _Ou
     args = training_arguments(in_use, output_dir=work.checkpoints, plan=session.plan, has_eval=eval_data is not None,
                               classification=classification, parallel=parallel.training_arguments())
     me = ranks()
-    if me.is_local_main:  # one rank per folder tidies it: a shared volume tolerates the others' attempt
+    if me.owns_folder(parallel.shared_work_dir):  # one rank per work folder tidies it, the others wait
         tidy_torn_checkpoints(work, reporter)
     barrier()
     point = ResumePoint(_resume_point(work, parallel))
@@ -241,7 +241,7 @@ def _out_of_memory_failure(hp: Hyperparameters, batch: Batch, *, processes: int 
     if processes > 1:
         smaller = batch.halved()
         advice = (f"a run of {processes} processes is not retried in place: set perDeviceBatchSize "
-                  f"{max(1, smaller.per_device)} and gradientAccumulationSteps {smaller.accumulation} (the same "
+                  f"{smaller.per_device} and gradientAccumulationSteps {smaller.accumulation} (the same "
                   "effective batch), lower maxSeqLength, use QLoRA, or request larger GPUs"
                   if batch.per_device > 1 else
                   f"a run of {processes} processes is not retried in place: lower maxSeqLength, use QLoRA (or FSDP "
@@ -258,9 +258,8 @@ def _out_of_memory_failure(hp: Hyperparameters, batch: Batch, *, processes: int 
 def _diverged(work: WorkDir, detector: DivergenceDetector, parallel: ParallelPlan) -> TrainerFailure:
     """Every rank gets here at the same step (the detectors are fed rank 0's losses); one rank per
     folder sets the bad checkpoints aside, the others wait for it."""
-    me = ranks()
     set_aside: list[Path] = []
-    if me.is_main if parallel.shared_work_dir else me.is_local_main:
+    if ranks().owns_folder(parallel.shared_work_dir):
         set_aside = set_aside_bad_checkpoints(work, detector)
     barrier()
     return diverged_failure(work, detector, set_aside)

@@ -15,6 +15,7 @@ from typing import Any
 
 from kubetune.api.contract import FailureReason, TrainerConfig
 from kubetune.api.dataset import DatasetFormat
+from kubetune.api.distributed import effective_batch_size
 from kubetune.api.method import Objective, TuningMethod
 from kubetune.api.progress import Stage
 from kubetune.api.tuningjob import Task
@@ -216,8 +217,9 @@ def _train_sft(session: _Session, mix: DataMix, labels: list[str], multi_label: 
 def _describe_parallelism(session: _Session, reporter: Reporter) -> None:
     parallel, hp, me = session.parallel, session.config.spec.hyperparameters, distributed.ranks()
     if parallel.strategy is not None:
+        effective = effective_batch_size(hp.per_device_batch_size, me.world_size, hp.gradient_accumulation_steps)
         reporter.log(f"distributed: {me.world_size} processes, {parallel.strategy.value} ({parallel.reason}); "
-                     f"effective batch {hp.per_device_batch_size * me.world_size * hp.gradient_accumulation_steps} "
+                     f"effective batch {effective} "
                      f"= {hp.per_device_batch_size} per device x {me.world_size} x {hp.gradient_accumulation_steps} "
                      f"accumulation; work folder {'shared by' if parallel.shared_work_dir else 'separate on'} the "
                      "nodes")
