@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +24,10 @@ from kubetune_trainer.workdir import WorkDir, checkpoint_step
 from support.hubserver import HubServer, hub_server_fixture  # noqa: F401
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config
+from support.trainer_process import TRAINER, free_port, run_agents, signal_when, start_trainer
 
 pytestmark = pytest.mark.slow
 
-TRAINER = [sys.executable, "-m", "kubetune_trainer.cli", "train"]
 
 
 def _config(tmp_path: Path, *, processes: int = 1, nodes: int = 1, endpoint: str | None = None,
@@ -91,23 +90,14 @@ def test_two_processes_follow_the_loss_curve_of_one_with_the_same_effective_batc
     assert "effectiveBatchSize" in card and "worldSize" in card
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_two_nodes_meet_on_loopback_train_and_publish_once(tmp_path: Path, hub_server: HubServer) -> None:
     repo = f"{hub_server.user}/two-nodes"
-    config = _config(tmp_path, nodes=2, processes=1, endpoint=f"127.0.0.1:{_free_port()}", maxSteps=4)
+    config = _config(tmp_path, nodes=2, processes=1, endpoint=f"127.0.0.1:{free_port()}", maxSteps=4)
     config.spec.output = config.spec.output.model_copy(update={"repo": repo, "endpoint": hub_server.endpoint})
     path = write_config(tmp_path, config)
     env = _env(**hub_server.client_env())
-    agents = [subprocess.Popen([*TRAINER, "--config", str(path), "--result-path", str(tmp_path / f"node{n}.json")],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for n in range(2)]
-    outputs = [agent.communicate(timeout=600)[0] for agent in agents]
-    assert [agent.returncode for agent in agents] == [ExitCode.OK, ExitCode.OK], outputs
+    codes, outputs = zip(*run_agents(path, env, tmp_path, 2), strict=True)
+    assert list(codes) == [ExitCode.OK, ExitCode.OK], outputs
 
     written = sorted(p.name for p in tmp_path.glob("node*.json"))
     assert len(written) == 1, f"one node (the one running rank 0) writes the result: {written}"
@@ -128,16 +118,10 @@ def test_a_stop_checkpoints_every_rank_at_one_step_and_two_processes_resume(
     # saveSteps far away: only the stop itself can have saved the checkpoint the rerun resumes from.
     config = _config(tmp_path, processes=2, maxSteps=12, saveSteps=1000)
     path = write_config(tmp_path, config)
-    process = subprocess.Popen([*TRAINER, "--config", str(path)], env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = start_trainer(path, OMP_NUM_THREADS="1")
+    # SIGTERM to the launcher, as the kubelet would send it.
+    seen = signal_when(process, signal.SIGTERM, lambda event: event.step >= 2)
     assert process.stdout is not None
-    seen: list[str] = []
-    for line in process.stdout:
-        seen.append(line)
-        event = parse_line(line)
-        if isinstance(event, ProgressEvent) and event.step >= 2:
-            process.send_signal(signal.SIGTERM)  # to the launcher, as the kubelet would
-            break
     seen += process.stdout.readlines()
     code = process.wait(timeout=300)
     assert code == ExitCode.INTERRUPTED, "".join(seen[-30:])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,13 @@ import pytest
 
 from kubetune.api.contract import ExitCode, TrainerResult
 from kubetune.api.method import MethodSpec
-from kubetune.api.progress import ProgressEvent, parse_line
 from kubetune_trainer.workdir import WorkDir
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config
+from support.trainer_process import TRAINER, signal_when, start_trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
-TRAINER = [sys.executable, "-m", "kubetune_trainer.cli", "train"]
 
 SCRATCH = {"vocabSize": 1024, "hiddenSize": 512, "intermediateSize": 1376, "numLayers": 4, "numHeads": 8,
            "numKeyValueHeads": 4}
@@ -77,16 +75,9 @@ def test_fsdp_checkpoints_in_shards_resumes_them_and_saves_the_whole_model(tmp_p
     from transformers import AutoModelForCausalLM
 
     config = _config(tmp_path, "Full", "FSDP", maxSteps=20, loggingSteps=1)
-    process = subprocess.Popen([*TRAINER, "--config", str(config)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = start_trainer(config)
+    seen = signal_when(process, signal.SIGTERM, lambda event: event.step >= 2)
     assert process.stdout is not None
-    seen: list[str] = []
-    for line in process.stdout:
-        seen.append(line)
-        event = parse_line(line)
-        if isinstance(event, ProgressEvent) and event.step >= 2:
-            process.send_signal(signal.SIGTERM)
-            break
     seen += process.stdout.readlines()
     assert process.wait(timeout=600) == ExitCode.INTERRUPTED, "".join(seen[-30:])
     assert any("distributed: 2 processes, FSDP" in line for line in seen)

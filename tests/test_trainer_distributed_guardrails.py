@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,10 @@ from kubetune_trainer.termination import exit_code_of
 from kubetune_trainer.workdir import WorkDir
 from support.toydata import generation_rows, write_jsonl
 from support.trainer_config import data_entry, run_dir, trainer_config, write_config
+from support.trainer_process import TRAINER, free_port, run_agents
 
 pytestmark = pytest.mark.slow
 
-TRAINER = [sys.executable, "-m", "kubetune_trainer.cli", "train"]
 FAULTS = Path(__file__).parent / "support" / "rankfaults"
 
 
@@ -104,22 +102,13 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step_keeping_the_la
     assert not work.final.exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_out_of_memory_on_another_node_is_that_nodes_result_and_the_runs_cause(tmp_path: Path) -> None:
     # Two torchrun agents on loopback, one process each: rank 1 runs out of memory; rank 0's
     # collective breaks under it. torchrun decides which agent runs which rank.
     path, env = _prepare(tmp_path, {"ranks": [1], "oomAfterCalls": 3}, nodes=2, processes=1,
-                         endpoint=f"127.0.0.1:{_free_port()}")
-    agents = [subprocess.Popen([*TRAINER, "--config", str(path), "--result-path", str(tmp_path / f"node{n}.json")],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for n in range(2)]
-    outputs = [agent.communicate(timeout=600)[0] for agent in agents]
-    assert all(agent.returncode != ExitCode.OK for agent in agents), outputs
+                         endpoint=f"127.0.0.1:{free_port()}")
+    codes, outputs = zip(*run_agents(path, env, tmp_path, 2), strict=True)
+    assert ExitCode.OK not in codes, outputs
     # Both nodes wrote a termination message: rank 0's node the run's result (it only followed),
     # the other node its own failure, the cause.
     written = [TrainerResult.model_validate_json(p.read_text(encoding="utf-8"))
