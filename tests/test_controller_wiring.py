@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+from test_operator_wiring import conditions, status_of
+
 from kubetune.api import ModelResult, TrainerResult
 from kubetune.builders import training_job_name, validation_job_name
 from kubetune.controller.refusals import REASON as REFUSED
@@ -219,12 +221,11 @@ def test_a_run_whose_pod_is_refused_says_why_and_starts_once_there_is_room(clust
         cluster.apply(TUNINGJOBS, tuningjob(name))
 
         def running_reason() -> str | None:
-            conditions = ((cluster.get(TUNINGJOBS, NS, name) or {}).get("status") or {}).get("conditions") or []
-            return next((c.get("reason") for c in conditions if c.get("type") == "Running"), None)
+            return conditions(status_of(cluster, name)).get("Running", ("", None))[1]
 
         cluster.wait_for("the run to say its Pod is refused", lambda: running_reason() == Reason.POD_CREATION_REFUSED,
                          timeout=30)
-        status = (cluster.get(TUNINGJOBS, NS, name) or {})["status"]
+        status = status_of(cluster, name)
         assert status["phase"] == "Starting"
         assert quota in status["message"] and "ResourceQuota" in status["message"]
         assert Reason.POD_CREATION_REFUSED in cluster.event_reasons(name)

@@ -79,13 +79,13 @@ def test_blocking_an_owners_deletion_needs_update_on_its_finalizers() -> None:
     assert finalizers.denial("POST", path, {}, job_owned_by("TuningJob", block=True)) is None
 
 
-@pytest.mark.parametrize("watch_namespaces", [(), ("ns",)], ids=["cluster-wide", "namespaced"])
+@pytest.mark.parametrize("watch_namespaces", [(), ("team-a",)], ids=["cluster-wide", "namespaced"])
 def test_the_chart_lets_the_operator_block_its_owners_deletion(watch_namespaces: tuple[str, ...]) -> None:
     """Every child the operator creates names its TuningJob or Dataset with blockOwnerDeletion:
     on clusters that enforce owner-reference permissions (OpenShift) that needs the finalizers."""
     authorizer = chart_authorizer(*watch_namespaces)
     for plural in ("tuningjobs", "datasets"):
-        assert authorizer.allows(Attributes("kubetune.io", f"{plural}/finalizers", "update", "ns", "x"))
+        assert authorizer.allows(Attributes("kubetune.io", f"{plural}/finalizers", "update", "team-a", "x"))
 
 
 def test_a_role_grants_in_its_namespace_only() -> None:

@@ -31,14 +31,13 @@ from kubetune.builders import rendezvous_service_name, trainer_config_map_name, 
 from kubetune.builders.names import preflight_job_name
 from support.kube_cluster import JOBS, PODS, Cluster
 from support.kube_objects import COMPLETION_INDEX, stamp
-from support.kubelet_plays import run_container, terminate_container
+from support.kubelet_plays import pods_of, run_container, terminate_container
 
 
 def _pods_by_index(cluster: Cluster, job: dict[str, Any], count: int) -> dict[str, str]:
     def found() -> dict[str, str] | None:
         pods = {(p["metadata"].get("annotations") or {}).get(COMPLETION_INDEX): p["metadata"]["name"]
-                for p in cluster.list(PODS, NS)
-                if any(r.get("uid") == job["metadata"]["uid"] for r in p["metadata"].get("ownerReferences") or [])}
+                for p in pods_of(cluster, job)}
         return pods if len(pods) == count else None
     return cluster.wait_for(f"{count} indexed Pods of {job['metadata']['name']}", found)
 

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 SERVICE_ACCOUNT = "system:serviceaccount:kubetune-system:kubetune"
-# Owner kinds the rig knows, and their resources (the finalizers check names the resource).
-_PLURALS = {"TuningJob": "tuningjobs", "Dataset": "datasets", "Job": "jobs", "Pod": "pods"}
 _WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
@@ -82,7 +80,7 @@ def owner_finalizer_checks(obj: Mapping[str, Any], namespace: str | None) -> lis
             api_version = str(reference.get("apiVersion", ""))
             group = api_version.rpartition("/")[0]
             kind = str(reference.get("kind", ""))
-            plural = _PLURALS.get(kind, kind.lower() + "s")
+            plural = kind.lower() + "s"  # TuningJob -> tuningjobs, as for every kind the operator owns
             checks.append(Attributes(group, f"{plural}/finalizers", "update", namespace, reference.get("name")))
     return checks
 

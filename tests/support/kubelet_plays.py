@@ -27,7 +27,8 @@ from support.kube_objects import (
 )
 
 
-def _pods_of(cluster: Cluster, job: dict[str, Any]) -> list[dict[str, Any]]:
+def pods_of(cluster: Cluster, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Pods the Job controller made for `job` (its controller reference)."""
     uid = job["metadata"]["uid"]
     return [pod for pod in cluster.list(PODS, job["metadata"]["namespace"])
             if any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])]
@@ -37,7 +38,7 @@ def start_pod(cluster: Cluster, job: dict[str, Any], *, other_than: str | None =
     """The name of the Pod the Job controller started for `job` and that has not finished (not
     `other_than`): the first one, or the one replacing a failed one."""
     def newest() -> str | None:
-        pods = [p for p in _pods_of(cluster, job) if p["metadata"]["name"] != other_than
+        pods = [p for p in pods_of(cluster, job) if p["metadata"]["name"] != other_than
                 and not p["metadata"].get("deletionTimestamp")
                 and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
         pods.sort(key=lambda p: (p["metadata"]["creationTimestamp"], int(p["metadata"]["resourceVersion"])))
