@@ -54,7 +54,7 @@ from bench import operator_probe
 from bench.common import Figure, machine_line, package_versions, print_table, process_rss_mb
 from bench.control_plane_rig import (
     Api,
-    BaselineProcess,
+    ChildProcess,
     ClusterApi,
     EmulatedApi,
     OperatorProcess,
@@ -100,7 +100,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def wait_until(what: str, done: Callable[[], bool], timeout: float,
-               operator: OperatorProcess | BaselineProcess) -> None:
+               operator: ChildProcess) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         operator.check()
@@ -110,7 +110,7 @@ def wait_until(what: str, done: Callable[[], bool], timeout: float,
         time.sleep(0.02)
 
 
-def burst(api: Api, names: list[str], namespace: str, operator: OperatorProcess | BaselineProcess) -> list[float]:
+def burst(api: Api, names: list[str], namespace: str, operator: ChildProcess) -> list[float]:
     """Create the TuningJobs at once; the apply -> Job latencies (seconds), once every Job exists."""
     api.create_tuningjobs([tuningjob(name, namespace) for name in names])
     wait_until(f"{len(names)} Jobs", lambda: all(n in api.job_times() for n in names), 60 + 0.5 * len(names),
@@ -190,8 +190,7 @@ def baseline_figures(operator: list[Figure], baselines: list[Baseline], jobs: in
     for label, last in ((f"{jobs} at once", False), (f"last burst, {created} resources", True)):
         mine = p99[f"apply -> Job p99 ({label})"]
         runs = [percentile(baseline.last if last else baseline.first, 0.99) for baseline in baselines]
-        for number, value in enumerate(runs, 1):
-            when = "before" if number == 1 else "after"
+        for when, value in zip(("before", "after"), runs, strict=True):
             figures.append(Figure(f"by-hand baseline apply -> Job p99 ({label}), run {when}", value, "s"))
         figures.append(Figure(f"operator / by-hand baseline, p99 ({label})", mine / statistics.mean(runs), "x"))
     return figures
@@ -223,7 +222,7 @@ def measure(api: Api, jobs: int, total: int, namespace: str, folder: Path, settl
         last: list[float] = latencies
         for scale in more:
             last = burst(api, scale, namespace, operator)
-        created = sum(map(len, [warmup, names, *more]))
+        created = total  # burst_names made exactly that many
         print(f"{created} TuningJobs exist; settling {settle}s (two refresh intervals)")
         settling = readings.take()
         time.sleep(settle)

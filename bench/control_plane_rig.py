@@ -237,16 +237,25 @@ def cluster_agents(url: str, traffic: str, folder: Path, *, rate_limits: bool) -
         stop_process(process)
 
 
-class BaselineProcess:
-    """bench.direct_controller: what any controller has to do per TuningJob, and nothing else."""
+class ChildProcess:
+    """A process the benchmark started and waits on: `check` fails the run, with its log, once it has exited."""
+
+    what = "a child process"
 
     def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
         self.process = process
+        self.pid = process.pid
         self.log = log
 
     def check(self) -> None:
         if self.process.poll() is not None:
-            raise RuntimeError(f"the baseline exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
+            raise RuntimeError(f"{self.what} exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
+
+
+class BaselineProcess(ChildProcess):
+    """bench.direct_controller: what any controller has to do per TuningJob, and nothing else."""
+
+    what = "the baseline"
 
 
 @contextmanager
@@ -344,13 +353,13 @@ class OperatorReading:
     pass_seconds: float
 
 
-class OperatorProcess:
+class OperatorProcess(ChildProcess):
+    what = "the operator"
+
     def __init__(self, process: subprocess.Popen[bytes], metrics_port: int, probe: Path, log: Path) -> None:
-        self.process = process
-        self.pid = process.pid
+        super().__init__(process, log)
         self.metrics_port = metrics_port
         self.probe = probe
-        self.log = log
 
     def _metric(self, text: str, name: str) -> float:
         match = re.search(rf'^{name}\{{kind="TuningJob"\}} (\S+)$', text, re.MULTILINE)
@@ -366,10 +375,6 @@ class OperatorProcess:
                                rss=process_rss_mb(self.pid)[0],
                                passes=self._metric(text, "kubetune_reconcile_duration_seconds_count"),
                                pass_seconds=self._metric(text, "kubetune_reconcile_duration_seconds_sum"))
-
-    def check(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the operator exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
 
 
 @contextmanager

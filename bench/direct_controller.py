@@ -1,9 +1,9 @@
 """The by-hand baseline of bench.control_plane: the least a controller does per TuningJob on this rig.
 
-    python -m bench.direct_controller URL NAMESPACE NAMES_FILE
+    python -m bench.direct_controller URL NAMESPACE NAMES_FILE WORKERS
 
 Watches TuningJobs and, for each one ADDED whose name NAMES_FILE lists (one per line), POSTs its
-ConfigMap and then its Job, with as many TuningJobs in hand at once as the operator has workers.
+ConfigMap and then its Job, with WORKERS TuningJobs in hand at once (the operator's worker count).
 The two objects are the operator's own (kubetune's builders, rendered before the burst from the
 benchmark's TuningJob), so the API server stores and sends the same bytes; only the owner's uid is
 filled in when the TuningJob arrives. No validation, no cache, no status patch, no Events: what is
@@ -85,9 +85,8 @@ async def run(url: str, namespace: str, names: list[str], workers: int) -> None:
 
 
 def main() -> None:
-    url, namespace, names_file = sys.argv[1:4]
-    workers = int(sys.argv[4]) if len(sys.argv) > 4 else 8
-    asyncio.run(run(url, namespace, Path(names_file).read_text().split(), workers))
+    url, namespace, names_file, workers = sys.argv[1:5]
+    asyncio.run(run(url, namespace, Path(names_file).read_text().split(), int(workers)))
 
 
 if __name__ == "__main__":
