@@ -49,12 +49,12 @@ TINY_MODEL: dict[str, Any] = {"hiddenSize": 64, "intermediateSize": 128, "numLay
                               "numKeyValueHeads": 2, "vocabSize": 512}
 
 
-def _config(folder: Path, *, processes: int, steps: int, batch: int, method: str, strategy: str, tiny: bool,
-            cuda: bool) -> Path:
-    rows = alpaca_rows(max(256, steps * batch * processes), seed=7)
+def _config(folder: Path, *, processes: int, rows: int, steps: int, batch: int, method: str, strategy: str,
+            tiny: bool, cuda: bool) -> Path:
+    data_rows = alpaca_rows(rows, seed=7)
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data_rows), encoding="utf-8")
     config = {
         "name": "scaling", "namespace": "bench", "workDir": str(folder / "work"),
         "mounts": {"pvcs": {"data": str(data), "out": str(folder / "out")}}, "resultPath": str(folder / "result.json"),
@@ -78,11 +78,13 @@ def _config(folder: Path, *, processes: int, steps: int, batch: int, method: str
     return path
 
 
-def _measure(processes: int, args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
+def _measure(processes: int, devices: int, args: argparse.Namespace, cuda: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="kubetune-scaling-") as tmp:
         folder = Path(tmp)
-        path = _config(folder, processes=processes, steps=args.steps, batch=args.batch, method=args.method,
-                       strategy=args.strategy, tiny=args.tiny, cuda=cuda)
+        # One data set for both sides: as many rows as the larger world trains on.
+        path = _config(folder, processes=processes, rows=max(256, args.steps * args.batch * devices),
+                       steps=args.steps, batch=args.batch, method=args.method, strategy=args.strategy,
+                       tiny=args.tiny, cuda=cuda)
         done = subprocess.run([sys.executable, "-m", "kubetune_trainer.cli", "train", "--config", str(path)],
                               capture_output=True, text=True, cwd=REPO_ROOT, env=child_env(), timeout=7200,
                               check=False)
@@ -92,8 +94,7 @@ def _measure(processes: int, args: argparse.Namespace, cuda: bool) -> dict[str, 
             raise RuntimeError(f"{processes} process(es) failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
                                f"{done.stderr[-3000:]}")
         metrics = result["metrics"]
-        return {"tokens_per_second": metrics["trainedTokens"] / metrics["runtimeSeconds"],
-                "runtime_seconds": metrics["runtimeSeconds"], "tokens": metrics["trainedTokens"]}
+        return {"tokens_per_second": metrics["trainedTokens"] / metrics["runtimeSeconds"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{devices} GPUs ({torch.cuda.get_device_name(0)})" if cuda else f"{devices} CPU processes (gloo)"
     print(f"scaling: {args.method}, strategy {args.strategy}, {args.steps} steps, per-device batch {args.batch}, "
           f"{where}")
-    runs = alternate({"1 device": lambda _: _measure(1, args, cuda),
-                      f"{devices} devices": lambda _: _measure(devices, args, cuda)}, args.repeats)
+    runs = alternate({"1 device": lambda _: _measure(1, devices, args, cuda),
+                      f"{devices} devices": lambda _: _measure(devices, devices, args, cuda)}, args.repeats)
     one = median_of(runs["1 device"], "tokens_per_second")
     many = median_of(runs[f"{devices} devices"], "tokens_per_second")
     print_table("Scaling (median of runs)", [
